@@ -1,0 +1,75 @@
+# vitamin - plain GNU Makefile.
+#   make                       build/vitamin and build/libvitamin.a
+#   make test                  unit + parity tests (summary line at the end)
+#   make SANITIZE=address,undefined test
+#   make bench                 benchmarks against llama.cpp (needs the oracle)
+#   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
+
+CC       ?= cc
+OPT      ?= -O2
+SANITIZE ?=
+SHARED   ?= $(abspath ../shared)
+BUILD    ?= build
+
+CFLAGS_BASE := -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
+               -Iinclude -Isrc -MMD -MP
+LDLIBS   := -ljansson -lm -lpthread
+LDFLAGS  ?=
+
+ifneq ($(SANITIZE),)
+  BUILD := build-san
+  CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+  LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+ISA_AVX2   := -mavx2 -mfma -mf16c -mbmi2
+ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
+
+LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TESTLIB_SRC := $(sort $(filter-out tests/test_%,$(wildcard tests/*.c)))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+all: $(BUILD)/vitamin $(BUILD)/libvitamin.a
+
+$(BUILD)/%_avx2.o: EXTRA := $(ISA_AVX2)
+$(BUILD)/%_avx512.o: EXTRA := $(ISA_AVX512)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(EXTRA) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libvitamin.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/vitamin: $(CLI_OBJ) $(BUILD)/libvitamin.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_OBJ) $(BUILD)/libvitamin.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests: $(TEST_BIN) $(BUILD)/vitamin
+
+test: tests
+	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
+	  sh tests/run.sh $(BUILD)/tests
+
+bench: all
+	@VT_SHARED=$(SHARED) sh bench/run.sh $(abspath $(BUILD)/vitamin)
+
+fuzz:
+	$(MAKE) -f fuzz/fuzz.mk
+
+clean:
+	rm -rf build build-san build-fuzz
+
+.PHONY: all tests test bench fuzz clean
+.SECONDARY:
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,137 @@
+/*
+ * kernels.h - tensor element types (ggml's numbering and block layouts),
+ * dequantization, quantization, dot products, matrix multiplication and the
+ * thread pool that runs them.
+ *
+ * Types: the ids are ggml's (they are what GGUF files store). A quantized type
+ * packs `blck` elements into `size` bytes; the block structs in quants.h are
+ * byte-identical to ggml's. Every supported type has a scalar reference
+ * implementation; SIMD variants (AVX2, AVX-512) are selected at run time by
+ * kn_init() from cpuid and are tested against the scalar ones.
+ *
+ * Dot products pair a weight row with an activation row quantized to the
+ * weight type's `dot_type` (ggml's pairing: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for
+ * Q4_1/Q5_1, Q8_K for the K-quants, F16 for F16, BF16 for BF16, F32 for F32),
+ * so that results match llama.cpp's numerics.
+ */
+#ifndef VT_KERNELS_H
+#define VT_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vitamin.h"
+
+typedef enum {
+    VT_TYPE_F32 = 0,
+    VT_TYPE_F16 = 1,
+    VT_TYPE_Q4_0 = 2,
+    VT_TYPE_Q4_1 = 3,
+    VT_TYPE_Q5_0 = 6,
+    VT_TYPE_Q5_1 = 7,
+    VT_TYPE_Q8_0 = 8,
+    VT_TYPE_Q8_1 = 9,
+    VT_TYPE_Q2_K = 10,
+    VT_TYPE_Q3_K = 11,
+    VT_TYPE_Q4_K = 12,
+    VT_TYPE_Q5_K = 13,
+    VT_TYPE_Q6_K = 14,
+    VT_TYPE_Q8_K = 15,
+    VT_TYPE_IQ2_XXS = 16,
+    VT_TYPE_IQ2_XS = 17,
+    VT_TYPE_IQ3_XXS = 18,
+    VT_TYPE_IQ1_S = 19,
+    VT_TYPE_IQ4_NL = 20,
+    VT_TYPE_IQ3_S = 21,
+    VT_TYPE_IQ2_S = 22,
+    VT_TYPE_IQ4_XS = 23,
+    VT_TYPE_I8 = 24,
+    VT_TYPE_I16 = 25,
+    VT_TYPE_I32 = 26,
+    VT_TYPE_I64 = 27,
+    VT_TYPE_F64 = 28,
+    VT_TYPE_IQ1_M = 29,
+    VT_TYPE_BF16 = 30,
+    VT_TYPE_TQ1_0 = 34,
+    VT_TYPE_TQ2_0 = 35,
+    VT_TYPE_MXFP4 = 39,
+    VT_TYPE_COUNT = 40,
+} vt_type;
+
+/* Storage facts about a type id; known for every id ggml defines. */
+typedef struct {
+    const char *name; /* "q4_K", ... (NULL for ids ggml does not define) */
+    int64_t blck;     /* elements per block */
+    size_t size;      /* bytes per block */
+} kn_type_info;
+
+/* NULL if `t` is not a type id ggml defines. */
+const kn_type_info *kn_type_get(uint32_t t);
+
+/* Type id by name, case-insensitive ("q8_0", "Q4_K", "f16"); -1 if unknown. */
+int kn_type_from_name(const char *name);
+
+/* Bytes of a row of n elements (n must be a multiple of the block size). */
+size_t kn_row_size(vt_type t, int64_t n);
+
+/* Instruction-set levels for kernel selection. */
+typedef enum { KN_ISA_SCALAR = 0, KN_ISA_AVX2 = 1, KN_ISA_AVX512 = 2, KN_ISA_COUNT } kn_isa;
+
+/* Arithmetic for one type; a NULL function pointer means "not available". */
+typedef struct {
+    vt_type type;
+    vt_type dot_type; /* the activation format vec_dot expects */
+    /* y[0..n) = dequantized x; n a multiple of blck. */
+    void (*to_float)(const void *x, float *y, int64_t n);
+    /* Quantize n floats into blocks (used for activations; may be SIMD). */
+    void (*from_float)(const float *x, void *y, int64_t n);
+    /* sum_i w[i]*a[i] over n elements; w of this type, a of dot_type. */
+    float (*vec_dot)(int64_t n, const void *w, const void *a);
+} kn_traits;
+
+/* Selects SIMD kernels for this CPU (idempotent, thread-safe). The environment
+ * variable VT_ISA=scalar|avx2|avx512 caps the level (for tests/benchmarks). */
+void kn_init(void);
+
+/* The ISA level kn_init() chose. */
+kn_isa kn_active_isa(void);
+
+/* Traits for t with the active kernels; NULL if the type has no arithmetic. */
+const kn_traits *kn_traits_get(vt_type t);
+
+/* Traits for t at one specific ISA level (for tests that compare levels);
+ * NULL if that level has no kernels for t or the CPU lacks the ISA. */
+const kn_traits *kn_traits_isa(vt_type t, kn_isa isa);
+
+/* Reference quantization of weights (scalar, deterministic): n floats, n a
+ * multiple of the block size. Returns VT_ERR_UNSUPPORTED for types that have
+ * no quantizer. */
+vt_err kn_quantize_ref(vt_type t, const float *x, void *y, int64_t n);
+
+/* ---- thread pool ---------------------------------------------------- */
+
+typedef struct kn_pool kn_pool;
+
+/* A pool of n_threads workers including the caller (n_threads >= 1).
+ * Returns NULL on failure (vt_last_error says why). */
+kn_pool *kn_pool_create(int n_threads);
+void kn_pool_destroy(kn_pool *p); /* NULL is a no-op */
+int kn_pool_size(const kn_pool *p);
+
+/* Runs fn(ctx, ith, nth) on every thread of the pool (ith = 0..nth-1, the
+ * caller is ith 0) and returns when all have finished. p may be NULL: then fn
+ * runs once on the caller with nth = 1. */
+typedef void (*kn_task_fn)(void *ctx, int ith, int nth);
+void kn_pool_run(kn_pool *p, kn_task_fn fn, void *ctx);
+
+/* ---- matrix multiplication ------------------------------------------- */
+
+/* y[t][r] = sum_c W[r][c] * x[t][c] for t < ntok, r < rows.
+ * W: rows x cols in type wtype (row-major, rows of kn_row_size(wtype, cols));
+ * x: ntok x cols floats; y: ntok x rows floats (row stride `ldy`).
+ * Activations are quantized to the weight's dot_type first, as ggml does. */
+vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t cols,
+                 const float *x, int64_t ntok, float *y, int64_t ldy);
+
+#endif
