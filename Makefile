@@ -25,9 +25,13 @@ endif
 ISA_AVX2   := -mavx2 -mfma -mf16c -mbmi2
 ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
 
-LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
+# MODULES / TESTS narrow a build to some modules and test programs (e.g.
+# `make BUILD=build-x MODULES="util kernels" TESTS=test_quants check-some`).
+MODULES  ?= $(filter-out cli,$(notdir $(wildcard src/*)))
+TESTS    ?= $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+LIB_SRC  := $(sort $(foreach m,$(MODULES),$(wildcard src/$(m)/*.c)))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
-TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_SRC := $(sort $(foreach t,$(TESTS),tests/$(t).c))
 TESTLIB_SRC := $(sort $(filter-out tests/test_%,$(wildcard tests/*.c)))
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -60,6 +64,11 @@ test: tests
 	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
 	  sh tests/run.sh $(BUILD)/tests
 
+# Builds and runs only the test programs in TESTS (no vitamin binary needed).
+check-some: $(TEST_BIN)
+	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
+	  sh tests/run.sh $(BUILD)/tests
+
 bench: all
 	@VT_SHARED=$(SHARED) sh bench/run.sh $(abspath $(BUILD)/vitamin)
 
@@ -67,9 +76,9 @@ fuzz:
 	$(MAKE) -f fuzz/fuzz.mk
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-*
 
-.PHONY: all tests test bench fuzz clean
+.PHONY: all tests test check-some bench fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
