@@ -1,0 +1,136 @@
+/*
+ * dispatch.c - the traits tables and their selection at run time. One table
+ * per ISA level, each complete: the scalar table lists the reference kernels
+ * of quants_ref*.c, the AVX2 table starts as a copy of it and takes the
+ * kernels quants_avx2.c provides, the AVX-512 table starts from the AVX2 one
+ * and takes those of quants_avx512.c. kn_init() (once, thread-safe) checks
+ * cpuid for each level's instructions and picks the highest one the CPU has,
+ * capped by the environment variable VT_ISA=scalar|avx2|avx512.
+ * kn_quantize_ref() maps a type to its reference weight quantizer.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "kernels/quants.h"
+
+static kn_traits tables[KN_ISA_COUNT][VT_TYPE_COUNT];
+static bool level_ok[KN_ISA_COUNT];
+static kn_isa active = KN_ISA_SCALAR;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+#define ENTRY(T, DT, name, ff, dot)                                                                \
+    [VT_TYPE_##T] = {VT_TYPE_##T, VT_TYPE_##DT, kn_ref_to_float_##name, ff, dot}
+
+static const kn_traits scalar_table[VT_TYPE_COUNT] = {
+    ENTRY(F32, F32, f32, kn_ref_from_float_f32, kn_ref_dot_f32),
+    ENTRY(F16, F16, f16, kn_ref_from_float_f16, kn_ref_dot_f16),
+    ENTRY(BF16, BF16, bf16, kn_ref_from_float_bf16, kn_ref_dot_bf16),
+    ENTRY(Q4_0, Q8_0, q4_0, kn_ref_quantize_q4_0, kn_ref_dot_q4_0),
+    ENTRY(Q4_1, Q8_1, q4_1, kn_ref_quantize_q4_1, kn_ref_dot_q4_1),
+    ENTRY(Q5_0, Q8_0, q5_0, kn_ref_quantize_q5_0, kn_ref_dot_q5_0),
+    ENTRY(Q5_1, Q8_1, q5_1, kn_ref_quantize_q5_1, kn_ref_dot_q5_1),
+    ENTRY(Q8_0, Q8_0, q8_0, kn_ref_from_float_q8_0, kn_ref_dot_q8_0),
+    ENTRY(Q8_1, Q8_1, q8_1, kn_ref_from_float_q8_1, NULL),
+    ENTRY(Q2_K, Q8_K, q2_K, kn_ref_quantize_q2_K, kn_ref_dot_q2_K),
+    ENTRY(Q3_K, Q8_K, q3_K, kn_ref_quantize_q3_K, kn_ref_dot_q3_K),
+    ENTRY(Q4_K, Q8_K, q4_K, kn_ref_quantize_q4_K, kn_ref_dot_q4_K),
+    ENTRY(Q5_K, Q8_K, q5_K, kn_ref_quantize_q5_K, kn_ref_dot_q5_K),
+    ENTRY(Q6_K, Q8_K, q6_K, kn_ref_quantize_q6_K, kn_ref_dot_q6_K),
+    ENTRY(Q8_K, Q8_K, q8_K, kn_ref_from_float_q8_K, NULL),
+};
+
+static bool cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+}
+
+static bool cpu_has_avx512(void)
+{
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+static void init_once(void)
+{
+    memcpy(tables[KN_ISA_SCALAR], scalar_table, sizeof scalar_table);
+    level_ok[KN_ISA_SCALAR] = true;
+    memcpy(tables[KN_ISA_AVX2], scalar_table, sizeof scalar_table);
+    kn_quants_avx2_fill(tables[KN_ISA_AVX2]);
+    level_ok[KN_ISA_AVX2] = cpu_has_avx2();
+    memcpy(tables[KN_ISA_AVX512], tables[KN_ISA_AVX2], sizeof scalar_table);
+    kn_quants_avx512_fill(tables[KN_ISA_AVX512]);
+    level_ok[KN_ISA_AVX512] = level_ok[KN_ISA_AVX2] && cpu_has_avx512();
+
+    kn_isa cap = KN_ISA_AVX512;
+    const char *env = getenv("VT_ISA");
+    if (env && *env) {
+        if (!strcasecmp(env, "scalar"))
+            cap = KN_ISA_SCALAR;
+        else if (!strcasecmp(env, "avx2"))
+            cap = KN_ISA_AVX2;
+    }
+    active = KN_ISA_SCALAR;
+    for (int l = KN_ISA_SCALAR; l <= (int)cap; l++)
+        if (level_ok[l])
+            active = (kn_isa)l;
+}
+
+void kn_init(void)
+{
+    pthread_once(&once, init_once);
+}
+
+kn_isa kn_active_isa(void)
+{
+    kn_init();
+    return active;
+}
+
+const kn_traits *kn_traits_isa(vt_type t, kn_isa isa)
+{
+    kn_init();
+    if ((unsigned)t >= VT_TYPE_COUNT || (unsigned)isa >= KN_ISA_COUNT || !level_ok[isa])
+        return NULL;
+    const kn_traits *tr = &tables[isa][t];
+    return tr->to_float || tr->from_float || tr->vec_dot ? tr : NULL;
+}
+
+const kn_traits *kn_traits_get(vt_type t)
+{
+    return kn_traits_isa(t, kn_active_isa());
+}
+
+vt_err kn_quantize_ref(vt_type t, const float *x, void *y, int64_t n)
+{
+    void (*q)(const float *, void *, int64_t) = NULL;
+    switch (t) {
+    case VT_TYPE_F32: q = kn_ref_from_float_f32; break;
+    case VT_TYPE_F16: q = kn_ref_from_float_f16; break;
+    case VT_TYPE_BF16: q = kn_ref_from_float_bf16; break;
+    case VT_TYPE_Q4_0: q = kn_ref_quantize_q4_0; break;
+    case VT_TYPE_Q4_1: q = kn_ref_quantize_q4_1; break;
+    case VT_TYPE_Q5_0: q = kn_ref_quantize_q5_0; break;
+    case VT_TYPE_Q5_1: q = kn_ref_quantize_q5_1; break;
+    case VT_TYPE_Q8_0: q = kn_ref_quantize_q8_0; break;
+    case VT_TYPE_Q2_K: q = kn_ref_quantize_q2_K; break;
+    case VT_TYPE_Q3_K: q = kn_ref_quantize_q3_K; break;
+    case VT_TYPE_Q4_K: q = kn_ref_quantize_q4_K; break;
+    case VT_TYPE_Q5_K: q = kn_ref_quantize_q5_K; break;
+    case VT_TYPE_Q6_K: q = kn_ref_quantize_q6_K; break;
+    default: break;
+    }
+    if (!q)
+        return vt_fail(VT_ERR_UNSUPPORTED, "no reference quantizer for type %d", (int)t);
+    const kn_type_info *ti = kn_type_get((uint32_t)t);
+    if (n < 0 || n % ti->blck != 0)
+        return vt_fail(VT_ERR_INVALID, "%lld elements is not a multiple of the %s block (%lld)",
+                       (long long)n, ti->name, (long long)ti->blck);
+    q(x, y, n);
+    return VT_OK;
+}
