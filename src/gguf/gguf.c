@@ -243,8 +243,7 @@ static vt_err rd_str(rd *r, const char *what, gguf_str *out)
 
 /* ---- values ------------------------------------------------------------ */
 
-/* Bytes of one element of a fixed-size type, 0 for strings and arrays. */
-static uint64_t scalar_size(uint32_t t)
+uint64_t gguf_vtype_size(gguf_vtype t)
 {
     switch (t) {
     case GGUF_T_UINT8:
@@ -260,6 +259,15 @@ static uint64_t scalar_size(uint32_t t)
     case GGUF_T_FLOAT64: return 8;
     default: return 0;
     }
+}
+
+const char *gguf_vtype_name(gguf_vtype t)
+{
+    static const char *const names[GGUF_T_COUNT] = {
+        "uint8", "int8",   "uint16", "int16", "uint32", "int32",  "float32",
+        "bool",  "string", "array",  "uint64", "int64", "float64",
+    };
+    return (unsigned)t < GGUF_T_COUNT ? names[t] : "?";
 }
 
 static void decode_scalar(gguf_vtype t, const uint8_t *p, gguf_value *v)
@@ -336,7 +344,7 @@ static vt_err parse_array(rd *r, arr_node *node, int depth)
         return bad_type(r, et, "array element type");
     if ((e = rd_u64(r, "array count", &n)) != VT_OK)
         return e;
-    uint64_t min = et == GGUF_T_STRING ? 8 : et == GGUF_T_ARRAY ? 12 : scalar_size(et);
+    uint64_t min = et == GGUF_T_STRING ? 8 : et == GGUF_T_ARRAY ? 12 : gguf_vtype_size((gguf_vtype)et);
     if (n > rd_left(r) / min)
         return vt_fail(VT_ERR_FORMAT,
                        "gguf: %s: array count %llu at offset %llu needs at least %llu bytes per "
@@ -400,7 +408,7 @@ static vt_err parse_value(rd *r, gguf_vtype t, gguf_value *v)
         return VT_OK;
     }
     const uint8_t *b = NULL;
-    if ((e = rd_bytes(r, scalar_size(t), "value", &b)) != VT_OK)
+    if ((e = rd_bytes(r, gguf_vtype_size(t), "value", &b)) != VT_OK)
         return e;
     if (t == GGUF_T_BOOL && b[0] > 1)
         return bad_bool(r, b[0], r->pos - 1);
@@ -832,7 +840,7 @@ bool gguf_arr_get(const gguf_value *arr, uint64_t j, gguf_value *out)
         out->arr_n = kid->n;
         out->arr_impl = kid;
     } else {
-        decode_scalar(node->type, node->p + j * scalar_size(node->type), out);
+        decode_scalar(node->type, node->p + j * gguf_vtype_size(node->type), out);
     }
     return true;
 }
@@ -842,7 +850,7 @@ const void *gguf_arr_raw(const gguf_value *arr)
     if (!arr || arr->type != GGUF_T_ARRAY || !arr->arr_impl)
         return NULL;
     const arr_node *node = arr->arr_impl;
-    return scalar_size(node->type) ? node->p : NULL;
+    return gguf_vtype_size(node->type) ? node->p : NULL;
 }
 
 /* ---- typed getters ---- */

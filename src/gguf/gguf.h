@@ -40,6 +40,12 @@ typedef enum {
     GGUF_T_COUNT
 } gguf_vtype;
 
+/* Bytes of one element of a fixed-size type (1, 2, 4 or 8); 0 for strings,
+ * arrays and invalid types. */
+uint64_t gguf_vtype_size(gguf_vtype t);
+/* "uint8", ..., "array"; "?" for an invalid type. Static, never NULL. */
+const char *gguf_vtype_name(gguf_vtype t);
+
 typedef struct {
     const char *ptr; /* not NUL-terminated */
     uint64_t len;
