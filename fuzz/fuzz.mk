@@ -1,18 +1,26 @@
 # libFuzzer harnesses: every fuzz/fuzz_NAME.c becomes build-fuzz/fuzz_NAME,
 # linked with all library sources compiled by clang with ASan+UBSan.
 #   make fuzz                          build them all
+#   make -f fuzz/fuzz.mk FBUILD=build-fuzz-gguf FUZZERS=fuzz_gguf \
+#        FMODULES="util gguf kernels/types.c"
+#                                      one harness over some modules (a name)
+#                                      or single files (a path under src/)
+# Harnesses link against an archive, so each pulls in only what it uses.
 #   build-fuzz/fuzz_gguf -max_total_time=600 fuzz/corpus-gguf
+# See fuzz/README.md (seed corpora, dictionaries, running in the background).
 FCC      ?= clang
 FBUILD   ?= build-fuzz
 FFLAGS   := -std=c17 -O1 -g -D_GNU_SOURCE -pthread -Iinclude -Isrc -Wall -Wextra -Werror \
             -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
-LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
+FUZZERS  ?= $(FUZZ_SRC:fuzz/%.c=%)
+FMODULES ?= $(filter-out cli,$(notdir $(wildcard src/*)))
+LIB_SRC  := $(sort $(foreach m,$(FMODULES),$(if $(filter %.c,$(m)),src/$(m),$(wildcard src/$(m)/*.c))))
 LIB_OBJ  := $(LIB_SRC:%.c=$(FBUILD)/%.o)
 ISA_AVX2   := -mavx2 -mfma -mf16c -mbmi2
 ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
 
-all: $(FUZZ_SRC:fuzz/%.c=$(FBUILD)/%)
+all: $(FUZZERS:%=$(FBUILD)/%)
 
 $(FBUILD)/%_avx2.o: EXTRA := $(ISA_AVX2)
 $(FBUILD)/%_avx512.o: EXTRA := $(ISA_AVX512)
@@ -21,7 +29,12 @@ $(FBUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FCC) $(FFLAGS) $(EXTRA) -c $< -o $@
 
-$(FBUILD)/fuzz_%: fuzz/fuzz_%.c $(LIB_OBJ)
+$(FBUILD)/libfuzzlib.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FBUILD)/fuzz_%: fuzz/fuzz_%.c $(FBUILD)/libfuzzlib.a
 	$(FCC) $(FFLAGS) -fsanitize=fuzzer $^ -o $@ -ljansson -lm
 
 .PHONY: all
+.SECONDARY:

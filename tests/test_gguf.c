@@ -190,7 +190,8 @@ static bool value_eq(const gguf_value *a, const gguf_value *b)
         return false;
     switch (a->type) {
     case GGUF_T_STRING:
-        return a->v.str.len == b->v.str.len && memcmp(a->v.str.ptr, b->v.str.ptr, a->v.str.len) == 0;
+        return a->v.str.len == b->v.str.len &&
+               memcmp(a->v.str.ptr, b->v.str.ptr, a->v.str.len) == 0;
     case GGUF_T_BOOL: return a->v.b == b->v.b;
     case GGUF_T_FLOAT32:
     case GGUF_T_FLOAT64: return memcmp(&a->v.f64, &b->v.f64, 8) == 0;
@@ -1215,7 +1216,8 @@ static void test_every_prefix(void)
     static const float x[16];
     const int64_t ne[] = {8}, ne2[] = {8, 2};
     gguf_writer_add_tensor(w, "w1", VT_TYPE_F32, 1, ne, x, NULL, NULL);
-    gguf_writer_add_tensor(w, "w2", VT_TYPE_F32, 2, ne2, x, NULL, NULL); /* 64 bytes: ends aligned */
+    /* 64 bytes at offset 32: the file ends with the data, no padding */
+    gguf_writer_add_tensor(w, "w2", VT_TYPE_F32, 2, ne2, x, NULL, NULL);
     size_t len = 0;
     uint8_t *buf = write_and_load(w, "tiny.gguf", &len);
     gguf_writer_destroy(w);

@@ -40,7 +40,7 @@
 #define MAX_DEPTH 8     /* levels of arrays (an array of arrays is 2) */
 #define SHOW 64         /* characters of a key or name quoted in messages */
 #define MIN_KV 14       /* smallest kv: key length, 1 byte of key, type, a u8 */
-#define MIN_TINFO 33    /* smallest tensor info: name length, 1 byte, n_dims, one ne, type, offset */
+#define MIN_TINFO 33    /* smallest tensor info: name length + 1 byte, n_dims, ne, type, offset */
 #define MAX_COUNT 0x7fffffffull /* more kvs or tensors than this is absurd */
 
 /* Elements of an array value. Strings are found through offs[] (offset of
@@ -81,6 +81,7 @@ struct gguf_file {
     kv_entry *kvs;
     gguf_tensor *tensors;
     htab kv_tab, t_tab;
+    uint64_t seed; /* of the hash tables */
     arena_blk *arena;
 };
 
@@ -88,7 +89,7 @@ struct gguf_file {
 
 static void *arena_alloc(gguf_file *f, size_t n)
 {
-    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    n = (n + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
     arena_blk *b = f->arena;
     if (!b || b->cap - b->used < n) {
         size_t cap = VT_MAX(n, (size_t)64 << 10);
@@ -122,13 +123,27 @@ static void arena_free(arena_blk *b)
 
 /* ---- hashing ---------------------------------------------------------- */
 
-static uint64_t hash_bytes(const void *p, uint64_t n)
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A keyed hash (8 bytes at a time through a bijective mixer): with a seed
+ * drawn per file, a hostile file cannot be built to make every key collide
+ * and turn lookups quadratic. */
+static uint64_t hash_bytes(uint64_t seed, const void *p, uint64_t n)
 {
     const unsigned char *s = p;
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-    for (uint64_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 0x100000001b3ull;
-    return h ^ (h >> 29);
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull), w;
+    for (; n >= 8; n -= 8, s += 8) {
+        memcpy(&w, s, 8);
+        h = mix64(h ^ w);
+    }
+    w = 0;
+    memcpy(&w, s, (size_t)n);
+    return mix64(h ^ w ^ ((uint64_t)n << 56));
 }
 
 typedef gguf_str (*key_at_fn)(const gguf_file *f, uint32_t i);
@@ -148,7 +163,7 @@ static gguf_str tensor_key_at(const gguf_file *f, uint32_t i)
 static uint64_t htab_slot(const gguf_file *f, const htab *t, key_at_fn key_at, const char *p,
                           uint64_t n)
 {
-    uint64_t i = hash_bytes(p, n) & t->mask;
+    uint64_t i = hash_bytes(f->seed, p, n) & t->mask;
     for (;;) {
         uint32_t s = t->slots[i];
         if (!s)
@@ -344,7 +359,10 @@ static vt_err parse_array(rd *r, arr_node *node, int depth)
         return bad_type(r, et, "array element type");
     if ((e = rd_u64(r, "array count", &n)) != VT_OK)
         return e;
-    uint64_t min = et == GGUF_T_STRING ? 8 : et == GGUF_T_ARRAY ? 12 : gguf_vtype_size((gguf_vtype)et);
+    /* the fewest bytes an element takes: a string's length, an array's type and count */
+    uint64_t min = et == GGUF_T_STRING  ? 8
+                   : et == GGUF_T_ARRAY ? 12
+                                        : gguf_vtype_size((gguf_vtype)et);
     if (n > rd_left(r) / min)
         return vt_fail(VT_ERR_FORMAT,
                        "gguf: %s: array count %llu at offset %llu needs at least %llu bytes per "
@@ -435,7 +453,8 @@ static vt_err parse_header(rd *r, gguf_file *f, uint64_t *n_tensors, uint64_t *n
         return e;
     uint32_t v = f->version;
     if (v == 1)
-        return vt_fail(VT_ERR_UNSUPPORTED, "gguf: version 1 files are not supported (only 2 and 3)");
+        return vt_fail(VT_ERR_UNSUPPORTED,
+                       "gguf: version 1 files are not supported (only 2 and 3)");
     if (v == 0x02000000u || v == 0x03000000u)
         return vt_fail(VT_ERR_UNSUPPORTED, "gguf: big-endian GGUF files are not supported (version "
                                            "%u byte-swapped)", __builtin_bswap32(v));
@@ -518,8 +537,8 @@ static vt_err parse_kvs(rd *r, gguf_file *f, uint64_t n_kv)
     if (a >= 0) {
         const gguf_value *v = &f->kvs[a].val;
         if (v->type != GGUF_T_UINT32)
-            return vt_fail(VT_ERR_FORMAT, "gguf: general.alignment must be a uint32 (it is type %d)",
-                           (int)v->type);
+            return vt_fail(VT_ERR_FORMAT, "gguf: general.alignment must be a uint32 (it is %s)",
+                           gguf_vtype_name(v->type));
         if (v->v.u64 == 0 || (v->v.u64 & (v->v.u64 - 1)))
             return vt_fail(VT_ERR_FORMAT,
                            "gguf: general.alignment %llu is not a nonzero power of two",
@@ -625,8 +644,9 @@ static vt_err parse_tensors(rd *r, gguf_file *f, uint64_t n_t)
         const char *name = f->tensors[i].name;
         uint64_t s = htab_slot(f, &f->t_tab, tensor_key_at, name, strlen(name));
         if (f->t_tab.slots[s])
-            return vt_fail(VT_ERR_FORMAT, "gguf: duplicate tensor name '%.64s' (tensors %u and %lld)",
-                           name, f->t_tab.slots[s] - 1, (long long)i);
+            return vt_fail(VT_ERR_FORMAT,
+                           "gguf: duplicate tensor name '%.64s' (tensors %u and %lld)", name,
+                           f->t_tab.slots[s] - 1, (long long)i);
         f->t_tab.slots[s] = (uint32_t)i + 1;
     }
 
@@ -709,6 +729,7 @@ vt_err gguf_open_memory(const void *data, size_t size, gguf_file **out)
         return vt_fail(VT_ERR_NOMEM, "gguf: out of memory");
     f->base = data;
     f->size = size;
+    f->seed = mix64((uint64_t)(uintptr_t)f ^ (uint64_t)(vt_now() * 1e9));
     vt_err e = parse(f);
     if (e != VT_OK)
         goto fail;
