@@ -1,0 +1,125 @@
+/*
+ * bench_kernels.c - single-thread micro-benchmark of the per-type kernels:
+ * for every weight type and ISA level, vec_dot over a weight matrix far
+ * larger than the caches (memory-bound, like decode: GB/s of weights read)
+ * and over one that stays in L2 (compute-bound, like prefill: G weights/s),
+ * plus the activation quantizers. Not a test; prints a table.
+ *
+ *   cc -O2 ... bench/bench_kernels.c libvitamin.a -lm -lpthread
+ *   bench_kernels [type ...]      (default: all types)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "util/util.h"
+
+static const vt_type types[] = {
+    VT_TYPE_F32,  VT_TYPE_F16,  VT_TYPE_BF16, VT_TYPE_Q8_0, VT_TYPE_Q4_0, VT_TYPE_Q4_1, VT_TYPE_Q5_0,
+    VT_TYPE_Q5_1, VT_TYPE_Q2_K, VT_TYPE_Q3_K, VT_TYPE_Q4_K, VT_TYPE_Q5_K, VT_TYPE_Q6_K,
+};
+static const char *isa_name[] = {"scalar", "avx2", "avx512"};
+
+static volatile float sink;
+
+/* Seconds per pass of vec_dot over `rows` rows of `cols`, best of a few. */
+static double time_dots(const kn_traits *tr, const void *w, size_t row_bytes, int64_t rows,
+                        int64_t cols, const void *a, int reps)
+{
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = vt_now();
+        float s = 0;
+        for (int64_t i = 0; i < rows; i++)
+            s += tr->vec_dot(cols, (const char *)w + (size_t)i * row_bytes, a);
+        double t = vt_now() - t0;
+        sink = s;
+        if (t < best)
+            best = t;
+    }
+    return best;
+}
+
+int main(int argc, char **argv)
+{
+    kn_init();
+    const int64_t cols = 4096;
+    const int64_t big_rows = 16384;  /* 64M weights: 34-256 MB, beyond any cache */
+    const int64_t small_rows = 32;   /* <= 512 KB: in L2 */
+    float *x = malloc((size_t)cols * 4);
+    vt_rng rng = {1};
+    for (int64_t i = 0; i < cols; i++)
+        x[i] = vt_rng_normal(&rng);
+    float *rowf = malloc((size_t)cols * 4);
+
+    printf("%-6s %-7s %10s %10s %12s\n", "type", "isa", "mem GB/s", "mem Gw/s", "L2 Gw/s");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        vt_type t = types[ti];
+        const char *name = kn_type_get((uint32_t)t)->name;
+        if (argc > 1) {
+            bool want = false;
+            for (int k = 1; k < argc; k++)
+                want |= kn_type_from_name(argv[k]) == (int)t;
+            if (!want)
+                continue;
+        }
+        size_t rb = kn_row_size(t, cols);
+        char *w = malloc(rb * (size_t)big_rows);
+        if (!w) {
+            fprintf(stderr, "out of memory\n");
+            return 1;
+        }
+        /* quantize a few distinct rows and replicate them */
+        for (int64_t r = 0; r < 64; r++) {
+            for (int64_t i = 0; i < cols; i++)
+                rowf[i] = 0.02f * vt_rng_normal(&rng);
+            kn_quantize_ref(t, rowf, w + (size_t)r * rb, cols);
+        }
+        for (int64_t r = 64; r < big_rows; r++)
+            memcpy(w + (size_t)r * rb, w + (size_t)(r % 64) * rb, rb);
+        for (int isa = 0; isa < KN_ISA_COUNT; isa++) {
+            const kn_traits *tr = kn_traits_isa(t, (kn_isa)isa);
+            if (!tr)
+                continue;
+            const kn_traits *dt = kn_traits_isa(tr->dot_type, (kn_isa)isa);
+            void *a = malloc(kn_row_size(tr->dot_type, cols) + 64);
+            dt->from_float(x, a, cols);
+            int64_t rows = isa == 0 ? big_rows / 8 : big_rows;
+            double tm = time_dots(tr, w, rb, rows, cols, a, 3);
+            double ts = time_dots(tr, w, rb, small_rows, cols, a, 200);
+            printf("%-6s %-7s %10.2f %10.2f %12.2f\n", name, isa_name[isa],
+                   (double)rb * (double)rows / tm * 1e-9, (double)cols * (double)rows / tm * 1e-9,
+                   (double)cols * (double)small_rows / ts * 1e-9);
+            fflush(stdout);
+            free(a);
+        }
+        free(w);
+    }
+
+    /* activation quantizers */
+    printf("\n%-6s %-7s %14s\n", "act", "isa", "G floats/s");
+    const vt_type acts[] = {VT_TYPE_Q8_0, VT_TYPE_Q8_1, VT_TYPE_Q8_K, VT_TYPE_F16, VT_TYPE_BF16};
+    for (size_t ai = 0; ai < sizeof acts / sizeof acts[0]; ai++) {
+        void *out = malloc(kn_row_size(acts[ai], cols) + 64);
+        for (int isa = 0; isa < KN_ISA_COUNT; isa++) {
+            const kn_traits *tr = kn_traits_isa(acts[ai], (kn_isa)isa);
+            if (!tr)
+                continue;
+            double best = 1e30;
+            for (int r = 0; r < 200; r++) {
+                double t0 = vt_now();
+                tr->from_float(x, out, cols);
+                double t = vt_now() - t0;
+                if (t < best)
+                    best = t;
+            }
+            printf("%-6s %-7s %14.2f\n", kn_type_get((uint32_t)acts[ai])->name, isa_name[isa],
+                   (double)cols / best * 1e-9);
+        }
+        free(out);
+    }
+    free(x);
+    free(rowf);
+    return 0;
+}
