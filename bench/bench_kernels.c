@@ -45,7 +45,7 @@ int main(int argc, char **argv)
 {
     kn_init();
     const int64_t cols = 4096;
-    const int64_t big_rows = 16384;  /* 64M weights: 34-256 MB, beyond any cache */
+    const size_t big_bytes = (size_t)256 << 20; /* far beyond any cache */
     const int64_t small_rows = 32;   /* <= 512 KB: in L2 */
     float *x = malloc((size_t)cols * 4);
     vt_rng rng = {1};
@@ -65,6 +65,7 @@ int main(int argc, char **argv)
                 continue;
         }
         size_t rb = kn_row_size(t, cols);
+        const int64_t big_rows = (int64_t)(big_bytes / rb);
         char *w = malloc(rb * (size_t)big_rows);
         if (!w) {
             fprintf(stderr, "out of memory\n");

@@ -1,10 +1,211 @@
 /*
  * quants_avx512.c - the AVX-512 level (F/BW/VL/DQ/VNNI/BF16): the 256-bit
  * kernels of quants_x86.h rebuilt with VNNI (vpdpbusd, vpdpwssd) and BW mask
- * expansion. Entries not listed keep the AVX2 level's kernels.
+ * expansion, plus 512-bit kernels for the types that dominate real models
+ * (Q8_0, Q4_K, Q5_K, Q6_K, BF16). Entries not listed keep the AVX2 level's.
+ *
+ * Zen4 executes 512-bit operations as two 256-bit halves, so the gain of the
+ * zmm kernels comes from fewer instructions per element: a Q4_K chunk of 64
+ * values is one load, one shift-insert-and, one vpmaddubsw and one vpdpwssd
+ * that applies both sub-block scales; block scales are built per vector, not
+ * per block.
  */
 #define KN_X86_AVX512 1
 #include "kernels/quants_x86.h"
+
+static inline float hsum512(__m512 v)
+{
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    return hsum_ps(s);
+}
+
+/* 64 bytes: the 32 bytes at p then the 32 at q. */
+static inline __m512i ld2x256(const void *p, const void *q)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(ld256(p)), ld256(q), 1);
+}
+
+/* int8 x int8 -> 16 int32 lanes (sums of 4 products). */
+static inline __m512i dot_ss512(__m512i acc, __m512i x, __m512i y)
+{
+    const __mmask64 neg = _mm512_movepi8_mask(x);
+    const __m512i sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+    return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(x), sy);
+}
+
+/* Q8_0: two blocks per zmm; the eight block scales of four zmm come from one
+ * vector conversion of the fp16 fields. */
+static float dot_q8_0_512(int64_t n, const void *w, const void *a)
+{
+    const block_q8_0 *x = w, *y = a;
+    const int64_t nb = n / 32;
+    const __m512i z = _mm512_setzero_si512();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        __m128i hx = _mm_setr_epi16((short)x[i].d, (short)x[i + 1].d, (short)x[i + 2].d,
+                                    (short)x[i + 3].d, 0, 0, 0, 0);
+        __m128i hy = _mm_setr_epi16((short)y[i].d, (short)y[i + 1].d, (short)y[i + 2].d,
+                                    (short)y[i + 3].d, 0, 0, 0, 0);
+        __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(hx), _mm_cvtph_ps(hy)));
+        __m512i p0 = dot_ss512(z, ld2x256(x[i].qs, x[i + 1].qs), ld2x256(y[i].qs, y[i + 1].qs));
+        __m512i p1 = dot_ss512(z, ld2x256(x[i + 2].qs, x[i + 3].qs), ld2x256(y[i + 2].qs, y[i + 3].qs));
+        acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc1);
+    }
+    float s = hsum512(_mm512_add_ps(acc0, acc1));
+    if (i < nb)
+        s += dot_q8_0(32 * (nb - i), x + i, y + i);
+    return s;
+}
+
+/* Q4_K: per chunk of 64 values one zmm of nibbles (low nibbles = sub-block
+ * 2c, high = 2c+1, matching 64 contiguous activations), vpmaddubsw, then
+ * vpdpwssd against [sc_2c x16, sc_2c+1 x16]. */
+static float dot_q4_K_512(int64_t n, const void *w, const void *a)
+{
+    const block_q4_K *x = w;
+    const block_q8_K *y = a;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    /* vpshufb controls (per 128-bit lane) picking int16 scale j for lanes 0-1
+     * (values 0..31 of the chunk) and j+1 for lanes 2-3 */
+    __m512i pick[4];
+    for (int c = 0; c < 4; c++) {
+        __m128i lo = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c)));
+        __m128i hi = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1)));
+        pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
+                                     _mm256_set_m128i(hi, hi), 1);
+    }
+    for (int64_t i = 0; i < n / KN_QK_K; i++) {
+        const float d = y[i].d * x86_f16(x[i].d), dmin = y[i].d * x86_f16(x[i].dmin);
+        __m128i sc8, mn8;
+        k4_scales(x[i].scales, &sc8, &mn8);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_mins_dot(mn8, y[i].bsums)),
+                               accm);
+        __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sc8));
+        const int8_t *q8 = y[i].qs;
+        __m512i sumi = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i qb = ld256(x[i].qs + 32 * c);
+            __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(qb), _mm256_srli_epi16(qb, 4), 1);
+            q = _mm512_and_si512(q, m4);
+            __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(q8 + 64 * c));
+            sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_shuffle_epi8(sc, pick[c]));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    return hsum512(acc) - hsum_ps(accm);
+}
+
+/* Q5_K: as Q4_K, the fifth bit set under a byte mask tested from qh. */
+static float dot_q5_K_512(int64_t n, const void *w, const void *a)
+{
+    const block_q5_K *x = w;
+    const block_q8_K *y = a;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    __m512i pick[4], bit[4];
+    for (int c = 0; c < 4; c++) {
+        __m128i lo = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c)));
+        __m128i hi = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1)));
+        pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
+                                     _mm256_set_m128i(hi, hi), 1);
+        bit[c] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                    _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
+    }
+    for (int64_t i = 0; i < n / KN_QK_K; i++) {
+        const float d = y[i].d * x86_f16(x[i].d), dmin = y[i].d * x86_f16(x[i].dmin);
+        __m128i sc8, mn8;
+        k4_scales(x[i].scales, &sc8, &mn8);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_mins_dot(mn8, y[i].bsums)),
+                               accm);
+        __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sc8));
+        __m512i qh = _mm512_broadcast_i64x4(ld256(x[i].qh));
+        const int8_t *q8 = y[i].qs;
+        __m512i sumi = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i qb = ld256(x[i].qs + 32 * c);
+            __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(qb), _mm256_srli_epi16(qb, 4), 1);
+            q = _mm512_and_si512(q, m4);
+            q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, bit[c]), q, b4);
+            __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(q8 + 64 * c));
+            sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_shuffle_epi8(sc, pick[c]));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    return hsum512(acc) - hsum_ps(accm);
+}
+
+/* Q6_K: per half (128 values) the 64 ql bytes are one zmm; low nibbles give
+ * values 0..63 of the half, high nibbles 64..127; the top bits come from the
+ * 32 qh bytes broadcast to both halves and shifted per 256-bit half. */
+static float dot_q6_K_512(int64_t n, const void *w, const void *a)
+{
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    /* int16 lane l of a 64-value group uses scale l/8 of its four */
+    __m512i perm[4];
+    for (int g = 0; g < 4; g++) {
+        short idx[32];
+        for (int l = 0; l < 32; l++)
+            idx[l] = (short)(4 * g + l / 8);
+        perm[g] = _mm512_loadu_si512(idx);
+    }
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / KN_QK_K; i++) {
+        const float d = y[i].d * x86_f16(x[i].d);
+        __m256i sc16 = _mm256_cvtepi8_epi16(ld128(x[i].scales));
+        __m256i off = _mm256_madd_epi16(sc16, ld256(y[i].bsums));
+        __m512i sc = _mm512_castsi256_si512(sc16);
+        const int8_t *q8 = y[i].qs;
+        __m512i sumi = _mm512_slli_epi32(_mm512_zextsi256_si512(off), 5);
+        sumi = _mm512_sub_epi32(_mm512_setzero_si512(), sumi);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
+            __m512i qh = _mm512_broadcast_i64x4(ld256(x[i].qh + 32 * h));
+            __m512i qa = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                         _mm512_and_si512(_mm512_sllv_epi16(qh, shl_a), m30));
+            __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                         _mm512_and_si512(_mm512_srlv_epi16(qh, shr_b), m30));
+            __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512(q8 + 128 * h));
+            __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512(q8 + 128 * h + 64));
+            sumi = _mm512_dpwssd_epi32(sumi, pa, _mm512_permutexvar_epi16(perm[2 * h], sc));
+            sumi = _mm512_dpwssd_epi32(sumi, pb, _mm512_permutexvar_epi16(perm[2 * h + 1], sc));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    return hsum512(acc);
+}
+
+/* BF16 with vdpbf16ps (products of bf16 pairs accumulated in fp32, as ggml
+ * does on CPUs with AVX512-BF16; denormal inputs count as zero). */
+static float dot_bf16_512(int64_t n, const void *w, const void *a)
+{
+    const uint8_t *x = w, *y = a;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_dpbf16_ps(s0, (__m512bh)_mm512_loadu_si512(x + 2 * i),
+                              (__m512bh)_mm512_loadu_si512(y + 2 * i));
+        s1 = _mm512_dpbf16_ps(s1, (__m512bh)_mm512_loadu_si512(x + 2 * i + 64),
+                              (__m512bh)_mm512_loadu_si512(y + 2 * i + 64));
+    }
+    float s = hsum512(_mm512_add_ps(s0, s1));
+    if (i < n)
+        s += dot_bf16_ymm(n - i, x + 2 * i, y + 2 * i);
+    return s;
+}
 
 void kn_quants_avx512_fill(kn_traits *tab)
 {
@@ -12,20 +213,20 @@ void kn_quants_avx512_fill(kn_traits *tab)
     tab[VT_TYPE_F16].vec_dot = dot_f16;
     tab[VT_TYPE_F16].to_float = f16_to_float;
     tab[VT_TYPE_F16].from_float = f16_from_float;
-    tab[VT_TYPE_BF16].vec_dot = dot_bf16_ymm;
+    tab[VT_TYPE_BF16].vec_dot = dot_bf16_512;
     tab[VT_TYPE_BF16].to_float = bf16_to_float;
     tab[VT_TYPE_BF16].from_float = bf16_from_float;
     tab[VT_TYPE_Q4_0].vec_dot = dot_q4_0;
     tab[VT_TYPE_Q4_1].vec_dot = dot_q4_1;
     tab[VT_TYPE_Q5_0].vec_dot = dot_q5_0;
     tab[VT_TYPE_Q5_1].vec_dot = dot_q5_1;
-    tab[VT_TYPE_Q8_0].vec_dot = dot_q8_0;
+    tab[VT_TYPE_Q8_0].vec_dot = dot_q8_0_512;
     tab[VT_TYPE_Q8_0].from_float = q8_0_from_float;
     tab[VT_TYPE_Q8_1].from_float = q8_1_from_float;
     tab[VT_TYPE_Q2_K].vec_dot = dot_q2_K;
     tab[VT_TYPE_Q3_K].vec_dot = dot_q3_K;
-    tab[VT_TYPE_Q4_K].vec_dot = dot_q4_K;
-    tab[VT_TYPE_Q5_K].vec_dot = dot_q5_K;
-    tab[VT_TYPE_Q6_K].vec_dot = dot_q6_K;
+    tab[VT_TYPE_Q4_K].vec_dot = dot_q4_K_512;
+    tab[VT_TYPE_Q5_K].vec_dot = dot_q5_K_512;
+    tab[VT_TYPE_Q6_K].vec_dot = dot_q6_K_512;
     tab[VT_TYPE_Q8_K].from_float = q8_K_from_float;
 }

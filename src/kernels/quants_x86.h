@@ -25,6 +25,9 @@
 #error "define KN_X86_AVX512 before including quants_x86.h"
 #endif
 
+/* Kernels a level may not use (the AVX-512 file replaces some). */
+#define X86_FN static __attribute__((unused))
+
 /* ---- primitives --------------------------------------------------------- */
 
 static inline float x86_f16(uint16_t h)
@@ -144,7 +147,7 @@ static inline __m256i pick_one16(__m256i s2, int j)
 
 /* ---- Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 ------------------------------------ */
 
-static float dot_q8_0(int64_t n, const void *w, const void *a)
+X86_FN float dot_q8_0(int64_t n, const void *w, const void *a)
 {
     const block_q8_0 *x = w, *y = a;
     const int64_t nb = n / 32;
@@ -167,7 +170,7 @@ static float dot_q8_0(int64_t n, const void *w, const void *a)
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
-static float dot_q4_0(int64_t n, const void *w, const void *a)
+X86_FN float dot_q4_0(int64_t n, const void *w, const void *a)
 {
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
@@ -191,7 +194,7 @@ static float dot_q4_0(int64_t n, const void *w, const void *a)
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
-static float dot_q4_1(int64_t n, const void *w, const void *a)
+X86_FN float dot_q4_1(int64_t n, const void *w, const void *a)
 {
     const block_q4_1 *x = w;
     const block_q8_1 *y = a;
@@ -213,7 +216,7 @@ static inline __m256i q5_values(const uint8_t *qs, const uint8_t *qh)
     return _mm256_or_si256(nibbles32(qs), bits_to_bytes(ld_u32(qh), _mm256_set1_epi8(0x10)));
 }
 
-static float dot_q5_0(int64_t n, const void *w, const void *a)
+X86_FN float dot_q5_0(int64_t n, const void *w, const void *a)
 {
     const block_q5_0 *x = w;
     const block_q8_0 *y = a;
@@ -228,7 +231,7 @@ static float dot_q5_0(int64_t n, const void *w, const void *a)
     return hsum_ps(acc);
 }
 
-static float dot_q5_1(int64_t n, const void *w, const void *a)
+X86_FN float dot_q5_1(int64_t n, const void *w, const void *a)
 {
     const block_q5_1 *x = w;
     const block_q8_1 *y = a;
@@ -247,7 +250,7 @@ static float dot_q5_1(int64_t n, const void *w, const void *a)
 
 /* ---- K-quants ----------------------------------------------------------- */
 
-static float dot_q2_K(int64_t n, const void *w, const void *a)
+X86_FN float dot_q2_K(int64_t n, const void *w, const void *a)
 {
     const block_q2_K *x = w;
     const block_q8_K *y = a;
@@ -297,7 +300,7 @@ static inline __m128i q3k_scales(const uint8_t *s)
 /* Shift each 16-bit lane left (s > 0) or right (s < 0), s a constant. */
 #define SHIFT16(v, s) ((s) >= 0 ? _mm256_slli_epi16(v, (s)) : _mm256_srli_epi16(v, -(s)))
 
-static float dot_q3_K(int64_t n, const void *w, const void *a)
+X86_FN float dot_q3_K(int64_t n, const void *w, const void *a)
 {
     const block_q3_K *x = w;
     const block_q8_K *y = a;
@@ -352,7 +355,7 @@ static inline __m256i k4_mins_dot(__m128i mn, const int16_t *bsums)
     return _mm256_madd_epi16(m16, ld256(bsums));
 }
 
-static float dot_q4_K(int64_t n, const void *w, const void *a)
+X86_FN float dot_q4_K(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
@@ -383,7 +386,7 @@ static float dot_q4_K(int64_t n, const void *w, const void *a)
     return hsum_ps(acc) - hsum_ps(accm);
 }
 
-static float dot_q5_K(int64_t n, const void *w, const void *a)
+X86_FN float dot_q5_K(int64_t n, const void *w, const void *a)
 {
     const block_q5_K *x = w;
     const block_q8_K *y = a;
@@ -418,7 +421,7 @@ static float dot_q5_K(int64_t n, const void *w, const void *a)
     return hsum_ps(acc) - hsum_ps(accm);
 }
 
-static float dot_q6_K(int64_t n, const void *w, const void *a)
+X86_FN float dot_q6_K(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
@@ -457,7 +460,7 @@ static float dot_q6_K(int64_t n, const void *w, const void *a)
 
 /* ---- float types -------------------------------------------------------- */
 
-static float dot_f32(int64_t n, const void *w, const void *a)
+X86_FN float dot_f32(int64_t n, const void *w, const void *a)
 {
     const float *x = w, *y = a;
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
@@ -481,7 +484,7 @@ static inline __m256 ld_f16x8(const uint8_t *p)
     return _mm256_cvtph_ps(ld128(p));
 }
 
-static float dot_f16(int64_t n, const void *w, const void *a)
+X86_FN float dot_f16(int64_t n, const void *w, const void *a)
 {
     const uint8_t *x = w, *y = a;
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
@@ -509,7 +512,7 @@ static inline __m256 ld_bf16x8(const uint8_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(ld128(p)), 16));
 }
 
-static float dot_bf16_ymm(int64_t n, const void *w, const void *a)
+X86_FN float dot_bf16_ymm(int64_t n, const void *w, const void *a)
 {
     const uint8_t *x = w, *y = a;
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
@@ -532,7 +535,7 @@ static float dot_bf16_ymm(int64_t n, const void *w, const void *a)
     return s;
 }
 
-static void f16_to_float(const void *x, float *y, int64_t n)
+X86_FN void f16_to_float(const void *x, float *y, int64_t n)
 {
     const uint8_t *p = x;
     int64_t i = 0;
@@ -545,7 +548,7 @@ static void f16_to_float(const void *x, float *y, int64_t n)
     }
 }
 
-static void bf16_to_float(const void *x, float *y, int64_t n)
+X86_FN void bf16_to_float(const void *x, float *y, int64_t n)
 {
     const uint8_t *p = x;
     int64_t i = 0;
@@ -560,7 +563,7 @@ static void bf16_to_float(const void *x, float *y, int64_t n)
 
 /* ---- activation quantizers ---------------------------------------------- */
 
-static void f16_from_float(const float *x, void *y, int64_t n)
+X86_FN void f16_from_float(const float *x, void *y, int64_t n)
 {
     uint8_t *p = y;
     int64_t i = 0;
@@ -588,7 +591,7 @@ static inline __m128i bf16x8(__m256 f)
     return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
 }
 
-static void bf16_from_float(const float *x, void *y, int64_t n)
+X86_FN void bf16_from_float(const float *x, void *y, int64_t n)
 {
     uint8_t *p = y;
     int64_t i = 0;
@@ -634,7 +637,7 @@ static inline int q8_block(const float *x, uint16_t *d16, int8_t *qs, float *dou
     return hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
 }
 
-static void q8_0_from_float(const float *x, void *y, int64_t n)
+X86_FN void q8_0_from_float(const float *x, void *y, int64_t n)
 {
     block_q8_0 *b = y;
     float d;
@@ -642,7 +645,7 @@ static void q8_0_from_float(const float *x, void *y, int64_t n)
         q8_block(x + 32 * i, &b[i].d, b[i].qs, &d);
 }
 
-static void q8_1_from_float(const float *x, void *y, int64_t n)
+X86_FN void q8_1_from_float(const float *x, void *y, int64_t n)
 {
     block_q8_1 *b = y;
     float d;
@@ -652,7 +655,7 @@ static void q8_1_from_float(const float *x, void *y, int64_t n)
     }
 }
 
-static void q8_K_from_float(const float *x, void *y, int64_t n)
+X86_FN void q8_K_from_float(const float *x, void *y, int64_t n)
 {
     block_q8_K *b = y;
     const __m256 sign = _mm256_set1_ps(-0.0f);
