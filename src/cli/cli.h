@@ -27,4 +27,9 @@ bool cli_parse_int_list(const char *opt, const char *s, int32_t **out, int *n);
 /* Does argv[i] need a value, and is there one? Prints the error if not. */
 bool cli_need_value(int argc, char **argv, int i);
 
+
+/* Threads to use when -t is not given: the online cores (cmd_logits.c). */
+#include "model/model.h"
+int cli_default_threads(void);
+
 #endif

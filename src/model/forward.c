@@ -1,0 +1,589 @@
+/*
+ * forward.c - the transformer forward pass over a flattened batch.
+ *
+ * For each layer, in the order the model's math reads:
+ *   h = rmsnorm(x) * attn_norm
+ *   q, k, v = h·Wqᵀ (+bq), h·Wkᵀ (+bk), h·Wvᵀ (+bv)   [qwen3: rmsnorm per head of q, k]
+ *   rope(q, k) at each token's position; k, v -> the paged KV cache (F16)
+ *   a = softmax(q·Kᵀ / sqrt(head_dim)) · V   over the token's own sequence, positions <= its own
+ *   x += a·Woᵀ
+ *   h = rmsnorm(x) * ffn_norm
+ *   x += W2(silu(W1 h) * W3 h)                 dense, or
+ *   x += Σ_k w_k · expert_k(h) (+ σ(h·g)·shared(h))   mixture of experts
+ * then logits = (rmsnorm(x) * output_norm)·Woutᵀ for the tokens that ask.
+ *
+ * Tokens of all sequences go through every matrix multiplication together;
+ * only attention looks at sequences. For MoE layers the tokens are grouped
+ * by expert so that each routed expert's weights are read once per step and
+ * experts no token chose are never touched.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "model_internal.h"
+
+#define MAX_HEAD_DIM 1024
+
+struct md_ctx {
+    const md_model *m;
+    kn_pool *pool;
+    int64_t cap; /* tokens the buffers hold */
+    float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u, *router, *xs, *ys, *acc;
+    float *rope_cos, *rope_sin; /* [cap][rope_dim/2] */
+    int32_t *exp_ids;           /* [cap][n_experts_used] */
+    float *exp_w;               /* [cap][n_experts_used] */
+    int32_t *list;              /* tokens grouped by expert */
+    float *list_w;
+    int64_t *counts;            /* [n_experts + 1] */
+    float *route_margin;        /* [cap] smallest routing margin over the layers */
+    float *scores;              /* [threads][score_cap] */
+    int64_t score_cap;
+};
+
+/* ---- small math ---------------------------------------------------- */
+
+static float f16_table[65536];
+static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
+
+static void f16_table_init(void)
+{
+    for (uint32_t i = 0; i < 65536; i++)
+        f16_table[i] = vt_fp16_to_fp32((vt_fp16)i);
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
+{
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+static inline float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+static void softmax(float *x, int64_t n)
+{
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+/* ---- context ------------------------------------------------------- */
+
+static void free_buffers(md_ctx *c)
+{
+    float **fs[] = {&c->x,   &c->xn,     &c->q,      &c->k,  &c->v,  &c->att,
+                    &c->tmp, &c->g,      &c->u,      &c->router, &c->xs, &c->ys,
+                    &c->acc, &c->rope_cos, &c->rope_sin, &c->exp_w, &c->list_w, &c->route_margin};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) {
+        free(*fs[i]);
+        *fs[i] = NULL;
+    }
+    free(c->exp_ids);
+    free(c->list);
+    free(c->counts);
+    c->exp_ids = c->list = NULL;
+    c->counts = NULL;
+    c->cap = 0;
+}
+
+static vt_err reserve(md_ctx *c, int64_t n)
+{
+    if (n <= c->cap)
+        return VT_OK;
+    const md_hparams *hp = &c->m->hp;
+    free_buffers(c);
+    size_t N = (size_t)n;
+    int64_t ffmax = VT_MAX(hp->ff, VT_MAX(hp->ff_exp, hp->ff_shexp));
+    int64_t qd = hp->n_heads * hp->head_dim, kd = hp->n_kv_heads * hp->head_dim;
+    int64_t vd = hp->n_kv_heads * hp->head_dim_v, ad = hp->n_heads * hp->head_dim_v;
+    int64_t ku = hp->n_experts_used ? hp->n_experts_used : 1;
+    c->x = malloc(N * (size_t)hp->dim * sizeof(float));
+    c->xn = malloc(N * (size_t)hp->dim * sizeof(float));
+    c->tmp = malloc(N * (size_t)hp->dim * sizeof(float));
+    c->acc = malloc(N * (size_t)hp->dim * sizeof(float));
+    c->q = malloc(N * (size_t)qd * sizeof(float));
+    c->k = malloc(N * (size_t)kd * sizeof(float));
+    c->v = malloc(N * (size_t)vd * sizeof(float));
+    c->att = malloc(N * (size_t)ad * sizeof(float));
+    c->g = malloc(N * (size_t)ffmax * sizeof(float));
+    c->u = malloc(N * (size_t)ffmax * sizeof(float));
+    c->rope_cos = malloc(N * (size_t)(hp->rope_dim / 2) * sizeof(float));
+    c->rope_sin = malloc(N * (size_t)(hp->rope_dim / 2) * sizeof(float));
+    c->router = malloc(N * (size_t)(hp->n_experts ? hp->n_experts : 1) * sizeof(float));
+    c->xs = malloc(N * (size_t)hp->dim * sizeof(float));
+    c->ys = malloc(N * (size_t)hp->dim * sizeof(float));
+    c->exp_ids = malloc(N * (size_t)ku * sizeof(int32_t));
+    c->exp_w = malloc(N * (size_t)ku * sizeof(float));
+    c->list = malloc(N * (size_t)ku * sizeof(int32_t));
+    c->list_w = malloc(N * (size_t)ku * sizeof(float));
+    c->counts = malloc((size_t)(hp->n_experts + 2) * sizeof(int64_t));
+    c->route_margin = malloc(N * sizeof(float));
+    if (!c->x || !c->xn || !c->tmp || !c->acc || !c->q || !c->k || !c->v || !c->att || !c->g ||
+        !c->u || !c->rope_cos || !c->rope_sin || !c->router || !c->xs || !c->ys || !c->exp_ids ||
+        !c->exp_w || !c->list || !c->list_w || !c->counts || !c->route_margin) {
+        free_buffers(c);
+        return vt_fail(VT_ERR_NOMEM, "out of memory for a batch of %lld tokens", (long long)n);
+    }
+    c->cap = n;
+    return VT_OK;
+}
+
+vt_err md_ctx_create(const md_model *m, kn_pool *pool, md_ctx **out)
+{
+    pthread_once(&f16_once, f16_table_init);
+    md_ctx *c = calloc(1, sizeof *c);
+    *out = NULL;
+    if (!c)
+        return vt_fail(VT_ERR_NOMEM, "out of memory creating a model context");
+    c->m = m;
+    c->pool = pool;
+    *out = c;
+    return VT_OK;
+}
+
+void md_ctx_destroy(md_ctx *c)
+{
+    if (!c)
+        return;
+    free_buffers(c);
+    free(c->scores);
+    free(c);
+}
+
+/* ---- rope ---------------------------------------------------------- */
+
+/* cos/sin of every rotated pair for every token, computed the way ggml
+ * does: theta starts at pos (times the linear scale) and is multiplied by
+ * base^(-2/rope_dim) per pair, divided by the pair's frequency factor. */
+static void rope_tables(md_ctx *c, const md_batch *b)
+{
+    const md_hparams *hp = &c->m->hp;
+    int64_t half = hp->rope_dim / 2;
+    float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim);
+    const float *ff = c->m->rope_freqs.data;
+    for (int64_t t = 0; t < b->n_tokens; t++) {
+        float theta = (float)b->pos[t];
+        for (int64_t i = 0; i < half; i++) {
+            float th = theta * hp->rope_freq_scale / (ff ? ff[i] : 1.0f);
+            c->rope_cos[t * half + i] = cosf(th);
+            c->rope_sin[t * half + i] = sinf(th);
+            theta *= theta_scale;
+        }
+    }
+}
+
+static void rope_apply(const md_hparams *hp, float *v, int64_t n_heads, const float *cs,
+                       const float *sn)
+{
+    int64_t half = hp->rope_dim / 2, hd = hp->head_dim;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *x = v + h * hd;
+        for (int64_t i = 0; i < half; i++) {
+            int64_t i0 = hp->rope_type == MD_ROPE_NEOX ? i : 2 * i;
+            int64_t i1 = hp->rope_type == MD_ROPE_NEOX ? i + half : 2 * i + 1;
+            float x0 = x[i0], x1 = x[i1];
+            x[i0] = x0 * cs[i] - x1 * sn[i];
+            x[i1] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+/* ---- attention ----------------------------------------------------- */
+
+typedef struct {
+    md_ctx *c;
+    const md_kv *kv;
+    const md_batch *b;
+    int64_t il;
+    float scale;
+    _Atomic int64_t next;
+} attn_job;
+
+static inline size_t slot_of(const md_kv *kv, const md_seq *s, int64_t pos)
+{
+    return (size_t)s->block_table[pos / kv->block_size] * (size_t)kv->block_size +
+           (size_t)(pos % kv->block_size);
+}
+
+/* Attention of one query head of one token, two numerical recipes matching
+ * ggml's CPU flash-attention kernels (llama.cpp runs with flash attention on):
+ *  - small batches (< ATTN_TILED_MIN tokens, e.g. decoding): the query is
+ *    rounded to F16, scores are F16 dot products, softmax is online and the
+ *    weighted sum of V is accumulated in F16;
+ *  - large batches (prefill): F32 query, F32 softmax and accumulation.
+ * Matching the recipe matters because quantized matmuls round activations,
+ * which turns tiny numeric differences into visible ones. */
+#define ATTN_TILED_MIN 64
+
+static void attend_f16acc(const attn_job *j, const md_seq *s, int64_t npos, int64_t kvh,
+                          const float *q32, float *o)
+{
+    const md_hparams *hp = &j->c->m->hp;
+    const md_kv *kv = j->kv;
+    int64_t hd = hp->head_dim, hdv = hp->head_dim_v;
+    const vt_fp16 *K = kv->k[j->il], *V = kv->v[j->il];
+    vt_fp16 q[MAX_HEAD_DIM], acc[MAX_HEAD_DIM];
+    for (int64_t i = 0; i < hd; i++)
+        q[i] = vt_fp32_to_fp16(q32[i]);
+    memset(acc, 0, sizeof(vt_fp16) * (size_t)hdv);
+    float M = -INFINITY, S = 0;
+    for (int64_t p = 0; p < npos; p++) {
+        const vt_fp16 *kr = K + slot_of(kv, s, p) * (size_t)kv->k_dim + (size_t)(kvh * hd);
+        double d = 0; /* F16 products are exact in F32 */
+        for (int64_t i = 0; i < hd; i++)
+            d += (double)(f16_table[q[i]] * f16_table[kr[i]]);
+        float sv = (float)d * j->scale, ms = 1.0f, vs = 1.0f;
+        if (sv > M) {
+            float Mold = M;
+            M = sv;
+            ms = expf(Mold - M);
+            for (int64_t i = 0; i < hdv; i++)
+                acc[i] = vt_fp32_to_fp16(f16_table[acc[i]] * ms);
+        } else {
+            vs = expf(sv - M);
+        }
+        const vt_fp16 *vr = V + slot_of(kv, s, p) * (size_t)kv->v_dim + (size_t)(kvh * hdv);
+        for (int64_t i = 0; i < hdv; i++)
+            acc[i] = vt_fp32_to_fp16(fmaf(f16_table[vr[i]], vs, f16_table[acc[i]]));
+        S = S * ms + vs;
+    }
+    float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int64_t i = 0; i < hdv; i++)
+        o[i] = f16_table[acc[i]] * inv;
+}
+
+static void attend_f32(const attn_job *j, const md_seq *s, int64_t npos, int64_t kvh,
+                       const float *q, float *o, float *sc)
+{
+    const md_hparams *hp = &j->c->m->hp;
+    const md_kv *kv = j->kv;
+    int64_t hd = hp->head_dim, hdv = hp->head_dim_v;
+    const vt_fp16 *K = kv->k[j->il], *V = kv->v[j->il];
+    float mx = -INFINITY;
+    for (int64_t p = 0; p < npos; p++) {
+        const vt_fp16 *kr = K + slot_of(kv, s, p) * (size_t)kv->k_dim + (size_t)(kvh * hd);
+        float d = 0;
+        for (int64_t i = 0; i < hd; i++)
+            d += q[i] * f16_table[kr[i]];
+        sc[p] = d * j->scale;
+        mx = sc[p] > mx ? sc[p] : mx;
+    }
+    double sum = 0;
+    for (int64_t p = 0; p < npos; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
+    }
+    float inv = (float)(1.0 / sum);
+    memset(o, 0, (size_t)hdv * sizeof(float));
+    for (int64_t p = 0; p < npos; p++) {
+        const vt_fp16 *vr = V + slot_of(kv, s, p) * (size_t)kv->v_dim + (size_t)(kvh * hdv);
+        float w = sc[p] * inv;
+        for (int64_t i = 0; i < hdv; i++)
+            o[i] += w * f16_table[vr[i]];
+    }
+}
+
+static void attn_task(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    attn_job *j = ctx;
+    md_ctx *c = j->c;
+    const md_hparams *hp = &c->m->hp;
+    int64_t nh = hp->n_heads, hd = hp->head_dim, hdv = hp->head_dim_v;
+    int64_t group = hp->n_heads / hp->n_kv_heads;
+    float *sc = c->scores + (size_t)ith * (size_t)c->score_cap;
+    bool tiled = j->b->n_tokens >= ATTN_TILED_MIN;
+    for (;;) {
+        int64_t item = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (item >= j->b->n_tokens * nh)
+            return;
+        int64_t t = item / nh, h = item % nh;
+        const md_seq *s = &j->b->seqs[j->b->seq[t]];
+        const float *q = c->q + t * nh * hd + h * hd;
+        float *o = c->att + t * nh * hdv + h * hdv;
+        if (tiled)
+            attend_f32(j, s, j->b->pos[t] + 1, h / group, q, o, sc);
+        else
+            attend_f16acc(j, s, j->b->pos[t] + 1, h / group, q, o);
+    }
+}
+
+/* ---- layers -------------------------------------------------------- */
+
+static vt_err matmul(md_ctx *c, const md_weight *w, const void *data, const float *x, int64_t n,
+                     float *y)
+{
+    return kn_matmul(c->pool, w->type, data, w->rows, w->cols, x, n, y, w->rows);
+}
+
+static void add_bias(float *y, const md_weight *b, int64_t n, int64_t d)
+{
+    if (!b->data)
+        return;
+    const float *bb = b->data;
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t i = 0; i < d; i++)
+            y[t * d + i] += bb[i];
+}
+
+static vt_err attention(md_ctx *c, md_kv *kv, const md_batch *b, int64_t il)
+{
+    const md_hparams *hp = &c->m->hp;
+    const md_layer *L = &c->m->layers[il];
+    int64_t n = b->n_tokens, dim = hp->dim, hd = hp->head_dim;
+    int64_t qd = hp->n_heads * hd, kd = kv->k_dim, vd = kv->v_dim;
+    vt_err e;
+    for (int64_t t = 0; t < n; t++)
+        rmsnorm(c->xn + t * dim, c->x + t * dim, L->attn_norm.data, dim, hp->norm_eps);
+    if ((e = matmul(c, &L->wq, L->wq.data, c->xn, n, c->q)) ||
+        (e = matmul(c, &L->wk, L->wk.data, c->xn, n, c->k)) ||
+        (e = matmul(c, &L->wv, L->wv.data, c->xn, n, c->v)))
+        return e;
+    add_bias(c->q, &L->bq, n, qd);
+    add_bias(c->k, &L->bk, n, kd);
+    add_bias(c->v, &L->bv, n, vd);
+    int64_t half = hp->rope_dim / 2;
+    for (int64_t t = 0; t < n; t++) {
+        float *q = c->q + t * qd, *k = c->k + t * kd;
+        if (L->q_norm.data) {
+            for (int64_t h = 0; h < hp->n_heads; h++)
+                rmsnorm(q + h * hd, q + h * hd, L->q_norm.data, hd, hp->norm_eps);
+            for (int64_t h = 0; h < hp->n_kv_heads; h++)
+                rmsnorm(k + h * hd, k + h * hd, L->k_norm.data, hd, hp->norm_eps);
+        }
+        rope_apply(hp, q, hp->n_heads, c->rope_cos + t * half, c->rope_sin + t * half);
+        rope_apply(hp, k, hp->n_kv_heads, c->rope_cos + t * half, c->rope_sin + t * half);
+        const md_seq *s = &b->seqs[b->seq[t]];
+        size_t slot = slot_of(kv, s, b->pos[t]);
+        vt_fp16 *kc = kv->k[il] + slot * (size_t)kd, *vc = kv->v[il] + slot * (size_t)vd;
+        for (int64_t i = 0; i < kd; i++)
+            kc[i] = vt_fp32_to_fp16(k[i]);
+        for (int64_t i = 0; i < vd; i++)
+            vc[i] = vt_fp32_to_fp16(c->v[t * vd + i]);
+    }
+    attn_job j = {.c = c, .kv = kv, .b = b, .il = il, .scale = 1.0f / sqrtf((float)hd)};
+    atomic_init(&j.next, 0);
+    kn_pool_run(c->pool, attn_task, &j);
+    if ((e = matmul(c, &L->wo, L->wo.data, c->att, n, c->tmp)))
+        return e;
+    for (int64_t i = 0; i < n * dim; i++)
+        c->x[i] += c->tmp[i];
+    return VT_OK;
+}
+
+/* out[n][dim] = W2(silu(W1 x) * W3 x) for one (expert's) set of matrices. */
+static vt_err ffn(md_ctx *c, const md_weight *w1, const void *d1, const md_weight *w3,
+                  const void *d3, const md_weight *w2, const void *d2, const float *x, int64_t n,
+                  float *out)
+{
+    vt_err e;
+    int64_t ff = w1->rows;
+    if ((e = matmul(c, w1, d1, x, n, c->g)) || (e = matmul(c, w3, d3, x, n, c->u)))
+        return e;
+    for (int64_t i = 0; i < n * ff; i++)
+        c->g[i] = silu(c->g[i]) * c->u[i];
+    return matmul(c, w2, d2, c->g, n, out);
+}
+
+static vt_err moe(md_ctx *c, const md_layer *L, int64_t n)
+{
+    const md_hparams *hp = &c->m->hp;
+    int64_t ne = hp->n_experts, k = hp->n_experts_used, dim = hp->dim;
+    vt_err e;
+    if ((e = matmul(c, &L->gate_inp, L->gate_inp.data, c->xn, n, c->router)))
+        return e;
+    memset(c->counts, 0, (size_t)(ne + 2) * sizeof(int64_t));
+    for (int64_t t = 0; t < n; t++) {
+        float *p = c->router + t * ne;
+        softmax(p, ne);
+        float wsum = 0;
+        for (int64_t s = 0; s < k; s++) { /* top-k by repeated selection (k is small) */
+            int64_t best = -1;
+            for (int64_t x = 0; x < ne; x++) {
+                bool taken = false;
+                for (int64_t r = 0; r < s; r++)
+                    taken |= c->exp_ids[t * k + r] == x;
+                if (!taken && (best < 0 || p[x] > p[best]))
+                    best = x;
+            }
+            c->exp_ids[t * k + s] = (int32_t)best;
+            c->exp_w[t * k + s] = p[best];
+            wsum += p[best];
+            c->counts[best + 2]++;
+        }
+        if (hp->expert_norm)
+            for (int64_t s = 0; s < k; s++)
+                c->exp_w[t * k + s] /= wsum;
+        /* how close the last chosen expert came to losing its place */
+        float last = p[c->exp_ids[t * k + k - 1]], next = 0;
+        for (int64_t x = 0; x < ne; x++) {
+            bool taken = false;
+            for (int64_t r = 0; r < k; r++)
+                taken |= c->exp_ids[t * k + r] == x;
+            if (!taken && p[x] > next)
+                next = p[x];
+        }
+        float margin = k < ne ? (last - next) / last : 1.0f;
+        if (margin < c->route_margin[t])
+            c->route_margin[t] = margin;
+    }
+    /* group the (token, weight) pairs by expert: counts[e+1] = start of e */
+    for (int64_t x = 0; x < ne; x++)
+        c->counts[x + 2] += c->counts[x + 1];
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t s = 0; s < k; s++) {
+            int64_t at = c->counts[c->exp_ids[t * k + s] + 1]++;
+            c->list[at] = (int32_t)t;
+            c->list_w[at] = c->exp_w[t * k + s];
+        }
+    memset(c->acc, 0, (size_t)(n * dim) * sizeof(float));
+    for (int64_t x = 0; x < ne; x++) {
+        int64_t lo = c->counts[x], hi = c->counts[x + 1], cnt = hi - lo;
+        if (cnt == 0)
+            continue;
+        for (int64_t i = 0; i < cnt; i++)
+            memcpy(c->xs + i * dim, c->xn + (int64_t)c->list[lo + i] * dim,
+                   (size_t)dim * sizeof(float));
+        const char *g = (const char *)L->gate_exps.data + (size_t)x * L->gate_exps.stride;
+        const char *u = (const char *)L->up_exps.data + (size_t)x * L->up_exps.stride;
+        const char *d = (const char *)L->down_exps.data + (size_t)x * L->down_exps.stride;
+        if ((e = ffn(c, &L->gate_exps, g, &L->up_exps, u, &L->down_exps, d, c->xs, cnt, c->ys)))
+            return e;
+        for (int64_t i = 0; i < cnt; i++) {
+            float w = c->list_w[lo + i], *acc = c->acc + (int64_t)c->list[lo + i] * dim;
+            const float *y = c->ys + i * dim;
+            for (int64_t j = 0; j < dim; j++)
+                acc[j] += w * y[j];
+        }
+    }
+    if (L->gate_shexp.data) {
+        if ((e = ffn(c, &L->gate_shexp, L->gate_shexp.data, &L->up_shexp, L->up_shexp.data,
+                     &L->down_shexp, L->down_shexp.data, c->xn, n, c->tmp)))
+            return e;
+        const float *gw = L->gate_inp_shexp.data;
+        for (int64_t t = 0; t < n; t++) {
+            float gl = 0;
+            for (int64_t j = 0; j < dim; j++)
+                gl += c->xn[t * dim + j] * gw[j];
+            float gate = 1.0f / (1.0f + expf(-gl));
+            for (int64_t j = 0; j < dim; j++)
+                c->acc[t * dim + j] += gate * c->tmp[t * dim + j];
+        }
+    }
+    for (int64_t i = 0; i < n * dim; i++)
+        c->x[i] += c->acc[i];
+    return VT_OK;
+}
+
+static vt_err feed_forward(md_ctx *c, int64_t il, int64_t n)
+{
+    const md_hparams *hp = &c->m->hp;
+    const md_layer *L = &c->m->layers[il];
+    int64_t dim = hp->dim;
+    for (int64_t t = 0; t < n; t++)
+        rmsnorm(c->xn + t * dim, c->x + t * dim, L->ffn_norm.data, dim, hp->norm_eps);
+    if (hp->n_experts)
+        return moe(c, L, n);
+    vt_err e = ffn(c, &L->ffn_gate, L->ffn_gate.data, &L->ffn_up, L->ffn_up.data, &L->ffn_down,
+                   L->ffn_down.data, c->xn, n, c->tmp);
+    if (e)
+        return e;
+    for (int64_t i = 0; i < n * dim; i++)
+        c->x[i] += c->tmp[i];
+    return VT_OK;
+}
+
+/* ---- the pass ------------------------------------------------------ */
+
+static vt_err check_batch(const md_ctx *c, const md_kv *kv, const md_batch *b, int64_t *maxpos)
+{
+    const md_hparams *hp = &c->m->hp;
+    if (b->n_tokens < 1 || !b->tokens || !b->pos || !b->seq || !b->seqs || b->n_seqs < 1)
+        return vt_fail(VT_ERR_INVALID, "empty or incomplete batch");
+    if (kv->n_layers != hp->n_layers || kv->k_dim != hp->n_kv_heads * hp->head_dim)
+        return vt_fail(VT_ERR_INVALID, "KV cache was made for another model");
+    *maxpos = 0;
+    for (int64_t t = 0; t < b->n_tokens; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= hp->n_vocab)
+            return vt_fail(VT_ERR_RANGE, "token id %d is outside the vocabulary (0..%lld)",
+                           b->tokens[t], (long long)hp->n_vocab - 1);
+        if (b->seq[t] < 0 || b->seq[t] >= b->n_seqs)
+            return vt_fail(VT_ERR_INVALID, "token %lld names sequence %d of %lld", (long long)t,
+                           b->seq[t], (long long)b->n_seqs);
+        const md_seq *s = &b->seqs[b->seq[t]];
+        if (b->pos[t] < 0 || b->pos[t] / kv->block_size >= s->n_blocks)
+            return vt_fail(VT_ERR_RANGE, "position %d has no KV block in its sequence",
+                           b->pos[t]);
+        *maxpos = VT_MAX(*maxpos, (int64_t)b->pos[t]);
+    }
+    for (int64_t i = 0; i < b->n_seqs; i++)
+        for (int64_t j = 0; j < b->seqs[i].n_blocks; j++)
+            if (b->seqs[i].block_table[j] < 0 || b->seqs[i].block_table[j] >= kv->n_blocks)
+                return vt_fail(VT_ERR_RANGE, "block %d is outside the KV cache",
+                               b->seqs[i].block_table[j]);
+    return VT_OK;
+}
+
+vt_err md_forward(md_ctx *c, md_kv *kv, const md_batch *b, float *out_logits)
+{
+    const md_model *m = c->m;
+    const md_hparams *hp = &m->hp;
+    int64_t n = b->n_tokens, dim = hp->dim, maxpos = 0;
+    vt_err e;
+    if ((e = check_batch(c, kv, b, &maxpos)) || (e = reserve(c, n)))
+        return e;
+    int nth = kn_pool_size(c->pool);
+    if (maxpos + 1 > c->score_cap) {
+        float *s = realloc(c->scores, (size_t)nth * (size_t)(maxpos + 1) * sizeof(float));
+        if (!s)
+            return vt_fail(VT_ERR_NOMEM, "out of memory for attention scores");
+        c->scores = s;
+        c->score_cap = maxpos + 1;
+    }
+    const kn_traits *et = kn_traits_get(m->tok_embd.type);
+    size_t erow = kn_row_size(m->tok_embd.type, dim);
+    for (int64_t t = 0; t < n; t++)
+        et->to_float((const char *)m->tok_embd.data + (size_t)b->tokens[t] * erow, c->x + t * dim,
+                     dim);
+    rope_tables(c, b);
+    for (int64_t t = 0; t < n; t++)
+        c->route_margin[t] = 1.0f;
+    for (int64_t il = 0; il < hp->n_layers; il++)
+        if ((e = attention(c, kv, b, il)) || (e = feed_forward(c, il, n)))
+            return e;
+    /* final norm and the output matrix, only for the tokens that want logits */
+    int64_t n_out = 0;
+    for (int64_t t = 0; t < n; t++) {
+        bool want = b->logits ? b->logits[t] : t == n - 1;
+        if (want)
+            rmsnorm(c->xn + (n_out++) * dim, c->x + t * dim, m->output_norm.data, dim,
+                    hp->norm_eps);
+    }
+    if (n_out)
+        return kn_matmul(c->pool, m->output.type, m->output.data, hp->n_vocab, dim, c->xn, n_out,
+                         out_logits, hp->n_vocab);
+    return VT_OK;
+}
+
+const float *md_ctx_route_margins(const md_ctx *c)
+{
+    return c->m->hp.n_experts ? c->route_margin : NULL;
+}
