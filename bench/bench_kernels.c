@@ -23,6 +23,24 @@ static const char *isa_name[] = {"scalar", "avx2", "avx512"};
 
 static volatile float sink;
 
+/* Seconds per pass of vec_dot_n (nt activation rows) over `rows` rows. */
+static double time_tile(const kn_traits *tr, const void *w, size_t row_bytes, int64_t rows,
+                        int64_t cols, const void *a, size_t as, int nt, int reps)
+{
+    double best = 1e30;
+    float out[64];
+    for (int r = 0; r < reps; r++) {
+        double t0 = vt_now();
+        for (int64_t i = 0; i < rows; i++)
+            tr->vec_dot_n(cols, (const char *)w + (size_t)i * row_bytes, a, as, nt, out, 1);
+        double t = vt_now() - t0;
+        sink = out[0];
+        if (t < best)
+            best = t;
+    }
+    return best;
+}
+
 /* Seconds per pass of vec_dot over `rows` rows of `cols`, best of a few. */
 static double time_dots(const kn_traits *tr, const void *w, size_t row_bytes, int64_t rows,
                         int64_t cols, const void *a, int reps)
@@ -53,7 +71,9 @@ int main(int argc, char **argv)
         x[i] = vt_rng_normal(&rng);
     float *rowf = malloc((size_t)cols * 4);
 
-    printf("%-6s %-7s %10s %10s %12s\n", "type", "isa", "mem GB/s", "mem Gw/s", "L2 Gw/s");
+    const int nt = 8;
+    printf("%-6s %-7s %10s %10s %12s %14s\n", "type", "isa", "mem GB/s", "mem Gw/s", "L2 Gw/s",
+           "L2 x8 GMAC/s");
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         vt_type t = types[ti];
         const char *name = kn_type_get((uint32_t)t)->name;
@@ -84,14 +104,18 @@ int main(int argc, char **argv)
             if (!tr)
                 continue;
             const kn_traits *dt = kn_traits_isa(tr->dot_type, (kn_isa)isa);
-            void *a = malloc(kn_row_size(tr->dot_type, cols) + 64);
-            dt->from_float(x, a, cols);
+            size_t as = kn_row_size(tr->dot_type, cols);
+            char *a = malloc(as * (size_t)nt + 64);
+            for (int k = 0; k < nt; k++)
+                dt->from_float(x, a + (size_t)k * as, cols);
             int64_t rows = isa == 0 ? big_rows / 8 : big_rows;
             double tm = time_dots(tr, w, rb, rows, cols, a, 3);
             double ts = time_dots(tr, w, rb, small_rows, cols, a, 200);
-            printf("%-6s %-7s %10.2f %10.2f %12.2f\n", name, isa_name[isa],
+            double tt = time_tile(tr, w, rb, small_rows, cols, a, as, nt, 100);
+            printf("%-6s %-7s %10.2f %10.2f %12.2f %14.2f\n", name, isa_name[isa],
                    (double)rb * (double)rows / tm * 1e-9, (double)cols * (double)rows / tm * 1e-9,
-                   (double)cols * (double)small_rows / ts * 1e-9);
+                   (double)cols * (double)small_rows / ts * 1e-9,
+                   (double)cols * (double)small_rows * nt / tt * 1e-9);
             fflush(stdout);
             free(a);
         }

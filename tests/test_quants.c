@@ -580,6 +580,57 @@ static void test_vec_dot_extremes(void)
     buf_free(&aq);
 }
 
+/* vec_dot_n against vec_dot per activation row, every level, group sizes
+ * around the kernels' tile, padded activation rows and strided output. */
+static void test_vec_dot_n(void)
+{
+    static const int nts[] = {1, 2, 3, 4, 5, 7, 8, 9, 13};
+    for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
+        vt_type t = weight_types[i];
+        int64_t blck = kn_type_get((uint32_t)t)->blck;
+        int64_t n = blck == 1 ? 100 : blck == 32 ? 32 * 13 : 256 * 3;
+        const kn_traits *sc = kn_traits_isa(t, KN_ISA_SCALAR);
+        size_t as = kn_row_size(sc->dot_type, n) + 36; /* padded rows */
+        buf x = buf_new((size_t)n * 4), w = buf_new((size_t)n * 4), a = buf_new((size_t)n * 4);
+        buf aq = buf_new(as * 13);
+        fill_data(x.p, n, 900 + i, 0.02f, false);
+        CHECK_EQ_INT(kn_quantize_ref(t, x.p, w.p, n), VT_OK);
+        for (int r = 0; r < 13; r++) {
+            fill_data(a.p, n, 1000 + (uint64_t)r, 1.0f + (float)r, r == 5);
+            kn_traits_isa(sc->dot_type, KN_ISA_SCALAR)->from_float(a.p, (char *)aq.p + (size_t)r * as, n);
+        }
+        for (int l = 0; l < KN_ISA_COUNT; l++) {
+            const kn_traits *tr = kn_traits_isa(t, (kn_isa)l);
+            if (!tr)
+                continue;
+            CHECK(tr->vec_dot_n != NULL);
+            if (!tr->vec_dot_n)
+                continue;
+            for (size_t k = 0; k < VT_ARRAY_LEN(nts); k++) {
+                float out[13 * 3];
+                for (int j = 0; j < 13 * 3; j++)
+                    out[j] = -12345.f;
+                tr->vec_dot_n(n, w.p, aq.p, as, nts[k], out, 3);
+                for (int r = 0; r < 13; r++) {
+                    if (r >= nts[k]) {
+                        CHECK(out[3 * r] == -12345.f);
+                        continue;
+                    }
+                    float want = tr->vec_dot(n, w.p, (char *)aq.p + (size_t)r * as);
+                    CHECKF(fabsf(out[3 * r] - want) <= 1e-5f * fabsf(want) + 1e-6f,
+                           "%s %s nt=%d row %d: %.9g vs vec_dot %.9g", tname(t), isa_name[l],
+                           nts[k], r, out[3 * r], want);
+                    CHECK(out[3 * r + 1] == -12345.f && out[3 * r + 2] == -12345.f);
+                }
+            }
+        }
+        buf_free(&x);
+        buf_free(&w);
+        buf_free(&a);
+        buf_free(&aq);
+    }
+}
+
 /* ---- accuracy ---------------------------------------------------------- */
 
 static void test_roundtrip_error(void)
@@ -905,6 +956,7 @@ int main(void)
     RUN_TEST(test_to_float_levels);
     RUN_TEST(test_vec_dot_levels);
     RUN_TEST(test_vec_dot_extremes);
+    RUN_TEST(test_vec_dot_n);
     RUN_TEST(test_roundtrip_error);
     RUN_TEST(test_dot_approximates_float);
     RUN_TEST(test_gguf_cross_check);

@@ -3,7 +3,8 @@
  * per ISA level, each complete: the scalar table lists the reference kernels
  * of quants_ref*.c, the AVX2 table starts as a copy of it and takes the
  * kernels quants_avx2.c provides, the AVX-512 table starts from the AVX2 one
- * and takes those of quants_avx512.c. kn_init() (once, thread-safe) checks
+ * and takes those of quants_avx512.c. Types without a tiled vec_dot_n at a
+ * level get a generic one looping over that level's vec_dot. kn_init() (once, thread-safe) checks
  * cpuid for each level's instructions and picks the highest one the CPU has,
  * capped by the environment variable VT_ISA=scalar|avx2|avx512.
  * kn_quantize_ref() maps a type to its reference weight quantizer.
@@ -41,6 +42,32 @@ static const kn_traits scalar_table[VT_TYPE_COUNT] = {
     ENTRY(Q8_K, Q8_K, q8_K, kn_ref_from_float_q8_K, NULL),
 };
 
+/* The generic vec_dot_n of a (level, type): one vec_dot per activation row.
+ * Levels with a tiled kernel for a type replace it. */
+#define DOTN(L, T)                                                                                 \
+    static void dotn_##L##_##T(int64_t n, const void *w, const void *a, size_t as, int nt,        \
+                               float *out, size_t os)                                              \
+    {                                                                                              \
+        float (*f)(int64_t, const void *, const void *) = tables[KN_ISA_##L][VT_TYPE_##T].vec_dot; \
+        for (int k = 0; k < nt; k++)                                                               \
+            out[(size_t)k * os] = f(n, w, (const char *)a + (size_t)k * as);                      \
+    }
+#define DOTN_LEVEL(L)                                                                              \
+    DOTN(L, F32) DOTN(L, F16) DOTN(L, BF16) DOTN(L, Q4_0) DOTN(L, Q4_1) DOTN(L, Q5_0)              \
+    DOTN(L, Q5_1) DOTN(L, Q8_0) DOTN(L, Q2_K) DOTN(L, Q3_K) DOTN(L, Q4_K) DOTN(L, Q5_K)           \
+    DOTN(L, Q6_K)
+DOTN_LEVEL(SCALAR)
+DOTN_LEVEL(AVX2)
+DOTN_LEVEL(AVX512)
+
+#define SET_DOTN(L, T)                                                                             \
+    if (!tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_n)                                                \
+        tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_n = dotn_##L##_##T;
+#define SET_DOTN_LEVEL(L)                                                                          \
+    SET_DOTN(L, F32) SET_DOTN(L, F16) SET_DOTN(L, BF16) SET_DOTN(L, Q4_0) SET_DOTN(L, Q4_1)       \
+    SET_DOTN(L, Q5_0) SET_DOTN(L, Q5_1) SET_DOTN(L, Q8_0) SET_DOTN(L, Q2_K) SET_DOTN(L, Q3_K)     \
+    SET_DOTN(L, Q4_K) SET_DOTN(L, Q5_K) SET_DOTN(L, Q6_K)
+
 static bool cpu_has_avx2(void)
 {
     __builtin_cpu_init();
@@ -66,6 +93,9 @@ static void init_once(void)
     memcpy(tables[KN_ISA_AVX512], tables[KN_ISA_AVX2], sizeof scalar_table);
     kn_quants_avx512_fill(tables[KN_ISA_AVX512]);
     level_ok[KN_ISA_AVX512] = level_ok[KN_ISA_AVX2] && cpu_has_avx512();
+    SET_DOTN_LEVEL(SCALAR)
+    SET_DOTN_LEVEL(AVX2)
+    SET_DOTN_LEVEL(AVX512)
 
     kn_isa cap = KN_ISA_AVX512;
     const char *env = getenv("VT_ISA");

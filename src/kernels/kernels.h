@@ -88,6 +88,13 @@ typedef struct {
     void (*from_float)(const float *x, void *y, int64_t n);
     /* sum_i w[i]*a[i] over n elements; w of this type, a of dot_type. */
     float (*vec_dot)(int64_t n, const void *w, const void *a);
+    /* One weight row against nt activation rows (the prefill / batched kernel):
+     * out[k * out_stride] = vec_dot(n, w, a + k * a_stride) for k < nt, with
+     * a_stride in bytes and out_stride in floats. The weights are decoded once
+     * for a group of rows, so this is much faster than nt vec_dot calls. Set
+     * wherever vec_dot is; equal to vec_dot up to float summation order. */
+    void (*vec_dot_n)(int64_t n, const void *w, const void *a, size_t a_stride, int nt,
+                      float *out, size_t out_stride);
 } kn_traits;
 
 /* Selects SIMD kernels for this CPU (idempotent, thread-safe). The environment

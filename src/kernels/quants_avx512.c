@@ -33,6 +33,16 @@ static inline __m512i dot_ss512(__m512i acc, __m512i x, __m512i y)
     return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(x), sy);
 }
 
+/* The fp16 scales of four consecutive q8_0 blocks (136 bytes: the d fields
+ * are 16-bit elements 0, 17, 34, 51 of the first 128) as floats. */
+static inline __m128 q8_0_scales4(const block_q8_0 *b)
+{
+    const __m512i idx = _mm512_castsi128_si512(_mm_setr_epi16(0, 17, 34, 51, 0, 0, 0, 0));
+    const char *p = (const char *)b;
+    __m512i v = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), idx, _mm512_loadu_si512(p + 64));
+    return _mm_cvtph_ps(_mm512_castsi512_si128(v));
+}
+
 /* Q8_0: two blocks per zmm; the eight block scales of four zmm come from one
  * vector conversion of the fp16 fields. */
 static float dot_q8_0_512(int64_t n, const void *w, const void *a)
@@ -45,11 +55,7 @@ static float dot_q8_0_512(int64_t n, const void *w, const void *a)
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
-        __m128i hx = _mm_setr_epi16((short)x[i].d, (short)x[i + 1].d, (short)x[i + 2].d,
-                                    (short)x[i + 3].d, 0, 0, 0, 0);
-        __m128i hy = _mm_setr_epi16((short)y[i].d, (short)y[i + 1].d, (short)y[i + 2].d,
-                                    (short)y[i + 3].d, 0, 0, 0, 0);
-        __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(hx), _mm_cvtph_ps(hy)));
+        __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(q8_0_scales4(x + i), q8_0_scales4(y + i)));
         __m512i p0 = dot_ss512(z, ld2x256(x[i].qs, x[i + 1].qs), ld2x256(y[i].qs, y[i + 1].qs));
         __m512i p1 = dot_ss512(z, ld2x256(x[i + 2].qs, x[i + 3].qs), ld2x256(y[i + 2].qs, y[i + 3].qs));
         acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc0);
@@ -207,6 +213,177 @@ static float dot_bf16_512(int64_t n, const void *w, const void *a)
     return s;
 }
 
+/* ---- tiled kernels: one weight row, up to TILE activation rows ---------- */
+
+#define TILE 4
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* Q4_K: the 256 nibbles and the scale vectors of a super-block are built
+ * once and used for every activation row of the group. */
+static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i pick[4];
+    #pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m128i lo = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c)));
+        __m128i hi = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1)));
+        pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
+                                     _mm256_set_m128i(hi, hi), 1);
+    }
+    __m512 acc[TILE];
+    #pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m128i sc8, mn8;
+        k4_scales(x[i].scales, &sc8, &mn8);
+        __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sc8));
+        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
+        __m512i q[4], s[4];
+        #pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i qb = ld256(x[i].qs + 32 * c);
+            q[c] = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(qb), _mm256_srli_epi16(qb, 4), 1), m4);
+            s[c] = _mm512_shuffle_epi8(sc, pick[c]);
+        }
+        const float dx = x86_f16(x[i].d), mx = x86_f16(x[i].dmin);
+        #pragma GCC unroll 4
+        for (int t = 0; t < N; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
+            __m512i sumi = _mm512_setzero_si512();
+            #pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                sumi = _mm512_dpwssd_epi32(
+                    sumi, _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y->qs + 64 * c)), s[c]);
+            __m256i mins = _mm256_madd_epi16(m16, ld256(y->bsums));
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(-y->d * mx),
+                                     _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)), acc[t]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        out[(size_t)t * os] = hsum512(acc[t]);
+}
+
+/* Q6_K: four zmm of 6-bit values and four scale vectors per super-block. */
+static ALWAYS_INLINE void q6_K_tile(const int N, int64_t nb, const block_q6_K *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    __m512i perm[4];
+    #pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        short idx[32];
+        for (int l = 0; l < 32; l++)
+            idx[l] = (short)(4 * g + l / 8);
+        perm[g] = _mm512_loadu_si512(idx);
+    }
+    __m512 acc[TILE];
+    #pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(ld128(x[i].scales));
+        __m512i sc = _mm512_castsi256_si512(sc16);
+        __m512i q[4], s[4];
+        #pragma GCC unroll 4
+        for (int h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
+            __m512i qh = _mm512_broadcast_i64x4(ld256(x[i].qh + 32 * h));
+            q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                       _mm512_and_si512(_mm512_sllv_epi16(qh, shl_a), m30));
+            q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                           _mm512_and_si512(_mm512_srlv_epi16(qh, shr_b), m30));
+            s[2 * h] = _mm512_permutexvar_epi16(perm[2 * h], sc);
+            s[2 * h + 1] = _mm512_permutexvar_epi16(perm[2 * h + 1], sc);
+        }
+        const float dx = x86_f16(x[i].d);
+        #pragma GCC unroll 4
+        for (int t = 0; t < N; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
+            __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, ld256(y->bsums)), 5);
+            __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
+            #pragma GCC unroll 4
+            for (int g = 0; g < 4; g++)
+                sumi = _mm512_dpwssd_epi32(
+                    sumi, _mm512_maddubs_epi16(q[g], _mm512_loadu_si512(y->qs + 64 * g)), s[g]);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        out[(size_t)t * os] = hsum512(acc[t]);
+}
+
+/* Q8_0: per four blocks the weights' |q|, sign masks and fp16 scales are
+ * prepared once. */
+static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+    __m512 acc[TILE];
+    #pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        acc[t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        __m128 dx = q8_0_scales4(x + i);
+        __m512i x0 = ld2x256(x[i].qs, x[i + 1].qs), x1 = ld2x256(x[i + 2].qs, x[i + 3].qs);
+        __mmask64 n0 = _mm512_movepi8_mask(x0), n1 = _mm512_movepi8_mask(x1);
+        x0 = _mm512_abs_epi8(x0);
+        x1 = _mm512_abs_epi8(x1);
+        #pragma GCC unroll 4
+        for (int t = 0; t < N; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * as) + i;
+            __m128 dy = q8_0_scales4(y);
+            __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(dx, dy));
+            __m512i y0 = ld2x256(y[0].qs, y[1].qs), y1 = ld2x256(y[2].qs, y[3].qs);
+            __m512i p0 = _mm512_dpbusd_epi32(z, x0, _mm512_mask_sub_epi8(y0, n0, z, y0));
+            __m512i p1 = _mm512_dpbusd_epi32(z, x1, _mm512_mask_sub_epi8(y1, n1, z, y1));
+            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc[t]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int t = 0; t < N; t++) {
+        float s = hsum512(acc[t]);
+        if (i < nb)
+            s += dot_q8_0(32 * (nb - i), x + i, (const block_q8_0 *)(a + (size_t)t * as) + i);
+        out[(size_t)t * os] = s;
+    }
+}
+
+/* Splits nt rows into groups of TILE with a specialized tail. */
+#define TILED(name, blk, bs)                                                                       \
+    static void name##_n(int64_t n, const void *w, const void *a, size_t as, int nt, float *out,  \
+                         size_t os)                                                                \
+    {                                                                                              \
+        const blk *x = w;                                                                          \
+        const char *ap = a;                                                                        \
+        const int64_t nb = n / (bs);                                                               \
+        int k = 0;                                                                                 \
+        for (; k + TILE <= nt; k += TILE)                                                          \
+            name##_tile(TILE, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os);           \
+        switch (nt - k) {                                                                          \
+        case 3: name##_tile(3, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
+        case 2: name##_tile(2, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
+        case 1: name##_tile(1, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
+        default: break;                                                                            \
+        }                                                                                          \
+    }
+
+TILED(q4_K, block_q4_K, KN_QK_K)
+TILED(q6_K, block_q6_K, KN_QK_K)
+TILED(q8_0, block_q8_0, 32)
+
 void kn_quants_avx512_fill(kn_traits *tab)
 {
     tab[VT_TYPE_F32].vec_dot = dot_f32;
@@ -221,12 +398,15 @@ void kn_quants_avx512_fill(kn_traits *tab)
     tab[VT_TYPE_Q5_0].vec_dot = dot_q5_0;
     tab[VT_TYPE_Q5_1].vec_dot = dot_q5_1;
     tab[VT_TYPE_Q8_0].vec_dot = dot_q8_0_512;
+    tab[VT_TYPE_Q8_0].vec_dot_n = q8_0_n;
     tab[VT_TYPE_Q8_0].from_float = q8_0_from_float;
     tab[VT_TYPE_Q8_1].from_float = q8_1_from_float;
     tab[VT_TYPE_Q2_K].vec_dot = dot_q2_K;
     tab[VT_TYPE_Q3_K].vec_dot = dot_q3_K;
     tab[VT_TYPE_Q4_K].vec_dot = dot_q4_K_512;
+    tab[VT_TYPE_Q4_K].vec_dot_n = q4_K_n;
     tab[VT_TYPE_Q5_K].vec_dot = dot_q5_K_512;
     tab[VT_TYPE_Q6_K].vec_dot = dot_q6_K_512;
+    tab[VT_TYPE_Q6_K].vec_dot_n = q6_K_n;
     tab[VT_TYPE_Q8_K].from_float = q8_K_from_float;
 }
