@@ -269,6 +269,113 @@ static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x
         out[(size_t)t * os] = hsum512(acc[t]);
 }
 
+/* Q5_K: as Q4_K with the fifth bits merged in before the row loop. */
+static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
+    __m512i pick[4], bit[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m128i lo = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c)));
+        __m128i hi = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1)));
+        pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
+                                     _mm256_set_m128i(hi, hi), 1);
+        bit[c] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                    _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
+    }
+    __m512 acc[TILE];
+#pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m128i sc8, mn8;
+        k4_scales(x[i].scales, &sc8, &mn8);
+        __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sc8));
+        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
+        __m512i qh = _mm512_broadcast_i64x4(ld256(x[i].qh));
+        __m512i q[4], s[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m256i qb = ld256(x[i].qs + 32 * c);
+            __m512i v = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(qb), _mm256_srli_epi16(qb, 4), 1), m4);
+            q[c] = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(qh, bit[c]), v, b4);
+            s[c] = _mm512_shuffle_epi8(sc, pick[c]);
+        }
+        const float dx = x86_f16(x[i].d), mx = x86_f16(x[i].dmin);
+#pragma GCC unroll 4
+        for (int t = 0; t < N; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
+            __m512i sumi = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                sumi = _mm512_dpwssd_epi32(
+                    sumi, _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y->qs + 64 * c)), s[c]);
+            __m256i mins = _mm256_madd_epi16(m16, ld256(y->bsums));
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(-y->d * mx),
+                                     _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        out[(size_t)t * os] = hsum512(acc[t]);
+}
+
+/* The fp16 scales of four consecutive q4_0 blocks (18 bytes each: 16-bit
+ * elements 0, 9, 18, 27 of 64 bytes) as floats. */
+static inline __m128 q4_0_scales4(const block_q4_0 *b)
+{
+    const __m512i idx = _mm512_castsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 0, 0, 0, 0));
+    __m512i v = _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b));
+    return _mm_cvtph_ps(_mm512_castsi512_si128(v));
+}
+
+/* Nibbles of two q4_0 blocks in element order: [lo_i, hi_i, lo_i+1, hi_i+1]. */
+static inline __m512i q4_0_pair(const block_q4_0 *b)
+{
+    __m256i t = _mm256_set_m128i(ld128(b[1].qs), ld128(b[0].qs));
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
+    z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+    return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+}
+
+/* Q4_0: four blocks (two zmm) per step; (q - 8)*y as q*y - 8*y. */
+static ALWAYS_INLINE void q4_0_tile(const int N, int64_t nb, const block_q4_0 *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    const __m512i z = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
+    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+    __m512 acc[TILE];
+#pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        acc[t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        __m128 dx = q4_0_scales4(x + i);
+        __m512i x0 = q4_0_pair(x + i), x1 = q4_0_pair(x + i + 2);
+#pragma GCC unroll 4
+        for (int t = 0; t < N; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * as) + i;
+            __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(dx, q8_0_scales4(y)));
+            __m512i y0 = ld2x256(y[0].qs, y[1].qs), y1 = ld2x256(y[2].qs, y[3].qs);
+            __m512i p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, x0, y0), _mm512_dpbusd_epi32(z, eight, y0));
+            __m512i p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, x1, y1), _mm512_dpbusd_epi32(z, eight, y1));
+            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; t++) {
+        float s = hsum512(acc[t]);
+        if (i < nb)
+            s += dot_q4_0(32 * (nb - i), x + i, (const block_q8_0 *)(a + (size_t)t * as) + i);
+        out[(size_t)t * os] = s;
+    }
+}
+
 /* Q6_K: four zmm of 6-bit values and four scale vectors per super-block. */
 static ALWAYS_INLINE void q6_K_tile(const int N, int64_t nb, const block_q6_K *x, const char *a,
                                     size_t as, float *out, size_t os)
@@ -361,6 +468,41 @@ static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x
     }
 }
 
+/* F16: 32 weights converted once per step, FMAs into per-row accumulators
+ * (two per row to cover the FMA latency). */
+static ALWAYS_INLINE void f16_tile(const int N, int64_t n, const uint16_t *x, const char *a,
+                                   size_t as, float *out, size_t os)
+{
+    __m512 acc[TILE][2];
+#pragma GCC unroll 4
+    for (int t = 0; t < N; t++)
+        acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 w0 = _mm512_cvtph_ps(ld256(x + i)), w1 = _mm512_cvtph_ps(ld256(x + i + 16));
+#pragma GCC unroll 4
+        for (int t = 0; t < N; t++) {
+            const uint16_t *y = (const uint16_t *)(a + (size_t)t * as) + i;
+            acc[t][0] = _mm512_fmadd_ps(w0, _mm512_cvtph_ps(ld256(y)), acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(w1, _mm512_cvtph_ps(ld256(y + 16)), acc[t][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < N; t++) {
+        float s = hsum512(_mm512_add_ps(acc[t][0], acc[t][1]));
+        if (i < n)
+            s += dot_f16(n - i, x + i, (const uint16_t *)(a + (size_t)t * as) + i);
+        out[(size_t)t * os] = s;
+    }
+}
+
+static float dot_f16_512(int64_t n, const void *w, const void *a)
+{
+    float out;
+    f16_tile(1, n, w, a, 0, &out, 1);
+    return out;
+}
+
 /* Splits nt rows into groups of TILE with a specialized tail. */
 #define TILED(name, blk, bs)                                                                       \
     static void name##_n(int64_t n, const void *w, const void *a, size_t as, int nt, float *out,  \
@@ -383,17 +525,29 @@ static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x
 TILED(q4_K, block_q4_K, KN_QK_K)
 TILED(q6_K, block_q6_K, KN_QK_K)
 TILED(q8_0, block_q8_0, 32)
+TILED(f16, uint16_t, 1)
+TILED(q5_K, block_q5_K, KN_QK_K)
+TILED(q4_0, block_q4_0, 32)
+
+static float dot_q4_0_512(int64_t n, const void *w, const void *a)
+{
+    float out;
+    q4_0_tile(1, n / 32, w, a, 0, &out, 1);
+    return out;
+}
 
 void kn_quants_avx512_fill(kn_traits *tab)
 {
     tab[VT_TYPE_F32].vec_dot = dot_f32;
-    tab[VT_TYPE_F16].vec_dot = dot_f16;
+    tab[VT_TYPE_F16].vec_dot = dot_f16_512;
+    tab[VT_TYPE_F16].vec_dot_n = f16_n;
     tab[VT_TYPE_F16].to_float = f16_to_float;
     tab[VT_TYPE_F16].from_float = f16_from_float;
     tab[VT_TYPE_BF16].vec_dot = dot_bf16_512;
     tab[VT_TYPE_BF16].to_float = bf16_to_float;
     tab[VT_TYPE_BF16].from_float = bf16_from_float;
-    tab[VT_TYPE_Q4_0].vec_dot = dot_q4_0;
+    tab[VT_TYPE_Q4_0].vec_dot = dot_q4_0_512;
+    tab[VT_TYPE_Q4_0].vec_dot_n = q4_0_n;
     tab[VT_TYPE_Q4_1].vec_dot = dot_q4_1;
     tab[VT_TYPE_Q5_0].vec_dot = dot_q5_0;
     tab[VT_TYPE_Q5_1].vec_dot = dot_q5_1;
@@ -406,6 +560,7 @@ void kn_quants_avx512_fill(kn_traits *tab)
     tab[VT_TYPE_Q4_K].vec_dot = dot_q4_K_512;
     tab[VT_TYPE_Q4_K].vec_dot_n = q4_K_n;
     tab[VT_TYPE_Q5_K].vec_dot = dot_q5_K_512;
+    tab[VT_TYPE_Q5_K].vec_dot_n = q5_K_n;
     tab[VT_TYPE_Q6_K].vec_dot = dot_q6_K_512;
     tab[VT_TYPE_Q6_K].vec_dot_n = q6_K_n;
     tab[VT_TYPE_Q8_K].from_float = q8_K_from_float;
