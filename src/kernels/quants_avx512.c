@@ -215,7 +215,7 @@ static float dot_bf16_512(int64_t n, const void *w, const void *a)
 
 /* ---- tiled kernels: one weight row, up to TILE activation rows ---------- */
 
-#define TILE 4
+#define TILE 8
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* Q4_K: the 256 nibbles and the scale vectors of a super-block are built
@@ -233,7 +233,7 @@ static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x
                                      _mm256_set_m128i(hi, hi), 1);
     }
     __m512 acc[TILE];
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
@@ -250,7 +250,7 @@ static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x
             s[c] = _mm512_shuffle_epi8(sc, pick[c]);
         }
         const float dx = x86_f16(x[i].d), mx = x86_f16(x[i].dmin);
-        #pragma GCC unroll 4
+        #pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
             __m512i sumi = _mm512_setzero_si512();
@@ -264,7 +264,7 @@ static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x
                                      _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)), acc[t]);
         }
     }
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         out[(size_t)t * os] = hsum512(acc[t]);
 }
@@ -285,7 +285,7 @@ static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x
                                     _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
     }
     __m512 acc[TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
@@ -304,7 +304,7 @@ static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x
             s[c] = _mm512_shuffle_epi8(sc, pick[c]);
         }
         const float dx = x86_f16(x[i].d), mx = x86_f16(x[i].dmin);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
             __m512i sumi = _mm512_setzero_si512();
@@ -318,7 +318,7 @@ static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x
                                      _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)), acc[t]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         out[(size_t)t * os] = hsum512(acc[t]);
 }
@@ -349,14 +349,14 @@ static ALWAYS_INLINE void q4_0_tile(const int N, int64_t nb, const block_q4_0 *x
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
     __m512 acc[TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         acc[t] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
         __m128 dx = q4_0_scales4(x + i);
         __m512i x0 = q4_0_pair(x + i), x1 = q4_0_pair(x + i + 2);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * as) + i;
             __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(dx, q8_0_scales4(y)));
@@ -367,7 +367,7 @@ static ALWAYS_INLINE void q4_0_tile(const int N, int64_t nb, const block_q4_0 *x
             acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc[t]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < N; t++) {
         float s = hsum512(acc[t]);
         if (i < nb)
@@ -392,7 +392,7 @@ static ALWAYS_INLINE void q6_K_tile(const int N, int64_t nb, const block_q6_K *x
         perm[g] = _mm512_loadu_si512(idx);
     }
     __m512 acc[TILE];
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
@@ -411,7 +411,7 @@ static ALWAYS_INLINE void q6_K_tile(const int N, int64_t nb, const block_q6_K *x
             s[2 * h + 1] = _mm512_permutexvar_epi16(perm[2 * h + 1], sc);
         }
         const float dx = x86_f16(x[i].d);
-        #pragma GCC unroll 4
+        #pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
             __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, ld256(y->bsums)), 5);
@@ -423,7 +423,7 @@ static ALWAYS_INLINE void q6_K_tile(const int N, int64_t nb, const block_q6_K *x
             acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
         }
     }
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         out[(size_t)t * os] = hsum512(acc[t]);
 }
@@ -437,7 +437,7 @@ static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
     __m512 acc[TILE];
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         acc[t] = _mm512_setzero_ps();
     int64_t i = 0;
@@ -447,7 +447,7 @@ static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x
         __mmask64 n0 = _mm512_movepi8_mask(x0), n1 = _mm512_movepi8_mask(x1);
         x0 = _mm512_abs_epi8(x0);
         x1 = _mm512_abs_epi8(x1);
-        #pragma GCC unroll 4
+        #pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const block_q8_0 *y = (const block_q8_0 *)(a + (size_t)t * as) + i;
             __m128 dy = q8_0_scales4(y);
@@ -459,7 +459,7 @@ static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x
             acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc[t]);
         }
     }
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int t = 0; t < N; t++) {
         float s = hsum512(acc[t]);
         if (i < nb)
@@ -474,20 +474,20 @@ static ALWAYS_INLINE void f16_tile(const int N, int64_t n, const uint16_t *x, co
                                    size_t as, float *out, size_t os)
 {
     __m512 acc[TILE][2];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < N; t++)
         acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m512 w0 = _mm512_cvtph_ps(ld256(x + i)), w1 = _mm512_cvtph_ps(ld256(x + i + 16));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const uint16_t *y = (const uint16_t *)(a + (size_t)t * as) + i;
             acc[t][0] = _mm512_fmadd_ps(w0, _mm512_cvtph_ps(ld256(y)), acc[t][0]);
             acc[t][1] = _mm512_fmadd_ps(w1, _mm512_cvtph_ps(ld256(y + 16)), acc[t][1]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < N; t++) {
         float s = hsum512(_mm512_add_ps(acc[t][0], acc[t][1]));
         if (i < n)
@@ -515,6 +515,10 @@ static float dot_f16_512(int64_t n, const void *w, const void *a)
         for (; k + TILE <= nt; k += TILE)                                                          \
             name##_tile(TILE, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os);           \
         switch (nt - k) {                                                                          \
+        case 7: name##_tile(7, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
+        case 6: name##_tile(6, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
+        case 5: name##_tile(5, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
+        case 4: name##_tile(4, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
         case 3: name##_tile(3, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
         case 2: name##_tile(2, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
         case 1: name##_tile(1, nb, x, ap + (size_t)k * as, as, out + (size_t)k * os, os); break;   \
