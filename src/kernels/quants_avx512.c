@@ -1,14 +1,21 @@
 /*
  * quants_avx512.c - the AVX-512 level (F/BW/VL/DQ/VNNI/BF16): the 256-bit
  * kernels of quants_x86.h rebuilt with VNNI (vpdpbusd, vpdpwssd) and BW mask
- * expansion, plus 512-bit kernels for the types that dominate real models
- * (Q8_0, Q4_K, Q5_K, Q6_K, BF16). Entries not listed keep the AVX2 level's.
+ * expansion, plus 512-bit kernels for Q8_0, Q4_0, Q2_K..Q6_K, F16 and BF16.
+ * Entries not listed in kn_quants_avx512_fill keep the AVX2 level's.
  *
  * Zen4 executes 512-bit operations as two 256-bit halves, so the gain of the
- * zmm kernels comes from fewer instructions per element: a Q4_K chunk of 64
+ * zmm kernels comes from fewer instructions per value: a Q4_K chunk of 64
  * values is one load, one shift-insert-and, one vpmaddubsw and one vpdpwssd
- * that applies both sub-block scales; block scales are built per vector, not
- * per block.
+ * that applies both sub-block scales at once.
+ *
+ * The tiled vec_dot_n kernels (one weight row against up to 8 activation
+ * rows) decode each weight super-block once - nibbles, high bits, scale
+ * vectors - and keep it in registers while every activation row of the tile
+ * streams past: per 64 values and row that leaves one activation load, one
+ * vpmaddubsw and one vpdpwssd. This is what makes prefill and batched decode
+ * compute-efficient; vec_dot itself is the tile with one row where that is
+ * as fast as a dedicated loop.
  */
 #define KN_X86_AVX512 1
 #include "kernels/quants_x86.h"
@@ -323,6 +330,117 @@ static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x
         out[(size_t)t * os] = hsum512(acc[t]);
 }
 
+/* int16 lane l of group g (64 values, four 16-value sub-blocks) takes scale
+ * 4g + l/8 of a super-block's 16: indices for vpermw. */
+static inline void k16_perms(__m512i perm[4])
+{
+    for (int g = 0; g < 4; g++) {
+        short idx[32];
+        for (int l = 0; l < 32; l++)
+            idx[l] = (short)(4 * g + l / 8);
+        perm[g] = _mm512_loadu_si512(idx);
+    }
+}
+
+/* Q2_K: group g = 2h + k/2 holds the 2-bit planes k, k+1 of qs half h. */
+static ALWAYS_INLINE void q2_K_tile(const int N, int64_t nb, const block_q2_K *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    __m512i perm[4];
+    k16_perms(perm);
+    __m512 acc[TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m128i s8 = ld128(x[i].scales);
+        __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(s8, _mm_set1_epi8(0x0F))));
+        __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), _mm_set1_epi8(0x0F)));
+        __m512i q[4], s[4];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512i qb = _mm512_broadcast_i64x4(ld256(x[i].qs + 32 * h));
+            q[2 * h] = _mm512_and_si512(_mm512_srlv_epi16(qb, sh01), m3);
+            q[2 * h + 1] = _mm512_and_si512(_mm512_srlv_epi16(qb, sh23), m3);
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++)
+            s[g] = _mm512_permutexvar_epi16(perm[g], sc);
+        const float dx = x86_f16(x[i].d), mx = x86_f16(x[i].dmin);
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
+            __m512i sumi = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++)
+                sumi = _mm512_dpwssd_epi32(
+                    sumi, _mm512_maddubs_epi16(q[g], _mm512_loadu_si512(y->qs + 64 * g)), s[g]);
+            __m256i mins = _mm256_madd_epi16(mn, ld256(y->bsums));
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(-y->d * mx),
+                                     _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)), acc[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++)
+        out[(size_t)t * os] = hsum512(acc[t]);
+}
+
+/* Q3_K: as Q2_K plus the hmask bit (bit 4h+k of hmask[l]) adding 4, and the
+ * -4 offset applied through the activation block sums. */
+static ALWAYS_INLINE void q3_K_tile(const int N, int64_t nb, const block_q3_K *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    __m512i perm[4], bit[4];
+    k16_perms(perm);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) /* planes 2g, 2g+1 = hmask bits */
+        bit[g] = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * g))),
+                                    _mm256_set1_epi8((char)(1 << (2 * g + 1))), 1);
+    __m512 acc[TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(q3k_scales(x[i].scales));
+        __m512i sc = _mm512_castsi256_si512(sc16);
+        __m512i hm = _mm512_broadcast_i64x4(ld256(x[i].hmask));
+        __m512i q[4], s[4];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512i qb = _mm512_broadcast_i64x4(ld256(x[i].qs + 32 * h));
+            __m512i v0 = _mm512_and_si512(_mm512_srlv_epi16(qb, sh01), m3);
+            __m512i v1 = _mm512_and_si512(_mm512_srlv_epi16(qb, sh23), m3);
+            q[2 * h] = _mm512_mask_add_epi8(v0, _mm512_test_epi8_mask(hm, bit[2 * h]), v0, four);
+            q[2 * h + 1] = _mm512_mask_add_epi8(v1, _mm512_test_epi8_mask(hm, bit[2 * h + 1]), v1, four);
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++)
+            s[g] = _mm512_permutexvar_epi16(perm[g], sc);
+        const float dx = x86_f16(x[i].d);
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++) {
+            const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
+            __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, ld256(y->bsums)), 2);
+            __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++)
+                sumi = _mm512_dpwssd_epi32(
+                    sumi, _mm512_maddubs_epi16(q[g], _mm512_loadu_si512(y->qs + 64 * g)), s[g]);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++)
+        out[(size_t)t * os] = hsum512(acc[t]);
+}
+
 /* The fp16 scales of four consecutive q4_0 blocks (18 bytes each: 16-bit
  * elements 0, 9, 18, 27 of 64 bytes) as floats. */
 static inline __m128 q4_0_scales4(const block_q4_0 *b)
@@ -532,6 +650,22 @@ TILED(q8_0, block_q8_0, 32)
 TILED(f16, uint16_t, 1)
 TILED(q5_K, block_q5_K, KN_QK_K)
 TILED(q4_0, block_q4_0, 32)
+TILED(q2_K, block_q2_K, KN_QK_K)
+TILED(q3_K, block_q3_K, KN_QK_K)
+
+static float dot_q2_K_512(int64_t n, const void *w, const void *a)
+{
+    float out;
+    q2_K_tile(1, n / KN_QK_K, w, a, 0, &out, 1);
+    return out;
+}
+
+static float dot_q3_K_512(int64_t n, const void *w, const void *a)
+{
+    float out;
+    q3_K_tile(1, n / KN_QK_K, w, a, 0, &out, 1);
+    return out;
+}
 
 static float dot_q4_0_512(int64_t n, const void *w, const void *a)
 {
@@ -559,8 +693,10 @@ void kn_quants_avx512_fill(kn_traits *tab)
     tab[VT_TYPE_Q8_0].vec_dot_n = q8_0_n;
     tab[VT_TYPE_Q8_0].from_float = q8_0_from_float;
     tab[VT_TYPE_Q8_1].from_float = q8_1_from_float;
-    tab[VT_TYPE_Q2_K].vec_dot = dot_q2_K;
-    tab[VT_TYPE_Q3_K].vec_dot = dot_q3_K;
+    tab[VT_TYPE_Q2_K].vec_dot = dot_q2_K_512;
+    tab[VT_TYPE_Q2_K].vec_dot_n = q2_K_n;
+    tab[VT_TYPE_Q3_K].vec_dot = dot_q3_K_512;
+    tab[VT_TYPE_Q3_K].vec_dot_n = q3_K_n;
     tab[VT_TYPE_Q4_K].vec_dot = dot_q4_K_512;
     tab[VT_TYPE_Q4_K].vec_dot_n = q4_K_n;
     tab[VT_TYPE_Q5_K].vec_dot = dot_q5_K_512;
