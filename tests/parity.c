@@ -86,27 +86,33 @@ bool parity_check(const md_model *m, kn_pool *pool, const ref_logits *r, double 
         const float *l = logits + (size_t)r->pos[p] * (size_t)nv;
         const int32_t *ids = r->ids + p * r->n_top;
         const double *vals = r->vals + p * r->n_top;
-        if (margins && margins[r->pos[p]] < PARITY_TIE_MARGIN) {
-            out->ties++; /* a routing near-tie: either choice is right */
-            continue;
-        }
+        bool tie = margins && margins[r->pos[p]] < PARITY_TIE_MARGIN;
+        int bad = 0, checked = 0;
+        double worst = 0;
         for (int k = 0; k < k_check; k++) {
-            if (ids[k] < 0 || ids[k] >= nv) {
-                out->bad++;
-                continue;
-            }
-            double rel = fabs(l[ids[k]] - vals[k]) / (1 + fabs(vals[k]));
-            out->max_rel = rel > out->max_rel ? rel : out->max_rel;
-            out->checked++;
-            out->bad += rel > tol;
+            double rel = ids[k] >= 0 && ids[k] < nv ? fabs(l[ids[k]] - vals[k]) / (1 + fabs(vals[k]))
+                                                   : INFINITY;
+            worst = rel > worst ? rel : worst;
+            checked++;
+            bad += rel > tol;
         }
+        bool top1_bad = false, top1_checked = false;
         if (r->n_top >= 2 && vals[0] - vals[1] > 2 * tol * (1 + fabs(vals[0]))) {
             int64_t best = 0;
             for (int64_t i = 1; i < nv; i++)
                 best = l[i] > l[best] ? i : best;
-            out->top1_checked++;
-            out->top1_bad += best != ids[0];
+            top1_checked = true;
+            top1_bad = best != ids[0];
         }
+        if (tie && (bad || top1_bad)) {
+            out->ties++; /* a routing near-tie decided differently: either choice is right */
+            continue;
+        }
+        out->max_rel = worst > out->max_rel ? worst : out->max_rel;
+        out->checked += checked;
+        out->bad += bad;
+        out->top1_checked += top1_checked;
+        out->top1_bad += top1_bad;
     }
     free(logits);
     free(margins);

@@ -24,13 +24,14 @@ typedef struct {
 bool ref_load(const char *path, ref_logits *r);
 void ref_free(ref_logits *r);
 
-/* MoE positions whose expert choice was decided by less than this relative
- * probability gap are not compared: flipping such a choice is within the
- * numeric noise of any two implementations (see md_ctx_route_margins). */
+/* An MoE position whose expert choice was decided by less than this relative
+ * probability gap, and whose logits then differ, is excused (and counted):
+ * flipping such a choice is within the numeric noise of any two
+ * implementations (see md_ctx_route_margins). */
 #define PARITY_TIE_MARGIN 2e-3
 
 typedef struct {
-    int ties;             /* positions skipped as routing near-ties */
+    int ties;             /* positions excused as routing near-ties */
     double max_rel;       /* max |logit - ref| / (1 + |ref|) over the top-10 */
     int checked, bad, top1_checked, top1_bad;
 } parity_result;
