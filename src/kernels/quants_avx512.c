@@ -621,6 +621,125 @@ static float dot_f16_512(int64_t n, const void *w, const void *a)
     return out;
 }
 
+/* Four fp16 fields at p, p + stride, p + 2*stride, p + 3*stride as floats. */
+static inline __m128 f16x4_strided(const uint8_t *p, size_t stride)
+{
+    uint16_t h[4];
+    for (int k = 0; k < 4; k++)
+        memcpy(&h[k], p + (size_t)k * stride, 2);
+    return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+}
+
+/* The d (and s) fields of four consecutive q8_1 blocks: 16-bit elements 0,
+ * 18, 36, 54 (and +1) of their first 128 bytes. */
+static inline void q8_1_scales4(const block_q8_1 *b, __m128 *d, __m128 *s)
+{
+    const __m512i idx = _mm512_castsi128_si512(_mm_setr_epi16(0, 18, 36, 54, 1, 19, 37, 55));
+    const char *p = (const char *)b;
+    __m512i v = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), idx, _mm512_loadu_si512(p + 64));
+    __m256 f = _mm256_cvtph_ps(_mm512_castsi512_si128(v));
+    *d = _mm256_castps256_ps128(f);
+    *s = _mm256_extractf128_ps(f, 1);
+}
+
+/* Q4_1, Q5_0, Q5_1 (32-value blocks of BS bytes: d, [m], [qh], qs[16]): four
+ * blocks per step like Q4_0. Q5_0 subtracts 16 through the activations;
+ * the types with a min add m * s from the q8_1 activation blocks. */
+static ALWAYS_INLINE void q45_tile(const int N, const int BS, const int HAS_M, const int HAS_H,
+                                   int64_t nb, const uint8_t *x, const char *a, size_t as,
+                                   float *out, size_t os)
+{
+    const __m512i z = _mm512_setzero_si512(), sixteen = _mm512_set1_epi8(16);
+    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+    const size_t ybs = HAS_M ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t yqs = HAS_M ? 4 : 2;
+    const int qh_off = HAS_M ? 4 : 2;
+    __m512 acc[TILE];
+    __m128 accm[TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        const uint8_t *xb = x + (size_t)i * BS;
+        __m128 dx = f16x4_strided(xb, (size_t)BS);
+        __m128 mx = HAS_M ? f16x4_strided(xb + 2, (size_t)BS) : _mm_setzero_ps();
+        __m512i q[2];
+#pragma GCC unroll 2
+        for (int pr = 0; pr < 2; pr++) {
+            const uint8_t *b0 = xb + (size_t)(2 * pr) * BS, *b1 = b0 + BS;
+            __m256i t2 = _mm256_set_m128i(ld128(b1 + BS - 16), ld128(b0 + BS - 16));
+            __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(t2), _mm256_srli_epi16(t2, 4), 1);
+            v = _mm512_and_si512(_mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0)),
+                                 _mm512_set1_epi8(0x0F));
+            if (HAS_H) {
+                uint64_t bits = ld_u32(b0 + qh_off) | ((uint64_t)ld_u32(b1 + qh_off) << 32);
+                v = _mm512_mask_add_epi8(v, (__mmask64)bits, v, sixteen);
+            }
+            q[pr] = v;
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++) {
+            const uint8_t *yb = (const uint8_t *)(a + (size_t)t * as) + (size_t)i * ybs;
+            __m128 dy, sy = _mm_setzero_ps();
+            if (HAS_M)
+                q8_1_scales4((const block_q8_1 *)yb, &dy, &sy);
+            else
+                dy = q8_0_scales4((const block_q8_0 *)yb);
+            __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(dx, dy));
+            __m512i p[2];
+#pragma GCC unroll 2
+            for (int pr = 0; pr < 2; pr++) {
+                const uint8_t *y0 = yb + (size_t)(2 * pr) * ybs + yqs;
+                __m512i yv = ld2x256(y0, y0 + ybs);
+                p[pr] = _mm512_dpbusd_epi32(z, q[pr], yv);
+                if (!HAS_M) /* q5_0: values are q - 16 */
+                    p[pr] = _mm512_sub_epi32(p[pr], _mm512_dpbusd_epi32(z, sixteen, yv));
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p[0]), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p[1]), acc[t]);
+            if (HAS_M)
+                accm[t] = _mm_fmadd_ps(mx, sy, accm[t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++) {
+        __m128 m = accm[t];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        float s = hsum512(acc[t]) + _mm_cvtss_f32(m);
+        const char *ar = a + (size_t)t * as;
+        if (i < nb) {
+            const uint8_t *xr = x + (size_t)i * BS;
+            const char *yr = ar + (size_t)i * ybs;
+            int64_t rest = 32 * (nb - i);
+            s += BS == 20 ? dot_q4_1(rest, xr, yr) : BS == 22 ? dot_q5_0(rest, xr, yr) : dot_q5_1(rest, xr, yr);
+        }
+        out[(size_t)t * os] = s;
+    }
+}
+
+static ALWAYS_INLINE void q4_1_tile(const int N, int64_t nb, const uint8_t *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    q45_tile(N, sizeof(block_q4_1), 1, 0, nb, x, a, as, out, os);
+}
+
+static ALWAYS_INLINE void q5_0_tile(const int N, int64_t nb, const uint8_t *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    q45_tile(N, sizeof(block_q5_0), 0, 1, nb, x, a, as, out, os);
+}
+
+static ALWAYS_INLINE void q5_1_tile(const int N, int64_t nb, const uint8_t *x, const char *a,
+                                    size_t as, float *out, size_t os)
+{
+    q45_tile(N, sizeof(block_q5_1), 1, 1, nb, x, a, as, out, os);
+}
+
 /* Splits nt rows into groups of TILE with a specialized tail. */
 #define TILED(name, blk, bs)                                                                       \
     static void name##_n(int64_t n, const void *w, const void *a, size_t as, int nt, float *out,  \
@@ -652,6 +771,20 @@ TILED(q5_K, block_q5_K, KN_QK_K)
 TILED(q4_0, block_q4_0, 32)
 TILED(q2_K, block_q2_K, KN_QK_K)
 TILED(q3_K, block_q3_K, KN_QK_K)
+TILED(q4_1, uint8_t, 32)
+TILED(q5_0, uint8_t, 32)
+TILED(q5_1, uint8_t, 32)
+
+#define ONE_ROW(name, bs)                                                                          \
+    static float dot_##name##_512(int64_t n, const void *w, const void *a)                        \
+    {                                                                                              \
+        float out;                                                                                 \
+        name##_tile(1, n / (bs), w, a, 0, &out, 1);                                                \
+        return out;                                                                                \
+    }
+ONE_ROW(q4_1, 32)
+ONE_ROW(q5_0, 32)
+ONE_ROW(q5_1, 32)
 
 static float dot_q2_K_512(int64_t n, const void *w, const void *a)
 {
@@ -686,9 +819,12 @@ void kn_quants_avx512_fill(kn_traits *tab)
     tab[VT_TYPE_BF16].from_float = bf16_from_float;
     tab[VT_TYPE_Q4_0].vec_dot = dot_q4_0_512;
     tab[VT_TYPE_Q4_0].vec_dot_n = q4_0_n;
-    tab[VT_TYPE_Q4_1].vec_dot = dot_q4_1;
-    tab[VT_TYPE_Q5_0].vec_dot = dot_q5_0;
-    tab[VT_TYPE_Q5_1].vec_dot = dot_q5_1;
+    tab[VT_TYPE_Q4_1].vec_dot = dot_q4_1_512;
+    tab[VT_TYPE_Q4_1].vec_dot_n = q4_1_n;
+    tab[VT_TYPE_Q5_0].vec_dot = dot_q5_0_512;
+    tab[VT_TYPE_Q5_0].vec_dot_n = q5_0_n;
+    tab[VT_TYPE_Q5_1].vec_dot = dot_q5_1_512;
+    tab[VT_TYPE_Q5_1].vec_dot_n = q5_1_n;
     tab[VT_TYPE_Q8_0].vec_dot = dot_q8_0_512;
     tab[VT_TYPE_Q8_0].vec_dot_n = q8_0_n;
     tab[VT_TYPE_Q8_0].from_float = q8_0_from_float;
