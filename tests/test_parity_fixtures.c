@@ -44,9 +44,9 @@ static void check_model(const char *dir, const char *file)
         CHECKF(pr.ties <= 1 + r.n_pos / 20, "%s %s: %d routing near-ties is too many", file,
                kinds[k], pr.ties);
         fprintf(stderr,
-                "  parity %-26s %-5s tokens %3d  max rel err %.5f (tol %.2f)  top-1 %d/%d%s\n",
+                "  parity %-26s %-5s tokens %3d  max rel err %.5f (tol %.2f)  top-1 %d/%d%s%.0d\n",
                 file, kinds[k], r.n_tokens, pr.max_rel, tol, pr.top1_checked - pr.top1_bad,
-                pr.top1_checked, pr.ties ? "  (routing near-tie excused)" : "");
+                pr.top1_checked, pr.ties ? "  routing near-ties excused: " : "", pr.ties ? pr.ties : 0);
         ref_free(&r);
     }
     md_destroy(m);

@@ -68,9 +68,9 @@ static void check_one(const char *name, const char *vocab, const char *type, con
                kinds[k], pr.top1_bad, pr.top1_checked);
         CHECKF(pr.ties <= 1 + r.n_pos / 20, "%s %s: %d routing near-ties is too many", name,
                kinds[k], pr.ties);
-        fprintf(stderr, "  parity %-16s %-7s %-5s max rel err %.5f (tol %.2f)  top-1 %d/%d%s\n", name,
+        fprintf(stderr, "  parity %-16s %-7s %-5s max rel err %.5f (tol %.2f)  top-1 %d/%d%s%.0d\n", name,
                 type, kinds[k], pr.max_rel, tol, pr.top1_checked - pr.top1_bad, pr.top1_checked,
-                pr.ties ? "  (routing near-tie excused)" : "");
+                pr.ties ? "  routing near-ties excused: " : "", pr.ties ? pr.ties : 0);
         ref_free(&r);
     }
     md_destroy(m);

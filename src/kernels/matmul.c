@@ -48,6 +48,8 @@ static void mm_task(void *ctx, int ith, int nth)
     (void)nth;
     mm_job *j = ctx;
     float (*dot)(int64_t, const void *, const void *) = j->tr->vec_dot;
+    void (*dotn)(int64_t, const void *, const void *, size_t, int, float *, size_t) =
+        j->tr->vec_dot_n;
     for (;;) {
         int64_t r0 = atomic_fetch_add_explicit(&j->next, ROW_CHUNK, memory_order_relaxed);
         if (r0 >= j->rows)
@@ -57,6 +59,11 @@ static void mm_task(void *ctx, int ith, int nth)
             int64_t t1 = t0 + TOK_TILE < j->ntok ? t0 + TOK_TILE : j->ntok;
             for (int64_t r = r0; r < r1; r++) {
                 const char *wr = j->w + (size_t)r * j->w_row;
+                if (dotn && t1 - t0 > 1) {
+                    dotn(j->cols, wr, j->a + (size_t)t0 * j->a_row, j->a_row, (int)(t1 - t0),
+                         j->y + t0 * j->ldy + r, (size_t)j->ldy);
+                    continue;
+                }
                 for (int64_t t = t0; t < t1; t++)
                     j->y[t * j->ldy + r] = dot(j->cols, wr, j->a + (size_t)t * j->a_row);
             }
