@@ -581,7 +581,8 @@ int tpl_from_json(trender *r, const json_t *j, tval *out, int depth)
             }
             k++;
         }
-        qsort(keys, nidx, sizeof *keys, jkey_cmp);
+        if (nidx > 1)
+            qsort(keys, nidx, sizeof *keys, jkey_cmp);
         int rc = 0;
         for (size_t i = 0; i < k && !rc; i++) {
             tval v;
@@ -733,6 +734,8 @@ int tpl_to_json(trender *r, tval v, const tjson_opts *o, tstr *buf, int depth, i
         return tpl_fail(r, VT_ERR_FORMAT, line, "Cannot convert to JSON: FunctionValue");
     default: break;
     }
+    if (v.t == TV_LIST && v.u.l->tuple) /* as the oracle: tuples have no JSON form */
+        return tpl_fail(r, VT_ERR_FORMAT, line, "Cannot convert to JSON: TupleValue");
     bool is_list = v.t == TV_LIST;
     size_t n = is_list ? v.u.l->n : v.u.d->n;
     const char *isep = o->item_sep ? o->item_sep : o->indent > 0 ? "," : ", ";
