@@ -2,6 +2,7 @@
 #   make                       build/vitamin and build/libvitamin.a
 #   make test                  unit + parity tests (summary line at the end)
 #   make SANITIZE=address,undefined test
+#   make check                 both of the above (what CI runs)
 #   make bench                 benchmarks against llama.cpp (needs the oracle)
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
 
@@ -32,7 +33,7 @@ TESTS    ?= $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 LIB_SRC  := $(sort $(foreach m,$(MODULES),$(wildcard src/$(m)/*.c)))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(foreach t,$(TESTS),tests/$(t).c))
-TESTLIB_SRC := $(sort $(filter-out tests/test_%,$(wildcard tests/*.c)))
+TESTLIB_SRC := tests/harness.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -56,7 +57,10 @@ $(BUILD)/vitamin: $(CLI_OBJ) $(BUILD)/libvitamin.a
 	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_OBJ) $(BUILD)/libvitamin.a
-	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+
+# the llama.cpp parity tests share a comparison helper
+$(BUILD)/tests/test_parity_fixtures $(BUILD)/tests/test_parity_generated: $(BUILD)/tests/parity.o
 
 tests: $(TEST_BIN) $(BUILD)/vitamin
 
@@ -64,13 +68,17 @@ test: tests
 	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
 	  sh tests/run.sh $(BUILD)/tests
 
+# Everything CI runs: the suite, then the suite again under ASan+UBSan.
+check: test
+	$(MAKE) SANITIZE=address,undefined test
+
 # Builds and runs only the test programs in TESTS (no vitamin binary needed).
 check-some: $(TEST_BIN)
 	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
 	  sh tests/run.sh $(BUILD)/tests
 
 bench: all
-	@VT_SHARED=$(SHARED) sh bench/run.sh $(abspath $(BUILD)/vitamin)
+	@VT_SHARED=$(SHARED) sh bench/run.sh $(BUILD)/vitamin
 
 fuzz:
 	$(MAKE) -f fuzz/fuzz.mk
@@ -78,7 +86,7 @@ fuzz:
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check-some bench fuzz clean
+.PHONY: all tests test check check-some bench fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs what vitamin needs to build and test on Debian (run as root, or
+# with sudo available). Safe to run again.
+set -eu
+pkgs="build-essential libjansson-dev libmicrohttpd-dev libsqlite3-dev clang python3"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    echo "installing:$missing" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
