@@ -24,9 +24,8 @@
 #include <string.h>
 
 #include "model.h"
+#include "attention.h"
 #include "model_internal.h"
-
-#define MAX_HEAD_DIM 1024
 
 struct md_ctx {
     const md_model *m;
@@ -41,19 +40,11 @@ struct md_ctx {
     int64_t *counts;            /* [n_experts + 1] */
     float *route_margin;        /* [cap] smallest routing margin over the layers */
     float *scores;              /* [threads][score_cap] */
+    md_attn_fn attn_f16acc, attn_f32;
     int64_t score_cap;
 };
 
 /* ---- small math ---------------------------------------------------- */
-
-static float f16_table[65536];
-static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
-
-static void f16_table_init(void)
-{
-    for (uint32_t i = 0; i < 65536; i++)
-        f16_table[i] = vt_fp16_to_fp32((vt_fp16)i);
-}
 
 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps)
 {
@@ -148,13 +139,13 @@ static vt_err reserve(md_ctx *c, int64_t n)
 
 vt_err md_ctx_create(const md_model *m, kn_pool *pool, md_ctx **out)
 {
-    pthread_once(&f16_once, f16_table_init);
     md_ctx *c = calloc(1, sizeof *c);
     *out = NULL;
     if (!c)
         return vt_fail(VT_ERR_NOMEM, "out of memory creating a model context");
     c->m = m;
     c->pool = pool;
+    md_attn_select(m->hp.head_dim, m->hp.head_dim_v, &c->attn_f16acc, &c->attn_f32);
     *out = c;
     return VT_OK;
 }
@@ -223,83 +214,9 @@ static inline size_t slot_of(const md_kv *kv, const md_seq *s, int64_t pos)
            (size_t)(pos % kv->block_size);
 }
 
-/* Attention of one query head of one token, two numerical recipes matching
- * ggml's CPU flash-attention kernels (llama.cpp runs with flash attention on):
- *  - small batches (< ATTN_TILED_MIN tokens, e.g. decoding): the query is
- *    rounded to F16, scores are F16 dot products, softmax is online and the
- *    weighted sum of V is accumulated in F16;
- *  - large batches (prefill): F32 query, F32 softmax and accumulation.
- * Matching the recipe matters because quantized matmuls round activations,
- * which turns tiny numeric differences into visible ones. */
+/* Batches of at least this many tokens use the F32 recipe (ggml switches to
+ * its tiled kernel there); smaller ones, decoding included, the F16 one. */
 #define ATTN_TILED_MIN 64
-
-static void attend_f16acc(const attn_job *j, const md_seq *s, int64_t npos, int64_t kvh,
-                          const float *q32, float *o)
-{
-    const md_hparams *hp = &j->c->m->hp;
-    const md_kv *kv = j->kv;
-    int64_t hd = hp->head_dim, hdv = hp->head_dim_v;
-    const vt_fp16 *K = kv->k[j->il], *V = kv->v[j->il];
-    vt_fp16 q[MAX_HEAD_DIM], acc[MAX_HEAD_DIM];
-    for (int64_t i = 0; i < hd; i++)
-        q[i] = vt_fp32_to_fp16(q32[i]);
-    memset(acc, 0, sizeof(vt_fp16) * (size_t)hdv);
-    float M = -INFINITY, S = 0;
-    for (int64_t p = 0; p < npos; p++) {
-        const vt_fp16 *kr = K + slot_of(kv, s, p) * (size_t)kv->k_dim + (size_t)(kvh * hd);
-        double d = 0; /* F16 products are exact in F32 */
-        for (int64_t i = 0; i < hd; i++)
-            d += (double)(f16_table[q[i]] * f16_table[kr[i]]);
-        float sv = (float)d * j->scale, ms = 1.0f, vs = 1.0f;
-        if (sv > M) {
-            float Mold = M;
-            M = sv;
-            ms = expf(Mold - M);
-            for (int64_t i = 0; i < hdv; i++)
-                acc[i] = vt_fp32_to_fp16(f16_table[acc[i]] * ms);
-        } else {
-            vs = expf(sv - M);
-        }
-        const vt_fp16 *vr = V + slot_of(kv, s, p) * (size_t)kv->v_dim + (size_t)(kvh * hdv);
-        for (int64_t i = 0; i < hdv; i++)
-            acc[i] = vt_fp32_to_fp16(fmaf(f16_table[vr[i]], vs, f16_table[acc[i]]));
-        S = S * ms + vs;
-    }
-    float inv = S == 0.0f ? 0.0f : 1.0f / S;
-    for (int64_t i = 0; i < hdv; i++)
-        o[i] = f16_table[acc[i]] * inv;
-}
-
-static void attend_f32(const attn_job *j, const md_seq *s, int64_t npos, int64_t kvh,
-                       const float *q, float *o, float *sc)
-{
-    const md_hparams *hp = &j->c->m->hp;
-    const md_kv *kv = j->kv;
-    int64_t hd = hp->head_dim, hdv = hp->head_dim_v;
-    const vt_fp16 *K = kv->k[j->il], *V = kv->v[j->il];
-    float mx = -INFINITY;
-    for (int64_t p = 0; p < npos; p++) {
-        const vt_fp16 *kr = K + slot_of(kv, s, p) * (size_t)kv->k_dim + (size_t)(kvh * hd);
-        float d = 0;
-        for (int64_t i = 0; i < hd; i++)
-            d += q[i] * f16_table[kr[i]];
-        sc[p] = d * j->scale;
-        mx = sc[p] > mx ? sc[p] : mx;
-    }
-    double sum = 0;
-    for (int64_t p = 0; p < npos; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = (float)(1.0 / sum);
-    memset(o, 0, (size_t)hdv * sizeof(float));
-    for (int64_t p = 0; p < npos; p++) {
-        const vt_fp16 *vr = V + slot_of(kv, s, p) * (size_t)kv->v_dim + (size_t)(kvh * hdv);
-        float w = sc[p] * inv;
-        for (int64_t i = 0; i < hdv; i++)
-            o[i] += w * f16_table[vr[i]];
-    }
-}
 
 static void attn_task(void *ctx, int ith, int nth)
 {
@@ -307,22 +224,28 @@ static void attn_task(void *ctx, int ith, int nth)
     attn_job *j = ctx;
     md_ctx *c = j->c;
     const md_hparams *hp = &c->m->hp;
+    const md_kv *kv = j->kv;
     int64_t nh = hp->n_heads, hd = hp->head_dim, hdv = hp->head_dim_v;
     int64_t group = hp->n_heads / hp->n_kv_heads;
     float *sc = c->scores + (size_t)ith * (size_t)c->score_cap;
-    bool tiled = j->b->n_tokens >= ATTN_TILED_MIN;
+    md_attn_fn fn = j->b->n_tokens >= ATTN_TILED_MIN ? c->attn_f32 : c->attn_f16acc;
     for (;;) {
         int64_t item = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (item >= j->b->n_tokens * nh)
             return;
-        int64_t t = item / nh, h = item % nh;
+        int64_t t = item / nh, h = item % nh, kvh = h / group;
         const md_seq *s = &j->b->seqs[j->b->seq[t]];
-        const float *q = c->q + t * nh * hd + h * hd;
-        float *o = c->att + t * nh * hdv + h * hdv;
-        if (tiled)
-            attend_f32(j, s, j->b->pos[t] + 1, h / group, q, o, sc);
-        else
-            attend_f16acc(j, s, j->b->pos[t] + 1, h / group, q, o);
+        md_attn_args a = {.k = kv->k[j->il] + kvh * hd,
+                          .v = kv->v[j->il] + kvh * hdv,
+                          .k_stride = (size_t)kv->k_dim,
+                          .v_stride = (size_t)kv->v_dim,
+                          .block_table = s->block_table,
+                          .block_size = kv->block_size,
+                          .npos = j->b->pos[t] + 1,
+                          .hd = hd,
+                          .hdv = hdv,
+                          .scale = j->scale};
+        fn(&a, c->q + t * nh * hd + h * hd, c->att + t * nh * hdv + h * hdv, sc);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "model.h"
 
 static const struct {
@@ -115,8 +116,8 @@ static vt_err read_hparams(const gguf_file *f, md_hparams *hp)
         return vt_fail(VT_ERR_FORMAT, "head_count %lld is not a multiple of head_count_kv %lld",
                        (long long)hp->n_heads, (long long)hp->n_kv_heads);
     int64_t hd = hp->dim / hp->n_heads;
-    if ((e = opt_int(f, hp, "attention.key_length", 1, 1024, hd, &hp->head_dim)) ||
-        (e = opt_int(f, hp, "attention.value_length", 1, 1024, hp->head_dim, &hp->head_dim_v)) ||
+    if ((e = opt_int(f, hp, "attention.key_length", 1, MD_MAX_HEAD_DIM, hd, &hp->head_dim)) ||
+        (e = opt_int(f, hp, "attention.value_length", 1, MD_MAX_HEAD_DIM, hp->head_dim, &hp->head_dim_v)) ||
         (e = opt_int(f, hp, "rope.dimension_count", 2, hp->head_dim, hp->head_dim, &hp->rope_dim)))
         return e;
     if (hp->rope_dim % 2)
