@@ -153,8 +153,10 @@ void kn_pool_run(kn_pool *p, kn_task_fn fn, void *ctx)
     atomic_fetch_add(&p->gen, 1); /* seq_cst: pairs with the sleepers check */
     wake_all(p);
     fn(ctx, 0, p->n);
+    /* The workers usually finish within microseconds of the caller. If they
+     * do not, a core is probably shared with other work: yield it to them. */
     for (long spin = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spin++) {
-        if (spin < SPIN_ROUNDS * 4)
+        if (spin < SPIN_ROUNDS / 4)
             cpu_relax();
         else
             sched_yield();
