@@ -716,23 +716,12 @@ static int filter_apply(const fctx *c, tval *out)
             *out = tv_int((double)c->x.u.d->n);
             return 0;
         }
-        if (is_name(n, "list") || is_name(n, "items") || is_name(n, "keys") ||
-            is_name(n, "values") || is_name(n, "get") || is_name(n, "dictsort")) {
-            tval m;
-            tstr name = {.h = {.immortal = 1, .kind = TO_STR, .rc = 1},
-                         .u16 = -1,
-                         .len = strlen(is_name(n, "list") ? "keys" : n),
-                         .p = (char *)(is_name(n, "list") ? "keys" : n)};
-            if (tpl_member(r, c->x, tv_str(&name), &m, c->line))
-                return -1;
-            if (m.t != TV_FUNC) { /* a key of that name shadows the method */
-                tpl_decref(r, m);
-                break;
+        static const char *const dm[] = {"get", "items", "keys", "values", "dictsort"};
+        for (int i = 0; i < 5; i++) /* the methods themselves: keys never shadow them */
+            if (is_name(n, dm[i]) || (i == 2 && is_name(n, "list"))) {
+                tfunc f = {.kind = FN_METHOD, .id = M_GET + i, .self = c->x};
+                return tpl_call_builtin(r, &f, c->a, c->kw, out, c->line);
             }
-            int rc = tpl_call_builtin(r, m.u.f, c->a, c->kw, out, c->line);
-            tpl_decref(r, m);
-            return rc;
-        }
         break;
     default: break;
     }
@@ -777,9 +766,10 @@ int tpl_test_named(trender *r, int line, const char *name, tval a, const tval *a
             return tpl_fail(r, VT_ERR_FORMAT, line, "cannot %s on %s", name, tpl_type_name(a));
         *res = (fmod(a.u.n, 2) != 0) == T("odd");
     } else if (T("lower") || T("upper")) {
-        if (a.t != TV_STR)
-            return tpl_fail(r, VT_ERR_FORMAT, line, "test '%s' needs a string, got %s", name,
-                            tpl_type_name(a));
+        if (a.t != TV_STR) {
+            *res = false;
+            return 0;
+        }
         tstr *m = tpl_buf_new(r, a.u.s->len);
         if (!m || tpl_case_map(r, a.u.s->p, a.u.s->len, T("upper"), m))
             return -1;
