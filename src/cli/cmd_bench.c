@@ -144,7 +144,7 @@ int cmd_bench(int argc, char **argv)
         e = run_once(&s, (int)p, (int)n, &t_pp, &t_tg);
     int rc = 0;
     if (e) {
-        fprintf(stderr, "vitamin bench: %s: %s\n", path, vt_last_error());
+        fprintf(stderr, "vitamin bench: %s\n", vt_last_error());
         rc = 1;
     } else {
         const char *base = strrchr(path, '/');

@@ -52,8 +52,8 @@ int cmd_info(int argc, char **argv)
             if (!cli_parse_int("--ctx", argv[++i], 1, 1 << 24, &ctx))
                 return 2;
         } else {
-            if (argv[i][0] != '-' || i + 1 >= argc)
-                fprintf(stderr, "vitamin info: unexpected argument '%s' (see --help)\n", argv[i]);
+            if (strcmp(argv[i], "-m") && strcmp(argv[i], "--model") && strcmp(argv[i], "--ctx"))
+                fprintf(stderr, "vitamin info: unknown argument '%s' (see --help)\n", argv[i]);
             return 2;
         }
     }
@@ -63,7 +63,7 @@ int cmd_info(int argc, char **argv)
     }
     gguf_file *f;
     if (gguf_open(path, &f)) {
-        fprintf(stderr, "vitamin info: %s: %s\n", path, vt_last_error());
+        fprintf(stderr, "vitamin info: %s\n", vt_last_error());
         return 1;
     }
     char b1[32], b2[32];

@@ -57,7 +57,7 @@ int cmd_logits(int argc, char **argv)
 {
     const char *model = NULL;
     int32_t *tokens = NULL;
-    int n = 0, rc = 1;
+    int n = 0, rc = 2; /* usage errors exit 2, run-time errors 1 */
     long top = 20, threads = cli_default_threads();
     bool all = false;
     for (int i = 1; i < argc; i++) {
@@ -81,8 +81,9 @@ int cmd_logits(int argc, char **argv)
             if (!cli_parse_int(a, argv[++i], 1, 1024, &threads))
                 goto out;
         } else {
-            if (i + 1 >= argc || a[0] != '-')
-                fprintf(stderr, "vitamin logits: unexpected argument '%s' (see --help)\n", a);
+            if (a[0] != '-' || !(!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--tokens") ||
+                                 !strcmp(a, "--top") || !strcmp(a, "-t") || !strcmp(a, "--threads")))
+                fprintf(stderr, "vitamin logits: unknown argument '%s' (see --help)\n", a);
             goto out;
         }
     }
@@ -93,13 +94,14 @@ int cmd_logits(int argc, char **argv)
     md_model *m = NULL;
     kn_pool *pool = NULL;
     float *logits = NULL;
+    rc = 1;
     vt_err e = md_load(model, &m);
     if (!e && !(pool = kn_pool_create((int)threads)))
         e = VT_ERR_NOMEM;
     if (!e)
         e = md_eval(m, pool, tokens, n, all, &logits, NULL);
     if (e) {
-        fprintf(stderr, "vitamin logits: %s: %s\n", model, vt_last_error());
+        fprintf(stderr, "vitamin logits: %s\n", vt_last_error());
     } else {
         printf("{\"tokens\":[");
         for (int i = 0; i < n; i++)

@@ -320,8 +320,10 @@ vt_err md_load(const char *path, md_model **out)
     if (e)
         return e;
     if ((e = md_load_gguf(f, out))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", vt_last_error());
         gguf_close(f);
-        return e;
+        return vt_fail(e, "%s: %s", path, msg);
     }
     (*out)->owns_file = true;
     return VT_OK;
