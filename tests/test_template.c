@@ -13,7 +13,7 @@
  * with the oracle's output (or error), plus hand-written cases for what the
  * oracle lacks and for compile errors that must name the construct and line.
  * Then the API (render_chat, json_quote, reuse across threads), limits on
- * hostile templates, and the `vitamin template` command.
+ * hostile templates, and the `vitamin template` command (--template and -m).
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -571,6 +571,29 @@ static void test_cli(void)
     got = test_read_file(outp, NULL);
     CHECKF(got && strstr(got, "System role not supported"), "stderr: %s", got ? got : "");
     free(got);
+    /* -m: the template inside a model (its expected rendering made by the
+     * oracle from the template text extracted from the GGUF) */
+    const char *sh = test_shared_dir();
+    if (sh) {
+        snprintf(cmd, sizeof cmd,
+                 "%s template -m %s/fixtures/models/qwen2-dense.Q8_0.gguf --context " LOCAL_DIR
+                 "/conv-multiturn.json > %s 2>&1",
+                 bin, sh, outp);
+        CHECK(system(cmd) == 0);
+        got = test_read_file(outp, NULL);
+        want = test_read_file(LOCAL_DIR "/gguf-qwen2-dense.Q8_0.conv-multiturn.expected.json", NULL);
+        CHECKF(got && want && !strcmp(got, want), "vitamin template -m printed [%s]", got ? got : "");
+        free(got);
+        free(want);
+        snprintf(cmd, sizeof cmd,
+                 "%s template -m %s/fixtures/models/llama-dense.f16.gguf --context " LOCAL_DIR
+                 "/conv-basic.json > %s 2>&1",
+                 bin, sh, outp);
+        CHECK(system(cmd) != 0);
+        got = test_read_file(outp, NULL);
+        CHECKF(got && strstr(got, "no tokenizer.chat_template"), "stderr: %s", got ? got : "");
+        free(got);
+    }
     /* usage errors */
     snprintf(cmd, sizeof cmd, "%s template --context x.json > %s 2>&1", bin, outp);
     CHECK(system(cmd) != 0);

@@ -5,6 +5,9 @@
 #   MODEL.ctx-NAME.expected.json   the rendering, as template.mjs prints it
 #   MODEL.ctx-NAME.error.txt       the oracle's error message, when it throws
 # The clock is pinned (fixed-date.mjs, TZ=UTC) for strftime_now().
+# gguf-qwen2-dense.Q8_0.conv-multiturn.expected.json was made the same way
+# from the tokenizer.chat_template of ../shared/fixtures/models/qwen2-dense.Q8_0.gguf
+# (saved to a file first), for the test of `vitamin template -m`.
 #   ORACLE=/path/with/node_modules SHARED=../shared sh tests/data/templates/regen.sh
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
