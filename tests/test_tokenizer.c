@@ -363,8 +363,20 @@ static void test_roundtrip(void)
 
 /* ---- streaming detokenization ---- */
 
-/* Pushes ids one by one: no chunk may end inside a UTF-8 character, and all
- * chunks plus the flush must give the pieces concatenated. */
+/* Length of the well-formed multi-byte UTF-8 sequence at s, or 1. */
+static size_t seq_len(const uint8_t *s, size_t n)
+{
+    size_t adv;
+    uint32_t c = tok_utf8_decode(s, n, &adv);
+    uint8_t enc[4];
+    if (adv < 2 || tok_utf8_encode(c, enc) != adv || memcmp(enc, s, adv) ||
+        (c >= 0xD800 && c <= 0xDFFF))
+        return 1;
+    return adv;
+}
+
+/* Pushes ids one by one: all chunks plus the flush must give the pieces
+ * concatenated, and no chunk may end inside a well-formed character. */
 static void stream_check(const tok_tokenizer *t, const int32_t *ids, size_t n, const char *name)
 {
     tok_stream *s = tok_stream_create(t, false, false);
@@ -372,31 +384,38 @@ static void stream_check(const tok_tokenizer *t, const int32_t *ids, size_t n, c
     if (!s)
         return;
     static char all[1 << 16], want[1 << 16];
-    size_t na = 0, nw = 0;
-    for (size_t i = 0; i < n; i++) {
+    static size_t cuts[1 << 14];
+    size_t na = 0, nw = 0, nc = 0;
+    for (size_t i = 0; i <= n; i++) {
         const char *p;
         size_t len;
-        CHECK(tok_stream_push(s, ids[i], &p, &len) == VT_OK);
-        CHECKF(tok_utf8_complete_prefix((const uint8_t *)p, len) == len,
-               "%s: chunk %zu ends inside a character", name, i);
+        if (i < n)
+            CHECK(tok_stream_push(s, ids[i], &p, &len) == VT_OK);
+        else
+            tok_stream_flush(s, &p, &len);
         if (na + len < sizeof all) {
             memcpy(all + na, p, len);
             na += len;
         }
-        p = tok_piece(t, ids[i], false, &len);
-        if (nw + len < sizeof want) {
-            memcpy(want + nw, p, len);
-            nw += len;
+        if (nc < VT_ARRAY_LEN(cuts))
+            cuts[nc++] = na;
+        if (i < n) {
+            p = tok_piece(t, ids[i], false, &len);
+            if (nw + len < sizeof want) {
+                memcpy(want + nw, p, len);
+                nw += len;
+            }
         }
     }
-    const char *p;
-    size_t len;
-    tok_stream_flush(s, &p, &len);
-    if (na + len < sizeof all) {
-        memcpy(all + na, p, len);
-        na += len;
-    }
     CHECKF(na == nw && !memcmp(all, want, na), "%s: stream differs from the pieces", name);
+    size_t c = 0;
+    for (size_t i = 0; i < na;) {
+        size_t k = seq_len((const uint8_t *)all + i, na - i);
+        while (c < nc && cuts[c] <= i)
+            c++;
+        CHECKF(c == nc || cuts[c] >= i + k, "%s: a chunk ends inside the character at %zu", name, i);
+        i += k;
+    }
     tok_stream_destroy(s);
 }
 

@@ -197,15 +197,15 @@ static void fixups(tok_tokenizer *t, int32_t fim[6])
     static const char *const eot_texts[] = {
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
         "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]",
-        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "<end_of_utterance>"};
+        "<\uff5cend\u2581of\u2581sentence\uff5c>", "<end_of_utterance>"};
     static const char *const eom_texts[] = {"<|eom_id|>"};
     static const char *const fim_texts[6][8] = {
-        {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
-         "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>"},
-        {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>",
-         "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>"},
-        {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>",
-         "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"},
+        {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\uff5cfim\u2581begin\uff5c>",
+         "<PRE>", "\u2581<PRE>", "<|code_prefix|>", "<|prefix|>"},
+        {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\uff5cfim\u2581hole\uff5c>",
+         "<SUF>", "\u2581<SUF>", "<|code_suffix|>", "<|suffix|>"},
+        {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\uff5cfim\u2581end\uff5c>",
+         "<MID>", "\u2581<MID>", "<|code_middle|>", "<|middle|>"},
         {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"},
         {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"},
         {"<|file_sep|>"},
@@ -214,7 +214,7 @@ static void fixups(tok_tokenizer *t, int32_t fim[6])
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
         "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
         "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~["};
+        "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~["};
 
     detect(t, &t->eot, eot_texts, VT_ARRAY_LEN(eot_texts));
     detect(t, &t->eom, eom_texts, VT_ARRAY_LEN(eom_texts));
