@@ -15,6 +15,7 @@
 
 #include "gguf/gguf.h"
 #include "test.h"
+#include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 #include "util/util.h"
@@ -541,6 +542,22 @@ static void test_unicode(void)
     CHECK_EQ_INT(tok_utf8_complete_prefix((const uint8_t *)"a\xe0\x80", 3), 3); /* can't complete */
     CHECK_EQ_INT(tok_utf8_complete_prefix((const uint8_t *)"\x80\x80", 2), 2);
     CHECK_EQ_INT(tok_utf8_complete_prefix((const uint8_t *)"", 0), 0);
+
+    /* GPT-2's byte encoding: printable bytes stand for themselves, the 68
+     * others for U+0100.. in order (space is U+0120 'Ġ', newline 'Ċ') */
+    uint8_t seen[512] = {0};
+    for (int b = 0; b < 256; b++) {
+        uint32_t c = tok_byte_to_cpt((uint8_t)b);
+        CHECK(c < 256 + 68 && !seen[c]);
+        seen[c] = 1;
+        CHECK_EQ_INT(tok_cpt_to_byte(c), b);
+    }
+    CHECK_EQ_INT(tok_byte_to_cpt(' '), 0x120);
+    CHECK_EQ_INT(tok_byte_to_cpt('\n'), 0x10A);
+    CHECK_EQ_INT(tok_byte_to_cpt(0xAD), 0x143);
+    CHECK_EQ_INT(tok_byte_to_cpt('a'), 'a');
+    CHECK_EQ_INT(tok_cpt_to_byte(0x144), -1);
+    CHECK_EQ_INT(tok_cpt_to_byte(0x4E2D), -1);
 }
 
 /* ---- synthetic vocabularies ---- */

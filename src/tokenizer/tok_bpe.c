@@ -30,29 +30,28 @@ static bool byte_is_printable(unsigned b)
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
 }
 
+/* The 68 others, in order (0x00-0x20, 0x7F-0xA0, 0xAD), become 256.. */
 uint32_t tok_byte_to_cpt(uint8_t b)
 {
     if (byte_is_printable(b))
         return b;
-    /* the others, in order, become 256, 257, ... */
-    uint32_t n = 0;
-    for (unsigned c = 0; c < b; c++)
-        if (!byte_is_printable(c))
-            n++;
-    return 256 + n;
+    if (b <= 0x20)
+        return 256u + b;
+    if (b >= 0x7F && b <= 0xA0)
+        return 256u + 33u + (uint32_t)(b - 0x7F);
+    return 256u + 67u; /* 0xAD */
 }
 
 int tok_cpt_to_byte(uint32_t cpt)
 {
     if (cpt < 256)
         return byte_is_printable(cpt) ? (int)cpt : -1;
-    if (cpt >= 256 + 68) /* 68 bytes are not printable */
-        return -1;
-    uint32_t n = 256;
-    for (unsigned c = 0; c < 256; c++)
-        if (!byte_is_printable(c) && n++ == cpt)
-            return (int)c;
-    return -1;
+    cpt -= 256;
+    if (cpt < 33)
+        return (int)cpt;
+    if (cpt < 67)
+        return (int)(0x7F + cpt - 33);
+    return cpt == 67 ? 0xAD : -1;
 }
 
 /* Decodes byte-encoded text into raw bytes at dst (room for len bytes: a

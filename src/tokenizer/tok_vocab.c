@@ -24,8 +24,7 @@ bool tok_map_init(tok_strmap *m, size_t expected)
     m->slots = malloc(cap * sizeof *m->slots);
     if (!m->slots)
         return false;
-    for (size_t i = 0; i < cap; i++)
-        m->slots[i].val = -1;
+    memset(m->slots, 0xFF, cap * sizeof *m->slots); /* val = -1: empty */
     m->mask = (uint32_t)(cap - 1);
     m->count = 0;
     return true;
