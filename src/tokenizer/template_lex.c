@@ -208,7 +208,11 @@ static void generation_tags(const text *s, text *d)
 
 static vt_err preprocess(const char *src, size_t len, tpl_arena *a, text *out)
 {
-    size_t cap = len * 3 + 1;
+    size_t cap = 1; /* the size once bad bytes become U+FFFD (3 bytes each) */
+    for (size_t i = 0; i < len;) {
+        size_t st = i;
+        cap += tpl_utf8_decode(src, len, &i) == 0xfffd ? 3 : i - st;
+    }
     text t[2];
     for (int k = 0; k < 2; k++) {
         t[k].p = tpl_arena_alloc(a, cap);
@@ -345,8 +349,10 @@ static vt_err lex_string(lexer *L)
 {
     const text *s = L->s;
     char q = s->p[L->c];
-    size_t at = L->c++;
-    char *out = tpl_arena_alloc(L->a, s->n - L->c + 4);
+    size_t at = L->c++, end = L->c;
+    while (end < s->n && s->p[end] != q) /* the literal's extent bounds its decoded size */
+        end += s->p[end] == '\\' ? 2 : 1;
+    char *out = tpl_arena_alloc(L->a, (end < s->n ? end : s->n) - L->c + 4);
     if (!out)
         return vt_fail(VT_ERR_NOMEM, "template: out of memory");
     size_t o = 0;
