@@ -179,7 +179,7 @@ int cmd_tokenize(int argc, char **argv)
 
     gguf_file *g;
     if (gguf_open(model, &g)) {
-        fprintf(stderr, "vitamin: %s: %s\n", model, vt_last_error());
+        fprintf(stderr, "vitamin: %s\n", vt_last_error()); /* names the file */
         return 1;
     }
     tok_tokenizer *t;
