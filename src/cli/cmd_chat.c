@@ -1,0 +1,429 @@
+/*
+ * cmd_chat.c - `vitamin chat`: an interactive multi-turn chat. Each user
+ * line joins the conversation, which is rendered with the model's chat
+ * template (tokenizer.chat_template, or --template FILE) with
+ * add_generation_prompt and tokenized (special-token text parsed, BOS added
+ * by the model's rule unless the template wrote it). The engine session keeps
+ * the KV cache of everything so far: only the tokens after the longest
+ * common prefix of the new rendering and the cache are run (normally just
+ * the new turn; a template that rewrites earlier turns costs more). The reply
+ * streams to stdout and is appended to the conversation as the assistant's
+ * message. A model without a chat template is an error naming --template;
+ * there is no silent fallback format.
+ *
+ * Input: one message per line from stdin; a "> " marker when stdin is a
+ * terminal; "/exit", "/quit" or end of input quits, "/reset" starts over.
+ * Replies end with a newline. With -v each turn reports on stderr how many
+ * tokens were reused from the cache and how many were processed.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "engine/engine.h"
+#include "tokenizer/template.h"
+#include "tokenizer/tokenizer.h"
+
+/* Shared with `vitamin run` (defined in cmd_run.c). */
+typedef struct {
+    smp_params p;
+    const char *stops[SMP_MAX_STOP];
+} cli_sampling;
+
+void cli_sampling_init(cli_sampling *c, int32_t max_tokens);
+int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i);
+int cli_session_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
+                     tok_tokenizer **tok, kn_pool **pool, eng_session **s);
+void cli_session_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, eng_session *s);
+extern const char *const cli_sampling_help;
+
+static void help(FILE *out)
+{
+    fprintf(out,
+            "usage: vitamin chat -m MODEL.gguf [--system TEXT] [options]\n\n"
+            "An interactive chat with the model, formatted by its chat template. Type a message\n"
+            "per line; /reset starts a new conversation, /exit (or end of input) quits. Works\n"
+            "with piped input too (one message per line; replies end with a newline).\n\n"
+            "options:\n"
+            "  -m, --model FILE       GGUF model file (required)\n"
+            "  --system TEXT          a system message opening the conversation\n"
+            "  --template FILE        a Jinja chat template to use instead of the model's\n"
+            "                         (required when the model has none)\n"
+            "  -t, --threads N        threads (default: all cores)\n"
+            "  --ctx N                context size in tokens (default: the model's, at most %d)\n"
+            "  -v, --verbose          per turn on stderr: tokens reused from the cache, tokens\n"
+            "                         processed, generated, and speeds\n"
+            "  -h, --help             this help\n"
+            "%s"
+            "\n-n defaults to -1 here (a reply ends at the model's end-of-turn token).\n",
+            ENG_DEFAULT_CTX, cli_sampling_help);
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} buf;
+
+static void buf_add(buf *b, const char *s, size_t n)
+{
+    if (b->oom || !n)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static bool on_token(void *user, int32_t token, const char *text, size_t len)
+{
+    (void)token;
+    buf_add(user, text, len);
+    if (len) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    return true;
+}
+
+/* The template source: --template FILE, else the model's. NULL after an error. */
+static char *load_template(const md_model *m, const char *model_path, const char *file,
+                           size_t *len)
+{
+    if (file) {
+        FILE *f = fopen(file, "rb");
+        buf b = {0};
+        char chunk[4096];
+        size_t got;
+        if (!f) {
+            fprintf(stderr, "vitamin chat: cannot open %s\n", file);
+            return NULL;
+        }
+        while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+            buf_add(&b, chunk, got);
+        bool bad = ferror(f) || b.oom;
+        fclose(f);
+        if (bad || !b.p) {
+            fprintf(stderr, "vitamin chat: cannot read %s%s\n", file, b.p ? "" : " (empty)");
+            free(b.p);
+            return NULL;
+        }
+        *len = b.len;
+        return b.p;
+    }
+    gguf_str s;
+    if (!gguf_get_str(m->file, "tokenizer.chat_template", &s)) {
+        fprintf(stderr,
+                "vitamin chat: %s has no chat template (tokenizer.chat_template); give one "
+                "with --template FILE.jinja\n",
+                model_path);
+        return NULL;
+    }
+    char *src = malloc(s.len + 1);
+    if (src) {
+        memcpy(src, s.ptr, s.len);
+        src[s.len] = 0;
+        *len = s.len;
+    }
+    return src;
+}
+
+/* A special token's vocabulary text as a C string, or NULL. */
+static char *token_text(const tok_tokenizer *tok, int32_t id)
+{
+    size_t n;
+    const char *t = id == TOK_NULL ? NULL : tok_text(tok, id, &n);
+    char *s = t ? malloc(n + 1) : NULL;
+    if (s) {
+        memcpy(s, t, n);
+        s[n] = 0;
+    }
+    return s;
+}
+
+typedef struct {
+    const tok_tokenizer *tok;
+    eng_session *s;
+    tpl_template *tpl;
+    char *bos, *eos;
+    json_t *messages;
+    size_t n_keep; /* messages kept by /reset (the system message) */
+    cli_sampling *smp;
+    bool verbose;
+    int turn;
+} chat;
+
+/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms,
+ * surrogates or values past U+10FFFF) at s[0..n), or 0. */
+static size_t utf8_valid(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t len = s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+                 : s[0] >= 0xf0 && s[0] <= 0xf4                               ? 4
+                                                                              : 0;
+    if (!len || len > n)
+        return 0;
+    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (s[0] == 0xe0)
+        lo = 0xa0;
+    else if (s[0] == 0xed)
+        hi = 0x9f;
+    else if (s[0] == 0xf0)
+        lo = 0x90;
+    else if (s[0] == 0xf4)
+        hi = 0x8f;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* Appends {"role","content"} to messages. JSON strings must be UTF-8, so
+ * each byte of content that is not part of a well-formed sequence (a model
+ * may generate any bytes) becomes U+FFFD. */
+static bool add_message(json_t *messages, const char *role, const char *content, size_t len)
+{
+    buf b = {0};
+    const unsigned char *u = (const unsigned char *)content;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_valid(u + i, len - i);
+        buf_add(&b, k ? content + i : "\xef\xbf\xbd", k ? k : 3);
+        i += k ? k : 1;
+    }
+    json_t *msg = b.oom ? NULL
+                        : json_pack("{s:s,s:s%}", "role", role, "content", b.p ? b.p : "", b.len);
+    free(b.p);
+    return msg && json_array_append_new(messages, msg) == 0;
+}
+
+/* Renders and tokenizes the conversation with the generation prompt. */
+static vt_err render(chat *c, int32_t **ids, size_t *n)
+{
+    char *text;
+    size_t len;
+    vt_err e = tpl_render_chat(c->tpl, c->messages, true, c->bos, c->eos, NULL, NULL, &text, &len);
+    if (e)
+        return e;
+    int32_t *body;
+    size_t nb;
+    e = tok_encode(c->tok, text, len, false, true, &body, &nb);
+    free(text);
+    if (e)
+        return e;
+    int32_t bos = tok_bos(c->tok);
+    bool add = tok_add_bos(c->tok) && bos != TOK_NULL && (nb == 0 || body[0] != bos);
+    if (!(*ids = malloc(sizeof **ids * (nb + 1)))) {
+        free(body);
+        return vt_fail(VT_ERR_NOMEM, "out of memory");
+    }
+    if (add)
+        (*ids)[0] = bos;
+    if (nb)
+        memcpy(*ids + add, body, sizeof *body * nb);
+    *n = nb + add;
+    free(body);
+    return VT_OK;
+}
+
+/* One user message: 0 to go on, 1 on a fatal error. */
+static int turn(chat *c, const char *line, size_t len)
+{
+    if (!add_message(c->messages, "user", line, len)) {
+        fprintf(stderr, "vitamin chat: out of memory\n");
+        return 1;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    vt_err e = render(c, &ids, &n);
+    if (e) {
+        fprintf(stderr, "vitamin chat: the chat template failed: %s\n", vt_last_error());
+        free(ids);
+        return 1;
+    }
+    eng_stats before = eng_get_stats(c->s);
+    int64_t reused = 0;
+    if (n == 0)
+        e = vt_fail(VT_ERR_INVALID, "the chat template rendered nothing");
+    else
+        e = eng_sync(c->s, ids, (int64_t)n, &reused);
+    free(ids);
+    if (e) {
+        fprintf(stderr, "vitamin chat: %s%s\n", vt_last_error(),
+                e == VT_ERR_RANGE ? "; /reset starts over" : "");
+        json_array_remove(c->messages, json_array_size(c->messages) - 1);
+        return 0;
+    }
+    buf reply = {0};
+    eng_result res;
+    e = eng_generate(c->s, &c->smp->p, on_token, &reply, &res);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (e) {
+        fprintf(stderr, "vitamin chat: %s\n", vt_last_error());
+        free(reply.p);
+        return 1;
+    }
+    if (reply.oom || !add_message(c->messages, "assistant", reply.p ? reply.p : "", reply.len)) {
+        fprintf(stderr, "vitamin chat: out of memory\n");
+        free(reply.p);
+        return 1;
+    }
+    free(reply.p);
+    c->turn++;
+    eng_stats st = eng_get_stats(c->s);
+    if (res.finish == ENG_FINISH_CONTEXT)
+        fprintf(stderr, "vitamin chat: the context of %lld tokens is full; /reset starts over\n",
+                (long long)eng_n_ctx(c->s));
+    if (c->verbose) {
+        double tp = st.t_prompt - before.t_prompt, tg = st.t_gen - before.t_gen;
+        int64_t np = st.n_prompt - before.n_prompt, ng = st.n_gen - before.n_gen;
+        fprintf(stderr,
+                "[turn %d: %lld tokens reused from the cache, %lld processed (%.2f tok/s), "
+                "%lld generated (%.2f tok/s), finish: %s]\n",
+                c->turn, (long long)reused, (long long)np, tp > 0 ? (double)np / tp : 0.0,
+                (long long)ng, tg > 0 ? (double)ng / tg : 0.0, eng_finish_reason(res.finish));
+    }
+    return 0;
+}
+
+static int loop(chat *c)
+{
+    bool tty = isatty(STDIN_FILENO);
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (;;) {
+        if (tty) {
+            fputs("> ", stdout);
+            fflush(stdout);
+        }
+        ssize_t got = getline(&line, &cap, stdin);
+        if (got < 0)
+            break;
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
+        if (len == 0)
+            continue;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
+            break;
+        if (!strcmp(line, "/reset")) {
+            while (json_array_size(c->messages) > c->n_keep)
+                json_array_remove(c->messages, json_array_size(c->messages) - 1);
+            eng_truncate(c->s, 0);
+            c->turn = 0;
+            fprintf(stderr, "(a new conversation)\n");
+            continue;
+        }
+        if ((rc = turn(c, line, len)))
+            break;
+    }
+    if (tty && rc == 0)
+        fputc('\n', stdout);
+    free(line);
+    return rc;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    const char *path = NULL, *system = NULL, *tfile = NULL;
+    long threads = cli_default_threads(), n_ctx = 0;
+    bool verbose = false;
+    cli_sampling smp;
+    cli_sampling_init(&smp, -1);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int used = cli_sampling_option(&smp, argc, argv, i);
+        if (used < 0)
+            return 2;
+        if (used) {
+            i += used - 1;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help(stdout);
+            return 0;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            verbose = true;
+        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && cli_need_value(argc, argv, i)) {
+            path = argv[++i];
+        } else if (!strcmp(a, "--system") && cli_need_value(argc, argv, i)) {
+            system = argv[++i];
+        } else if (!strcmp(a, "--template") && cli_need_value(argc, argv, i)) {
+            tfile = argv[++i];
+        } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && cli_need_value(argc, argv, i)) {
+            if (!cli_parse_int(a, argv[++i], 1, 1024, &threads))
+                return 2;
+        } else if (!strcmp(a, "--ctx") && cli_need_value(argc, argv, i)) {
+            if (!cli_parse_int(a, argv[++i], 1, 1L << 24, &n_ctx))
+                return 2;
+        } else {
+            bool known = !strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--system") ||
+                         !strcmp(a, "--template") || !strcmp(a, "-t") ||
+                         !strcmp(a, "--threads") || !strcmp(a, "--ctx");
+            if (!known) /* a known one without its value has been reported */
+                fprintf(stderr, "vitamin chat: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "vitamin chat: -m MODEL is required (see --help)\n");
+        return 2;
+    }
+    md_model *m;
+    tok_tokenizer *tok;
+    kn_pool *pool;
+    eng_session *s;
+    if (cli_session_open("chat", path, threads, n_ctx, &m, &tok, &pool, &s))
+        return 1;
+    chat c = {.tok = tok, .s = s, .smp = &smp, .verbose = verbose};
+    int rc = 1;
+    size_t src_len = 0;
+    char *src = load_template(m, path, tfile, &src_len);
+    if (!src)
+        goto done;
+    vt_err e = tpl_compile(src, src_len, &c.tpl);
+    free(src);
+    if (e) {
+        fprintf(stderr, "vitamin chat: %s: %s\n", tfile ? tfile : "the chat template",
+                vt_last_error());
+        goto done;
+    }
+    if ((e = smp_params_validate(&smp.p, tok_n_vocab(tok)))) {
+        fprintf(stderr, "vitamin chat: %s\n", vt_last_error());
+        goto done;
+    }
+    c.bos = token_text(tok, tok_bos(tok));
+    c.eos = token_text(tok, tok_eos(tok));
+    if (!(c.messages = json_array()) ||
+        (system && !add_message(c.messages, "system", system, strlen(system)))) {
+        fprintf(stderr, "vitamin chat: out of memory\n");
+        goto done;
+    }
+    c.n_keep = json_array_size(c.messages);
+    rc = loop(&c);
+done:
+    json_decref(c.messages);
+    free(c.bos);
+    free(c.eos);
+    tpl_destroy(c.tpl);
+    cli_session_close(m, tok, pool, s);
+    return rc;
+}

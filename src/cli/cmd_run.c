@@ -1,0 +1,345 @@
+/*
+ * cmd_run.c - `vitamin run`: generates text from a prompt. The prompt is
+ * tokenized with the model's BOS rule (special-token text parsed, as
+ * llama.cpp does), run through an engine session in one pass, and the
+ * continuation is streamed to stdout piece by piece (never half a UTF-8
+ * character; nothing else is written to stdout, and no newline is added
+ * unless stdout is a terminal) until an end-of-generation token, a stop
+ * string, -n tokens or the end of the context. Speeds go to stderr.
+ *
+ * Also home of what `vitamin chat` shares with it: the sampling options and
+ * opening a model with a session (cli_sampling_*, cli_session_*).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "engine/engine.h"
+#include "tokenizer/tokenizer.h"
+
+/* ---- shared with cmd_chat.c (declared there) ---- */
+
+typedef struct {
+    smp_params p;
+    const char *stops[SMP_MAX_STOP];
+} cli_sampling;
+
+void cli_sampling_init(cli_sampling *c, int32_t max_tokens);
+int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i);
+int cli_session_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
+                     tok_tokenizer **tok, kn_pool **pool, eng_session **s);
+void cli_session_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, eng_session *s);
+extern const char *const cli_sampling_help;
+
+/* llama.cpp's defaults for its command-line tools. */
+void cli_sampling_init(cli_sampling *c, int32_t max_tokens)
+{
+    memset(c, 0, sizeof *c);
+    c->p = smp_params_default();
+    c->p.temperature = 0.8f;
+    c->p.top_k = 40;
+    c->p.top_p = 0.95f;
+    c->p.min_p = 0.05f;
+    c->p.max_tokens = max_tokens;
+    c->p.stop = c->stops;
+}
+
+const char *const cli_sampling_help =
+    "sampling:\n"
+    "  -n, --n-predict N      tokens to generate at most (-1: until the context is full)\n"
+    "  --temp T               temperature (default 0.8; 0 = greedy, the argmax)\n"
+    "  --top-k K              keep the K most likely tokens (default 40; 0 = off)\n"
+    "  --top-p P              keep the most likely tokens adding up to P (default 0.95)\n"
+    "  --min-p P              drop tokens less likely than P times the best (default 0.05)\n"
+    "  --repeat-penalty F     penalise tokens of the last --repeat-last-n (default 1 = off)\n"
+    "  --repeat-last-n N      the penalty window (default 64; -1 = everything)\n"
+    "  --presence-penalty F   OpenAI-style presence penalty (default 0)\n"
+    "  --frequency-penalty F  OpenAI-style frequency penalty (default 0)\n"
+    "  --seed S               random seed (default: a fresh one each run)\n"
+    "  --stop STR             stop before STR (repeatable, up to 16)\n"
+    "  --ignore-eos           do not stop at end-of-generation tokens\n";
+
+/* If argv[i] is a sampling option, parses it (and its value) and returns the
+ * number of arguments used; 0 if it is not one; -1 after printing an error. */
+int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i)
+{
+    const char *a = argv[i];
+    if (!strcmp(a, "--ignore-eos")) {
+        c->p.ignore_eos = true;
+        return 1;
+    }
+    static const char *const with_value[] = {
+        "-n", "--n-predict", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+        "--repeat-last-n", "--presence-penalty", "--frequency-penalty", "--seed", "--stop"};
+    size_t k = 0;
+    while (k < sizeof with_value / sizeof with_value[0] && strcmp(a, with_value[k]))
+        k++;
+    if (k == sizeof with_value / sizeof with_value[0])
+        return 0;
+    if (!cli_need_value(argc, argv, i))
+        return -1;
+    const char *v = argv[i + 1];
+    long n;
+    double f;
+    if (!strcmp(a, "--stop")) {
+        if (c->p.n_stop == SMP_MAX_STOP) {
+            fprintf(stderr, "vitamin: at most %d --stop strings\n", SMP_MAX_STOP);
+            return -1;
+        }
+        c->stops[c->p.n_stop++] = v;
+    } else if (k <= 1 || !strcmp(a, "--top-k") || !strcmp(a, "--repeat-last-n") ||
+               !strcmp(a, "--seed")) {
+        long lo = !strcmp(a, "--top-k") ? 0 : -1;
+        if (!cli_parse_int(a, v, lo, k <= 1 || !strcmp(a, "--seed") ? 0x7fffffffL : 1L << 30, &n))
+            return -1;
+        if (k <= 1)
+            c->p.max_tokens = (int32_t)n;
+        else if (!strcmp(a, "--top-k"))
+            c->p.top_k = (int32_t)n;
+        else if (!strcmp(a, "--repeat-last-n"))
+            c->p.penalty_last_n = (int32_t)n;
+        else
+            c->p.seed = n < 0 ? SMP_SEED_RANDOM : (uint64_t)n;
+    } else {
+        if (!cli_parse_float(a, v, &f))
+            return -1;
+        if (!strcmp(a, "--temp"))
+            c->p.temperature = (float)f;
+        else if (!strcmp(a, "--top-p"))
+            c->p.top_p = (float)f;
+        else if (!strcmp(a, "--min-p"))
+            c->p.min_p = (float)f;
+        else if (!strcmp(a, "--repeat-penalty"))
+            c->p.repetition_penalty = (float)f;
+        else if (!strcmp(a, "--presence-penalty"))
+            c->p.presence_penalty = (float)f;
+        else
+            c->p.frequency_penalty = (float)f;
+    }
+    return 2;
+}
+
+/* Loads the model and its tokenizer and makes a session; on failure prints
+ * one line naming cmd and path, frees what it made and returns 1. */
+int cli_session_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
+                     tok_tokenizer **tok, kn_pool **pool, eng_session **s)
+{
+    *m = NULL;
+    *tok = NULL;
+    *pool = NULL;
+    *s = NULL;
+    vt_err e = md_load(path, m);
+    if (!e)
+        e = tok_load((*m)->file, tok);
+    if (!e && !(*pool = kn_pool_create((int)threads)))
+        e = vt_fail(VT_ERR_NOMEM, "cannot start %ld threads", threads);
+    if (!e) {
+        eng_options o = {.n_ctx = n_ctx, .pool = *pool};
+        e = eng_session_create(*m, *tok, &o, s);
+    }
+    if (!e)
+        return 0;
+    fprintf(stderr, "vitamin %s: %s: %s\n", cmd, path, vt_last_error());
+    cli_session_close(*m, *tok, *pool, *s);
+    *m = NULL;
+    *tok = NULL;
+    *pool = NULL;
+    *s = NULL;
+    return 1;
+}
+
+void cli_session_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, eng_session *s)
+{
+    eng_session_destroy(s);
+    kn_pool_destroy(pool);
+    tok_destroy(tok);
+    md_destroy(m);
+}
+
+/* ---- vitamin run ---- */
+
+static void help(FILE *out)
+{
+    fprintf(out,
+            "usage: vitamin run -m MODEL.gguf -p TEXT [options]\n\n"
+            "Continues TEXT with the model and streams the generated text to stdout; prints the\n"
+            "prompt and generation speeds to stderr at the end. The prompt gets the model's\n"
+            "BOS token if the model asks for one, and special-token text in it (such as\n"
+            "<|im_start|>) is recognised.\n\n"
+            "options:\n"
+            "  -m, --model FILE       GGUF model file (required)\n"
+            "  -p, --prompt TEXT      the prompt; '-' reads standard input (required)\n"
+            "  -t, --threads N        threads (default: all cores)\n"
+            "  --ctx N                context size in tokens (default: the model's, at most %d)\n"
+            "  --no-bos               never add a BOS token\n"
+            "  -v, --verbose          print the prompt's token count and the seed to stderr\n"
+            "  -h, --help             this help\n"
+            "%s"
+            "\n-n defaults to 256 here.\n",
+            ENG_DEFAULT_CTX, cli_sampling_help);
+}
+
+static char *read_stdin(size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                break;
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n, stdin);
+        n += got;
+        if (got == 0) {
+            if (ferror(stdin))
+                break;
+            *len = n;
+            return buf;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static bool print_piece(void *user, int32_t token, const char *text, size_t len)
+{
+    (void)user;
+    (void)token;
+    if (len) {
+        if (fwrite(text, 1, len, stdout) != len)
+            return false; /* stdout closed: stop generating */
+        fflush(stdout);
+    }
+    return true;
+}
+
+/* Tokenizes the prompt: BOS by the model's rule unless no_bos, specials
+ * parsed. Caller frees *ids. */
+static vt_err encode_prompt(const tok_tokenizer *tok, const char *text, size_t len, bool no_bos,
+                            int32_t **ids, size_t *n)
+{
+    int32_t *body;
+    size_t nb;
+    vt_err e = tok_encode(tok, text, len, false, true, &body, &nb);
+    if (e)
+        return e;
+    bool bos = !no_bos && tok_add_bos(tok) && tok_bos(tok) != TOK_NULL;
+    *ids = malloc(sizeof **ids * (nb + 1));
+    if (!*ids) {
+        free(body);
+        return vt_fail(VT_ERR_NOMEM, "out of memory");
+    }
+    if (bos)
+        (*ids)[0] = tok_bos(tok);
+    if (nb)
+        memcpy(*ids + bos, body, sizeof *body * nb);
+    *n = nb + bos;
+    free(body);
+    return VT_OK;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    const char *path = NULL, *prompt = NULL;
+    long threads = cli_default_threads(), n_ctx = 0;
+    bool no_bos = false, verbose = false;
+    cli_sampling smp;
+    cli_sampling_init(&smp, 256);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int used = cli_sampling_option(&smp, argc, argv, i);
+        if (used < 0)
+            return 2;
+        if (used) {
+            i += used - 1;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--no-bos")) {
+            no_bos = true;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            verbose = true;
+        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && cli_need_value(argc, argv, i)) {
+            path = argv[++i];
+        } else if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && cli_need_value(argc, argv, i)) {
+            prompt = argv[++i];
+        } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && cli_need_value(argc, argv, i)) {
+            if (!cli_parse_int(a, argv[++i], 1, 1024, &threads))
+                return 2;
+        } else if (!strcmp(a, "--ctx") && cli_need_value(argc, argv, i)) {
+            if (!cli_parse_int(a, argv[++i], 1, 1L << 24, &n_ctx))
+                return 2;
+        } else {
+            bool known = !strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-p") ||
+                         !strcmp(a, "--prompt") || !strcmp(a, "-t") || !strcmp(a, "--threads") ||
+                         !strcmp(a, "--ctx");
+            if (!known) /* a known one without its value has been reported */
+                fprintf(stderr, "vitamin run: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!path || !prompt) {
+        fprintf(stderr, "vitamin run: %s is required (see --help)\n", !path ? "-m MODEL" : "-p TEXT");
+        return 2;
+    }
+    char *text = NULL;
+    size_t text_len = strlen(prompt);
+    if (!strcmp(prompt, "-")) {
+        if (!(text = read_stdin(&text_len))) {
+            fprintf(stderr, "vitamin run: cannot read the prompt from stdin\n");
+            return 1;
+        }
+        prompt = text;
+    }
+
+    md_model *m;
+    tok_tokenizer *tok;
+    kn_pool *pool;
+    eng_session *s;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = 1;
+    if (cli_session_open("run", path, threads, n_ctx, &m, &tok, &pool, &s)) {
+        free(text);
+        return 1;
+    }
+    vt_err e = encode_prompt(tok, prompt, text_len, no_bos, &ids, &n_ids);
+    if (!e && n_ids == 0)
+        e = vt_fail(VT_ERR_INVALID, "the prompt is empty");
+    if (!e)
+        e = smp_params_validate(&smp.p, tok_n_vocab(tok));
+    if (!e)
+        e = eng_feed(s, ids, (int64_t)n_ids);
+    eng_result res = {0};
+    if (!e)
+        e = eng_generate(s, &smp.p, print_piece, NULL, &res);
+    if (isatty(STDOUT_FILENO) && res.n_generated)
+        putchar('\n');
+    fflush(stdout);
+    if (e) {
+        fprintf(stderr, "vitamin run: %s\n", vt_last_error());
+    } else {
+        eng_stats st = eng_get_stats(s);
+        if (verbose)
+            fprintf(stderr, "seed: %llu; finish: %s%s\n", (unsigned long long)res.seed,
+                    eng_finish_reason(res.finish),
+                    res.finish == ENG_FINISH_CONTEXT ? " (context full)" : "");
+        else if (res.finish == ENG_FINISH_CONTEXT)
+            fprintf(stderr, "vitamin run: stopped: the context of %lld tokens is full (--ctx)\n",
+                    (long long)eng_n_ctx(s));
+        fprintf(stderr, "prompt: %lld tokens, %.2f tok/s; generated: %lld tokens, %.2f tok/s\n",
+                (long long)st.n_prompt, st.t_prompt > 0 ? (double)st.n_prompt / st.t_prompt : 0.0,
+                (long long)st.n_gen, st.t_gen > 0 ? (double)st.n_gen / st.t_gen : 0.0);
+        rc = 0;
+    }
+    free(ids);
+    free(text);
+    cli_session_close(m, tok, pool, s);
+    return rc;
+}
