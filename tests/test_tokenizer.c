@@ -323,6 +323,38 @@ static void test_oracle_bytes(void)
         test_skip("%d vocabularies not found (../shared absent)", missing);
 }
 
+/* Special ids as llama.cpp reports them (node-llama-cpp's model.tokens). */
+static void test_special_ids(void)
+{
+    static const struct {
+        const char *name;
+        int32_t bos, eos, eot, nl;
+    } want[] = {
+        {"llama-bpe", 128000, 128001, 128009, 198}, {"qwen2", 151643, 151643, 151645, 198},
+        {"phi-3", 1, 32000, 32007, 13},             {"gpt-2", 50256, 50256, 50256, 198},
+        {"command-r", 5, 255001, TOK_NULL, 206},    {"deepseek-llm", 100000, 100001, 100001, 185},
+        {"llama-spm", 1, 2, TOK_NULL, 13},          {"mpt", 0, 0, 0, 187},
+    };
+    int missing = 0;
+    for (size_t i = 0; i < VT_ARRAY_LEN(want); i++) {
+        tok_tokenizer *t = load_vocab(want[i].name);
+        if (!t) {
+            missing++;
+            continue;
+        }
+        CHECKF(tok_bos(t) == want[i].bos && tok_eos(t) == want[i].eos && tok_eot(t) == want[i].eot &&
+                   tok_nl(t) == want[i].nl,
+               "%s: bos %d eos %d eot %d nl %d", want[i].name, tok_bos(t), tok_eos(t), tok_eot(t),
+               tok_nl(t));
+        CHECK(tok_is_eog(t, want[i].eos));
+        if (want[i].eot >= 0)
+            CHECK(tok_is_eog(t, want[i].eot));
+        tok_destroy(t);
+    }
+    if (missing)
+        test_skip("%d vocabularies not found (../shared absent)", missing);
+}
+
 /* Byte-level BPE vocabularies that do not clean up spaces give the input
  * back exactly; the others differ only by llama.cpp's clean-up. */
 static void test_roundtrip(void)
@@ -939,6 +971,7 @@ int main(void)
     RUN_TEST(test_oracle_cases);
     RUN_TEST(test_oracle_bytes);
     RUN_TEST(test_roundtrip);
+    RUN_TEST(test_special_ids);
     RUN_TEST(test_stream);
     RUN_TEST(test_edges);
     RUN_TEST(test_cli);

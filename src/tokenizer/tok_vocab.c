@@ -173,21 +173,22 @@ static void make_control(tok_tokenizer *t, int32_t id)
         t->attr[id] |= TOK_ATTR_CONTROL;
 }
 
-/* If *slot is unset, sets it to the first of the texts present (id order),
- * and makes that token a control token. */
+/* If *slot is unset, sets it to the first of the texts (in the list's
+ * order) that is a token, and makes that token a control token. (llama.cpp
+ * takes the first it meets in hash-map order; the list order gives the same
+ * choice on the vocabularies tested, e.g. <|eot_id|> over <|end_of_text|>,
+ * <|im_end|> and <|end|> over <|endoftext|>.) */
 static void detect(tok_tokenizer *t, int32_t *slot, const char *const *texts, size_t n)
 {
     if (*slot != TOK_NULL)
         return;
-    int32_t best = TOK_NULL;
     for (size_t i = 0; i < n; i++) {
         int32_t id = find_lit(t, texts[i]);
-        if (id >= 0 && (best < 0 || id < best))
-            best = id;
-    }
-    if (best >= 0) {
-        *slot = best;
-        make_control(t, best);
+        if (id >= 0) {
+            *slot = id;
+            make_control(t, id);
+            return;
+        }
     }
 }
 
