@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "parity.h"
+#include "test.h"
 
 bool ref_load(const char *path, ref_logits *r)
 {
@@ -117,4 +118,27 @@ bool parity_check(const md_model *m, kn_pool *pool, const ref_logits *r, double 
     free(logits);
     free(margins);
     return true;
+}
+
+void parity_test_file(const md_model *m, kn_pool *pool, const char *ref_path, const char *label)
+{
+    double tol = model_is_quantized(m) ? 0.03 : 0.01;
+    ref_logits r;
+    if (!ref_load(ref_path, &r)) {
+        test_fail_at(__FILE__, __LINE__, "cannot read %s", ref_path);
+        return;
+    }
+    parity_result pr;
+    CHECKF(parity_check(m, pool, &r, tol, &pr), "%s: forward failed", label);
+    CHECKF(pr.bad == 0, "%s: %d of %d logits off by more than %g (max %.4f)", label, pr.bad,
+           pr.checked, tol, pr.max_rel);
+    CHECKF(pr.top1_bad == 0, "%s: top-1 differs at %d of %d clear positions", label, pr.top1_bad,
+           pr.top1_checked);
+    CHECKF(pr.ties <= 1 + r.n_pos / 20, "%s: %d routing near-ties is too many", label, pr.ties);
+    fprintf(stderr, "  parity %-40s tokens %3d  max rel err %.5f (tol %.2f)  top-1 %d/%d", label,
+            r.n_tokens, pr.max_rel, tol, pr.top1_checked - pr.top1_bad, pr.top1_checked);
+    if (pr.ties)
+        fprintf(stderr, "  routing near-ties excused: %d", pr.ties);
+    fputc('\n', stderr);
+    ref_free(&r);
 }

@@ -48,4 +48,8 @@ bool model_is_quantized(const md_model *m);
 bool parity_check(const md_model *m, kn_pool *pool, const ref_logits *r, double tol,
                   parity_result *out);
 
+/* The whole test of one reference file: runs it, records failures with the
+ * test harness (CHECK) and prints one summary line labelled `label`. */
+void parity_test_file(const md_model *m, kn_pool *pool, const char *ref_path, const char *label);
+
 #endif

@@ -24,30 +24,13 @@ static void check_model(const char *dir, const char *file)
         test_fail_at(__FILE__, __LINE__, "%s: %s", file, vt_last_error());
         return;
     }
-    double tol = model_is_quantized(m) ? 0.03 : 0.01;
     const char *kinds[] = {"one", "short", "long"};
     size_t base = strlen(path) - strlen(".gguf");
     for (int k = 0; k < 3; k++) {
-        char ref[2200];
+        char ref[2200], label[256];
         snprintf(ref, sizeof ref, "%.*s.%s.ref.json", (int)base, path, kinds[k]);
-        ref_logits r;
-        if (!ref_load(ref, &r)) {
-            test_fail_at(__FILE__, __LINE__, "cannot read %s", ref);
-            continue;
-        }
-        parity_result pr;
-        CHECKF(parity_check(m, pool, &r, tol, &pr), "%s %s: forward failed", file, kinds[k]);
-        CHECKF(pr.bad == 0, "%s %s: %d of %d logits off by more than %g (max %.4f)", file,
-               kinds[k], pr.bad, pr.checked, tol, pr.max_rel);
-        CHECKF(pr.top1_bad == 0, "%s %s: top-1 differs at %d of %d clear positions", file,
-               kinds[k], pr.top1_bad, pr.top1_checked);
-        CHECKF(pr.ties <= 1 + r.n_pos / 20, "%s %s: %d routing near-ties is too many", file,
-               kinds[k], pr.ties);
-        fprintf(stderr,
-                "  parity %-26s %-5s tokens %3d  max rel err %.5f (tol %.2f)  top-1 %d/%d%s%.0d\n",
-                file, kinds[k], r.n_tokens, pr.max_rel, tol, pr.top1_checked - pr.top1_bad,
-                pr.top1_checked, pr.ties ? "  routing near-ties excused: " : "", pr.ties ? pr.ties : 0);
-        ref_free(&r);
+        snprintf(label, sizeof label, "%s %s", file, kinds[k]);
+        parity_test_file(m, pool, ref, label);
     }
     md_destroy(m);
 }

@@ -50,28 +50,12 @@ static void check_one(const char *name, const char *vocab, const char *type, con
         test_fail_at(__FILE__, __LINE__, "%s: %s", name, vt_last_error());
         return;
     }
-    double tol = model_is_quantized(m) ? 0.03 : 0.01;
     const char *kinds[] = {"short", "long"};
     for (int k = 0; k < 2; k++) {
-        char ref[512];
+        char ref[512], label[256];
         snprintf(ref, sizeof ref, "tests/data/parity/%s.%s.ref.json", name, kinds[k]);
-        ref_logits r;
-        if (!ref_load(ref, &r)) {
-            test_fail_at(__FILE__, __LINE__, "cannot read %s", ref);
-            continue;
-        }
-        parity_result pr;
-        CHECKF(parity_check(m, pool, &r, tol, &pr), "%s %s: forward failed", name, kinds[k]);
-        CHECKF(pr.bad == 0, "%s %s: %d of %d logits off by more than %g (max %.4f)", name,
-               kinds[k], pr.bad, pr.checked, tol, pr.max_rel);
-        CHECKF(pr.top1_bad == 0, "%s %s: top-1 differs at %d of %d clear positions", name,
-               kinds[k], pr.top1_bad, pr.top1_checked);
-        CHECKF(pr.ties <= 1 + r.n_pos / 20, "%s %s: %d routing near-ties is too many", name,
-               kinds[k], pr.ties);
-        fprintf(stderr, "  parity %-16s %-7s %-5s max rel err %.5f (tol %.2f)  top-1 %d/%d%s%.0d\n", name,
-                type, kinds[k], pr.max_rel, tol, pr.top1_checked - pr.top1_bad, pr.top1_checked,
-                pr.ties ? "  routing near-ties excused: " : "", pr.ties ? pr.ties : 0);
-        ref_free(&r);
+        snprintf(label, sizeof label, "%s (%s) %s", name, type, kinds[k]);
+        parity_test_file(m, pool, ref, label);
     }
     md_destroy(m);
     remove(f16);
