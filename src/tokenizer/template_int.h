@@ -145,7 +145,6 @@ void tpl_incref(tval v);
 void tpl_decref(trender *r, tval v);
 void tpl_obj_decref(trender *r, tobj *o);
 tstr *tpl_str_new(trender *r, const char *p, size_t n);
-tstr *tpl_str_cat(trender *r, const char *a, size_t an, const char *b, size_t bn);
 /* An empty string to append to (a growable buffer). */
 tstr *tpl_buf_new(trender *r, size_t cap);
 int tpl_buf_put(trender *r, tstr *s, const char *p, size_t n);

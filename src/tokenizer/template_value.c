@@ -263,14 +263,6 @@ tstr *tpl_str_new(trender *r, const char *p, size_t n)
     return s;
 }
 
-tstr *tpl_str_cat(trender *r, const char *a, size_t an, const char *b, size_t bn)
-{
-    tstr *s = tpl_buf_new(r, an + bn);
-    if (!s || tpl_buf_put(r, s, a, an) || tpl_buf_put(r, s, b, bn))
-        return NULL;
-    return s;
-}
-
 tstr *tpl_str_immortal(tpl_arena *a, const char *p, size_t n)
 {
     tstr *s = tpl_arena_alloc(a, sizeof *s + n + 1);
