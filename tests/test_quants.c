@@ -3,11 +3,12 @@
  * built blocks decoded from the documented layouts, the activation
  * quantizers' exact numerics (ggml's x86 rounding), every SIMD level against
  * the scalar reference (to_float and from_float bit-exact, vec_dot within a
- * float-reordering tolerance), quantize -> dequantize error bounds per type,
- * quantized dot products against float ones, and a cross-check against real
- * GGUF files written by llama.cpp (Q8_0 and Q4_K_M against F16) when the
- * fixtures are present. A minimal GGUF reader lives here so that this test
- * does not depend on the gguf module.
+ * float-reordering tolerance), vec_dot_n bit-identical to vec_dot at every
+ * level, quantize -> dequantize error bounds per type, quantized dot products
+ * against float ones, and a cross-check against real GGUF files written by
+ * llama.cpp (Q8_0 and Q4_K_M against F16) when the fixtures are present. A
+ * minimal GGUF reader lives here so that this test does not depend on the
+ * gguf module.
  */
 #include <math.h>
 #include <stdint.h>
@@ -580,54 +581,75 @@ static void test_vec_dot_extremes(void)
     buf_free(&aq);
 }
 
-/* vec_dot_n against vec_dot per activation row, every level, group sizes
- * around the kernels' tile, padded activation rows and strided output. */
+/* vec_dot_n against vec_dot per activation row, every level: the results
+ * must be bit-identical (same float accumulation order), since the model
+ * re-quantizes activations after each matmul and last-bit differences grow.
+ * Group sizes 0..13 around the kernels' tile, several row lengths (block
+ * counts around the kernels' 2- and 4-block steps), padded activation rows
+ * and strided output. */
+static void check_dot_n(vt_type t, int64_t n, uint64_t seed)
+{
+    enum { MAXT = 13, OS = 3 };
+    const kn_traits *sc = kn_traits_isa(t, KN_ISA_SCALAR);
+    size_t as = kn_row_size(sc->dot_type, n) + 36; /* padded rows */
+    buf x = buf_new((size_t)n * 4), w = buf_new((size_t)n * 4), a = buf_new((size_t)n * 4);
+    buf aq = buf_new(as * MAXT);
+    fill_data(x.p, n, seed, 0.02f, (seed & 1) != 0);
+    CHECK_EQ_INT(kn_quantize_ref(t, x.p, w.p, n), VT_OK);
+    for (int r = 0; r < MAXT; r++) {
+        fill_data(a.p, n, seed * 100 + (uint64_t)r, 0.1f + (float)r, r == 5 || r == 11);
+        kn_traits_isa(sc->dot_type, KN_ISA_SCALAR)
+            ->from_float(a.p, (char *)aq.p + (size_t)r * as, n);
+    }
+    for (int l = 0; l < KN_ISA_COUNT; l++) {
+        const kn_traits *tr = kn_traits_isa(t, (kn_isa)l);
+        if (!tr)
+            continue;
+        CHECK(tr->vec_dot_n != NULL);
+        if (!tr->vec_dot_n)
+            continue;
+        float want[MAXT];
+        for (int r = 0; r < MAXT; r++)
+            want[r] = tr->vec_dot(n, w.p, (char *)aq.p + (size_t)r * as);
+        for (int nt = 0; nt <= MAXT; nt++) {
+            float out[MAXT * OS];
+            for (int j = 0; j < MAXT * OS; j++)
+                out[j] = -12345.f;
+            tr->vec_dot_n(n, w.p, aq.p, as, nt, out, OS);
+            for (int r = 0; r < MAXT; r++) {
+                if (r >= nt) {
+                    CHECK(out[OS * r] == -12345.f);
+                    continue;
+                }
+                CHECKF(memcmp(&out[OS * r], &want[r], sizeof(float)) == 0,
+                       "%s %s n=%lld nt=%d row %d: %.9g vs vec_dot %.9g", tname(t), isa_name[l],
+                       (long long)n, nt, r, out[OS * r], want[r]);
+                CHECK(out[OS * r + 1] == -12345.f && out[OS * r + 2] == -12345.f);
+            }
+        }
+    }
+    buf_free(&x);
+    buf_free(&w);
+    buf_free(&a);
+    buf_free(&aq);
+}
+
 static void test_vec_dot_n(void)
 {
-    static const int nts[] = {1, 2, 3, 4, 5, 7, 8, 9, 13};
     for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
         vt_type t = weight_types[i];
         int64_t blck = kn_type_get((uint32_t)t)->blck;
-        int64_t n = blck == 1 ? 100 : blck == 32 ? 32 * 13 : 256 * 3;
-        const kn_traits *sc = kn_traits_isa(t, KN_ISA_SCALAR);
-        size_t as = kn_row_size(sc->dot_type, n) + 36; /* padded rows */
-        buf x = buf_new((size_t)n * 4), w = buf_new((size_t)n * 4), a = buf_new((size_t)n * 4);
-        buf aq = buf_new(as * 13);
-        fill_data(x.p, n, 900 + i, 0.02f, false);
-        CHECK_EQ_INT(kn_quantize_ref(t, x.p, w.p, n), VT_OK);
-        for (int r = 0; r < 13; r++) {
-            fill_data(a.p, n, 1000 + (uint64_t)r, 1.0f + (float)r, r == 5);
-            kn_traits_isa(sc->dot_type, KN_ISA_SCALAR)->from_float(a.p, (char *)aq.p + (size_t)r * as, n);
+        uint64_t seed = 900 + 37 * i;
+        if (blck == 1) {
+            static const int64_t ns[] = {1, 7, 16, 17, 31, 32, 63, 64, 100, 129, 4096, 4099};
+            for (size_t k = 0; k < VT_ARRAY_LEN(ns); k++)
+                check_dot_n(t, ns[k], seed + k);
+        } else {
+            /* 1..9 blocks and a model-sized row */
+            for (int64_t nb = 1; nb <= 9; nb++)
+                check_dot_n(t, nb * blck, seed + (uint64_t)nb);
+            check_dot_n(t, blck == 32 ? 4096 + 3 * 32 : 4096 + 256, seed + 10);
         }
-        for (int l = 0; l < KN_ISA_COUNT; l++) {
-            const kn_traits *tr = kn_traits_isa(t, (kn_isa)l);
-            if (!tr)
-                continue;
-            CHECK(tr->vec_dot_n != NULL);
-            if (!tr->vec_dot_n)
-                continue;
-            for (size_t k = 0; k < VT_ARRAY_LEN(nts); k++) {
-                float out[13 * 3];
-                for (int j = 0; j < 13 * 3; j++)
-                    out[j] = -12345.f;
-                tr->vec_dot_n(n, w.p, aq.p, as, nts[k], out, 3);
-                for (int r = 0; r < 13; r++) {
-                    if (r >= nts[k]) {
-                        CHECK(out[3 * r] == -12345.f);
-                        continue;
-                    }
-                    float want = tr->vec_dot(n, w.p, (char *)aq.p + (size_t)r * as);
-                    CHECKF(fabsf(out[3 * r] - want) <= 1e-5f * fabsf(want) + 1e-6f,
-                           "%s %s nt=%d row %d: %.9g vs vec_dot %.9g", tname(t), isa_name[l],
-                           nts[k], r, out[3 * r], want);
-                    CHECK(out[3 * r + 1] == -12345.f && out[3 * r + 2] == -12345.f);
-                }
-            }
-        }
-        buf_free(&x);
-        buf_free(&w);
-        buf_free(&a);
-        buf_free(&aq);
     }
 }
 

@@ -16,6 +16,14 @@
  * vpmaddubsw and one vpdpwssd. This is what makes prefill and batched decode
  * compute-efficient; vec_dot itself is the tile with one row where that is
  * as fast as a dedicated loop.
+ *
+ * Every vec_dot_n result is bit-identical to vec_dot of that row: a tile
+ * keeps, per row, exactly the float accumulators of the level's vec_dot
+ * (Q8_0: two, Q4_K/Q5_K: a separate one for the mins) and sums them up in
+ * the same order; only integer work (exact) and the weight decoding are
+ * arranged differently. The model re-quantizes activations after every
+ * matmul, so a last-bit difference here would grow into visible ones in the
+ * logits (and break the parity with llama.cpp).
  */
 #define KN_X86_AVX512 1
 #include "kernels/quants_x86.h"
@@ -225,8 +233,23 @@ static float dot_bf16_512(int64_t n, const void *w, const void *a)
 #define TILE 8
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
+/* hsum512(a) - hsum_ps(m), bit for bit, with the two horizontal sums done
+ * side by side in the 128-bit lanes of one ymm (the same additions with the
+ * same operands in the same order). */
+static inline float hsum512_sub_hsum(__m512 a, __m256 m)
+{
+    __m256 v = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m256 t = _mm256_add_ps(_mm256_permute2f128_ps(v, m, 0x20),  /* low halves */
+                             _mm256_permute2f128_ps(v, m, 0x31)); /* high halves */
+    t = _mm256_add_ps(t, _mm256_permute_ps(t, _MM_SHUFFLE(3, 2, 3, 2)));
+    t = _mm256_add_ps(t, _mm256_movehdup_ps(t));
+    return _mm256_cvtss_f32(t) - _mm_cvtss_f32(_mm256_extractf128_ps(t, 1));
+}
+
 /* Q4_K: the 256 nibbles and the scale vectors of a super-block are built
- * once and used for every activation row of the group. */
+ * once and used for every activation row of the group. Per row, as in
+ * dot_q4_K_512: d * sums into 16 lanes, dmin * mins into 8 separate ones,
+ * hsum512(acc) - hsum_ps(accm) at the end. */
 static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x, const char *a,
                                     size_t as, float *out, size_t os)
 {
@@ -240,9 +263,12 @@ static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x
                                      _mm256_set_m128i(hi, hi), 1);
     }
     __m512 acc[TILE];
+    __m256 accm[TILE];
     #pragma GCC unroll 8
-    for (int t = 0; t < N; t++)
+    for (int t = 0; t < N; t++) {
         acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
     for (int64_t i = 0; i < nb; i++) {
         __m128i sc8, mn8;
         k4_scales(x[i].scales, &sc8, &mn8);
@@ -260,23 +286,26 @@ static ALWAYS_INLINE void q4_K_tile(const int N, int64_t nb, const block_q4_K *x
         #pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
-            __m512i sumi = _mm512_setzero_si512();
-            #pragma GCC unroll 4
-            for (int c = 0; c < 4; c++)
+            /* the first product without an accumulator to clear (exact
+             * integers: the same sums as from zero) */
+            __m512i sumi =
+                _mm512_madd_epi16(_mm512_maddubs_epi16(q[0], _mm512_loadu_si512(y->qs)), s[0]);
+            #pragma GCC unroll 3
+            for (int c = 1; c < 4; c++)
                 sumi = _mm512_dpwssd_epi32(
                     sumi, _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y->qs + 64 * c)), s[c]);
             __m256i mins = _mm256_madd_epi16(m16, ld256(y->bsums));
             acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
-            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(-y->d * mx),
-                                     _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)), acc[t]);
+            accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * mx), _mm256_cvtepi32_ps(mins), accm[t]);
         }
     }
     #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
-        out[(size_t)t * os] = hsum512(acc[t]);
+        out[(size_t)t * os] = hsum512_sub_hsum(acc[t], accm[t]);
 }
 
-/* Q5_K: as Q4_K with the fifth bits merged in before the row loop. */
+/* Q5_K: as Q4_K with the fifth bits merged in before the row loop (and the
+ * float accumulation of dot_q5_K_512). */
 static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x, const char *a,
                                     size_t as, float *out, size_t os)
 {
@@ -292,9 +321,12 @@ static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x
                                     _mm256_set1_epi8((char)(1 << (2 * c + 1))), 1);
     }
     __m512 acc[TILE];
+    __m256 accm[TILE];
 #pragma GCC unroll 8
-    for (int t = 0; t < N; t++)
+    for (int t = 0; t < N; t++) {
         acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
     for (int64_t i = 0; i < nb; i++) {
         __m128i sc8, mn8;
         k4_scales(x[i].scales, &sc8, &mn8);
@@ -314,20 +346,22 @@ static ALWAYS_INLINE void q5_K_tile(const int N, int64_t nb, const block_q5_K *x
 #pragma GCC unroll 8
         for (int t = 0; t < N; t++) {
             const block_q8_K *y = (const block_q8_K *)(a + (size_t)t * as) + i;
-            __m512i sumi = _mm512_setzero_si512();
-#pragma GCC unroll 4
-            for (int c = 0; c < 4; c++)
+            /* the first product without an accumulator to clear (exact
+             * integers: the same sums as from zero) */
+            __m512i sumi =
+                _mm512_madd_epi16(_mm512_maddubs_epi16(q[0], _mm512_loadu_si512(y->qs)), s[0]);
+#pragma GCC unroll 3
+            for (int c = 1; c < 4; c++)
                 sumi = _mm512_dpwssd_epi32(
                     sumi, _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y->qs + 64 * c)), s[c]);
             __m256i mins = _mm256_madd_epi16(m16, ld256(y->bsums));
             acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(y->d * dx), _mm512_cvtepi32_ps(sumi), acc[t]);
-            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(-y->d * mx),
-                                     _mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)), acc[t]);
+            accm[t] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * mx), _mm256_cvtepi32_ps(mins), accm[t]);
         }
     }
 #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
-        out[(size_t)t * os] = hsum512(acc[t]);
+        out[(size_t)t * os] = hsum512_sub_hsum(acc[t], accm[t]);
 }
 
 /* int16 lane l of group g (64 values, four 16-value sub-blocks) takes scale
@@ -554,10 +588,10 @@ static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x
     const __m512i z = _mm512_setzero_si512();
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
-    __m512 acc[TILE];
+    __m512 acc0[TILE], acc1[TILE];
     #pragma GCC unroll 8
     for (int t = 0; t < N; t++)
-        acc[t] = _mm512_setzero_ps();
+        acc0[t] = acc1[t] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
         __m128 dx = q8_0_scales4(x + i);
@@ -573,13 +607,15 @@ static ALWAYS_INLINE void q8_0_tile(const int N, int64_t nb, const block_q8_0 *x
             __m512i y0 = ld2x256(y[0].qs, y[1].qs), y1 = ld2x256(y[2].qs, y[3].qs);
             __m512i p0 = _mm512_dpbusd_epi32(z, x0, _mm512_mask_sub_epi8(y0, n0, z, y0));
             __m512i p1 = _mm512_dpbusd_epi32(z, x1, _mm512_mask_sub_epi8(y1, n1, z, y1));
-            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc[t]);
-            acc[t] = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc[t]);
+            acc0[t] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc0[t]);
+            acc1[t] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc1[t]);
         }
     }
     #pragma GCC unroll 8
     for (int t = 0; t < N; t++) {
-        float s = hsum512(acc[t]);
+        float s = hsum512(_mm512_add_ps(acc0[t], acc1[t]));
         if (i < nb)
             s += dot_q8_0(32 * (nb - i), x + i, (const block_q8_0 *)(a + (size_t)t * as) + i);
         out[(size_t)t * os] = s;
