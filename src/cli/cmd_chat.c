@@ -13,10 +13,12 @@
  *
  * Input: one message per line from stdin; a "> " marker when stdin is a
  * terminal; "/exit", "/quit" or end of input quits, "/reset" starts over.
+ * On a terminal, Ctrl-C during a reply ends the reply, at the prompt quits.
  * Replies end with a newline. With -v each turn reports on stderr how many
  * tokens were reused from the cache and how many were processed.
  */
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +91,14 @@ static void buf_add(buf *b, const char *s, size_t n)
     b->p[b->len] = 0;
 }
 
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
 static bool on_token(void *user, int32_t token, const char *text, size_t len)
 {
     (void)token;
@@ -97,7 +107,7 @@ static bool on_token(void *user, int32_t token, const char *text, size_t len)
         fwrite(text, 1, len, stdout);
         fflush(stdout);
     }
-    return true;
+    return !interrupted;
 }
 
 /* The template source: --template FILE, else the model's. NULL after an error. */
@@ -272,6 +282,7 @@ static int turn(chat *c, const char *line, size_t len)
     }
     buf reply = {0};
     eng_result res;
+    interrupted = 0;
     e = eng_generate(c->s, &c->smp->p, on_token, &reply, &res);
     fputc('\n', stdout);
     fflush(stdout);
@@ -306,6 +317,11 @@ static int turn(chat *c, const char *line, size_t len)
 static int loop(chat *c)
 {
     bool tty = isatty(STDIN_FILENO);
+    if (tty) { /* no SA_RESTART: Ctrl-C at the prompt ends getline */
+        struct sigaction sa = {.sa_handler = on_sigint};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+    }
     char *line = NULL;
     size_t cap = 0;
     int rc = 0;
