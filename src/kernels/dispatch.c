@@ -9,6 +9,7 @@
  * capped by the environment variable VT_ISA=scalar|avx2|avx512.
  * kn_quantize_ref() maps a type to its reference weight quantizer.
  */
+#include <cpuid.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@ static kn_isa active = KN_ISA_SCALAR;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 #define ENTRY(T, DT, name, ff, dot)                                                                \
-    [VT_TYPE_##T] = {VT_TYPE_##T, VT_TYPE_##DT, kn_ref_to_float_##name, ff, dot}
+    [VT_TYPE_##T] = {VT_TYPE_##T, VT_TYPE_##DT, kn_ref_to_float_##name, ff, dot, NULL}
 
 static const kn_traits scalar_table[VT_TYPE_COUNT] = {
     ENTRY(F32, F32, f32, kn_ref_from_float_f32, kn_ref_dot_f32),
@@ -68,19 +69,42 @@ DOTN_LEVEL(AVX512)
     SET_DOTN(L, Q5_0) SET_DOTN(L, Q5_1) SET_DOTN(L, Q8_0) SET_DOTN(L, Q2_K) SET_DOTN(L, Q3_K)     \
     SET_DOTN(L, Q4_K) SET_DOTN(L, Q5_K) SET_DOTN(L, Q6_K)
 
+/* CPU features straight from cpuid, with the OS's consent (XCR0) for the
+ * register state, so that the answer is the same with every compiler. */
+static void cpuid(unsigned leaf, unsigned sub, unsigned r[4])
+{
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+}
+
+static uint64_t xcr0(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 static bool cpu_has_avx2(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+    unsigned r1[4], r7[4];
+    if (__get_cpuid_max(0, NULL) < 7)
+        return false;
+    cpuid(1, 0, r1);
+    cpuid(7, 0, r7);
+    bool osxsave = r1[2] >> 27 & 1, avx = r1[2] >> 28 & 1, fma = r1[2] >> 12 & 1;
+    bool f16c = r1[2] >> 29 & 1, avx2 = r7[1] >> 5 & 1, bmi2 = r7[1] >> 8 & 1;
+    return osxsave && avx && fma && f16c && avx2 && bmi2 && (xcr0() & 0x6) == 0x6;
 }
 
 static bool cpu_has_avx512(void)
 {
-    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
-           __builtin_cpu_supports("avx512bf16");
+    unsigned r7[4], r71[4];
+    if (!cpu_has_avx2())
+        return false;
+    cpuid(7, 0, r7);
+    cpuid(7, 1, r71);
+    bool f = r7[1] >> 16 & 1, dq = r7[1] >> 17 & 1, bw = r7[1] >> 30 & 1, vl = r7[1] >> 31 & 1;
+    bool vnni = r7[2] >> 11 & 1, bf16 = r71[0] >> 5 & 1;
+    return f && dq && bw && vl && vnni && bf16 && (xcr0() & 0xe6) == 0xe6;
 }
 
 static void init_once(void)
