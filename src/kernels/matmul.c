@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "kernels.h"
+#include "util/util.h"
 
 #define ROW_CHUNK 16
 #define TOK_TILE 32
@@ -38,8 +39,9 @@ typedef struct {
     const char *a;
     size_t a_row;
     int64_t rows, cols, ntok, ldy;
+    int64_t chunk; /* rows per grab: small enough to balance, big enough to amortize */
     float *y;
-    _Atomic int64_t next;
+    _Alignas(64) _Atomic int64_t next; /* own cache line: no false sharing with the fields */
 } mm_job;
 
 static void mm_task(void *ctx, int ith, int nth)
@@ -47,25 +49,28 @@ static void mm_task(void *ctx, int ith, int nth)
     (void)ith;
     (void)nth;
     mm_job *j = ctx;
-    float (*dot)(int64_t, const void *, const void *) = j->tr->vec_dot;
+    const mm_job c = {.tr = j->tr, .w = j->w, .w_row = j->w_row, .a = j->a, .a_row = j->a_row,
+                      .rows = j->rows, .cols = j->cols, .ntok = j->ntok, .ldy = j->ldy,
+                      .chunk = j->chunk, .y = j->y}; /* read once, keep in registers */
+    float (*dot)(int64_t, const void *, const void *) = c.tr->vec_dot;
     void (*dotn)(int64_t, const void *, const void *, size_t, int, float *, size_t) =
-        j->tr->vec_dot_n;
+        c.tr->vec_dot_n;
     for (;;) {
-        int64_t r0 = atomic_fetch_add_explicit(&j->next, ROW_CHUNK, memory_order_relaxed);
-        if (r0 >= j->rows)
+        int64_t r0 = atomic_fetch_add_explicit(&j->next, c.chunk, memory_order_relaxed);
+        if (r0 >= c.rows)
             return;
-        int64_t r1 = r0 + ROW_CHUNK < j->rows ? r0 + ROW_CHUNK : j->rows;
-        for (int64_t t0 = 0; t0 < j->ntok; t0 += TOK_TILE) {
-            int64_t t1 = t0 + TOK_TILE < j->ntok ? t0 + TOK_TILE : j->ntok;
+        int64_t r1 = r0 + c.chunk < c.rows ? r0 + c.chunk : c.rows;
+        for (int64_t t0 = 0; t0 < c.ntok; t0 += TOK_TILE) {
+            int64_t t1 = t0 + TOK_TILE < c.ntok ? t0 + TOK_TILE : c.ntok;
             for (int64_t r = r0; r < r1; r++) {
-                const char *wr = j->w + (size_t)r * j->w_row;
+                const char *wr = c.w + (size_t)r * c.w_row;
                 if (dotn && t1 - t0 > 1) {
-                    dotn(j->cols, wr, j->a + (size_t)t0 * j->a_row, j->a_row, (int)(t1 - t0),
-                         j->y + t0 * j->ldy + r, (size_t)j->ldy);
+                    dotn(c.cols, wr, c.a + (size_t)t0 * c.a_row, c.a_row, (int)(t1 - t0),
+                         c.y + t0 * c.ldy + r, (size_t)c.ldy);
                     continue;
                 }
                 for (int64_t t = t0; t < t1; t++)
-                    j->y[t * j->ldy + r] = dot(j->cols, wr, j->a + (size_t)t * j->a_row);
+                    c.y[t * c.ldy + r] = dot(c.cols, wr, c.a + (size_t)t * c.a_row);
             }
         }
     }
@@ -113,6 +118,8 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
                 .cols = cols,
                 .ntok = ntok,
                 .ldy = ldy,
+                .chunk = VT_MAX(ROW_CHUNK, (rows / (kn_pool_size(p) * 32) + ROW_CHUNK - 1) /
+                                               ROW_CHUNK * ROW_CHUNK),
                 .y = y};
     atomic_init(&j.next, 0);
     kn_pool_run(p, mm_task, &j);

@@ -28,11 +28,11 @@ struct kn_pool {
     int n;
     pthread_t *threads;
     worker_arg *args;
-    _Atomic uint64_t gen;   /* bumped once per job */
-    _Atomic int pending;    /* workers that have not finished the current job */
+    _Alignas(64) _Atomic uint64_t gen; /* bumped once per job; read by spinning workers */
+    _Alignas(64) _Atomic int pending;  /* workers not done yet; written by each worker */
     _Atomic int sleepers;   /* workers blocked (or about to block) on cv */
     _Atomic bool stop;
-    kn_task_fn fn;
+    _Alignas(64) kn_task_fn fn;
     void *ctx;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -87,9 +87,11 @@ kn_pool *kn_pool_create(int n_threads)
         vt_fail(VT_ERR_INVALID, "thread count %d out of range [1, 1024]", n_threads);
         return NULL;
     }
-    struct kn_pool *p = calloc(1, sizeof *p);
+    size_t size = (sizeof(struct kn_pool) + 63) / 64 * 64;
+    struct kn_pool *p = aligned_alloc(64, size); /* the struct has cache-line members */
     if (!p)
         goto oom;
+    memset(p, 0, size);
     p->n = n_threads;
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
     p->args = calloc((size_t)n_threads, sizeof *p->args);

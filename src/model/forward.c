@@ -205,7 +205,7 @@ typedef struct {
     const md_batch *b;
     int64_t il;
     float scale;
-    _Atomic int64_t next;
+    _Alignas(64) _Atomic int64_t next; /* own cache line: no false sharing with the fields */
 } attn_job;
 
 static inline size_t slot_of(const md_kv *kv, const md_seq *s, int64_t pos)
