@@ -17,6 +17,8 @@
 #define ROW_CHUNK 16
 #define TOK_TILE 32
 
+
+
 typedef struct {
     const kn_traits *tr;
     const float *x;
@@ -76,6 +78,16 @@ static void mm_task(void *ctx, int ith, int nth)
     }
 }
 
+/* Rows per grab. Decoding (few tokens) is a memory stream: one contiguous
+ * range per thread keeps the hardware prefetchers on long runs. Larger
+ * batches are compute-bound: smaller grabs balance the threads. */
+static int64_t row_chunk(int64_t rows, int64_t ntok, int nth)
+{
+    int64_t per = ntok < 4 ? 1 : 8;
+    int64_t c = (rows / (nth * per) + ROW_CHUNK - 1) / ROW_CHUNK * ROW_CHUNK;
+    return VT_MAX(ROW_CHUNK, c);
+}
+
 vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t cols,
                  const float *x, int64_t ntok, float *y, int64_t ldy)
 {
@@ -118,8 +130,7 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
                 .cols = cols,
                 .ntok = ntok,
                 .ldy = ldy,
-                .chunk = VT_MAX(ROW_CHUNK, (rows / (kn_pool_size(p) * 32) + ROW_CHUNK - 1) /
-                                               ROW_CHUNK * ROW_CHUNK),
+                .chunk = row_chunk(rows, ntok, kn_pool_size(p)),
                 .y = y};
     atomic_init(&j.next, 0);
     kn_pool_run(p, mm_task, &j);
