@@ -3,15 +3,19 @@
 # Builds the benchmark models (cached in .bench/) with gen-model + quantize,
 # then for each runs `vitamin bench` and ../shared/oracle/bench.py (llama.cpp
 # through node-llama-cpp's prebuilt library) and prints the ratios.
+# Each pair runs REPEAT times, alternating vitamin and llama.cpp (this machine
+# is shared and noisy), and the medians are compared. Then the tokenizer
+# speed benchmark (bench/bench_tokenizer.sh).
 # Environment: ORACLE = folder with node_modules/node-llama-cpp (required),
-# VT_SHARED (../shared), THREADS (2), PROMPT (512), GEN (128),
-# MODELS (default: all four).
+# VT_SHARED (../shared), THREADS (2), PROMPT (512), GEN (128), REPEAT (3),
+# MODELS (default: all four), TOKENIZER (1: also run the tokenizer benchmark).
 set -eu
 BIN=${1:-build/vitamin}
 SHARED=${VT_SHARED:-../shared}
 THREADS=${THREADS:-2}
 PROMPT=${PROMPT:-512}
 GEN=${GEN:-128}
+REPEAT=${REPEAT:-3}
 ORACLE=${ORACLE:-}
 if [ -z "$ORACLE" ] || [ ! -d "$ORACLE/node_modules/node-llama-cpp" ]; then
     echo "bench: set ORACLE to a folder where 'npm install node-llama-cpp@3.22.1' was run" >&2
@@ -42,16 +46,28 @@ MODELS=${MODELS:-"tinyllama.q8_0 tinyllama.q4_k_m qwen3moe.q8_0 qwen3moe.q4_k_m"
 for m in $MODELS; do quant "${m%%.*}" "${m#*.}"; done
 
 field() { sed -n "s/.*\"$2\": *\([0-9.]*\).*/\1/p" "$1"; }
-printf '\n%-18s %10s %10s %7s   %10s %10s %7s\n' model "vt pp" "llama pp" ratio "vt tg" "llama tg" ratio
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+ratio() { echo "$1 $2" | awk '{printf "%.2f", $1 / $2}'; }
+printf '\n%d threads, prompt %d, %d generated tokens, median of %d alternating runs\n' \
+    "$THREADS" "$PROMPT" "$GEN" "$REPEAT"
+printf '%-18s %10s %10s %7s   %10s %10s %7s\n' model "vt pp" "llama pp" ratio "vt tg" "llama tg" ratio
 printf '%-18s %10s %10s %7s   %10s %10s %7s\n' "" "tok/s" "tok/s" "" "tok/s" "tok/s" ""
 for m in $MODELS; do
     f=.bench/$m.gguf
-    "$BIN" bench -m "$f" -t "$THREADS" -p "$PROMPT" -n "$GEN" > .bench/vt.json
-    NLC=$ORACLE /usr/bin/python3 "$SHARED/oracle/bench.py" "$f" --threads "$THREADS" \
-        --prompt "$PROMPT" --gen "$GEN" > .bench/llama.json
-    vpp=$(field .bench/vt.json prefill_tok_s); vtg=$(field .bench/vt.json decode_tok_s)
-    lpp=$(field .bench/llama.json prefill_tok_s); ltg=$(field .bench/llama.json decode_tok_s)
-    printf '%-18s %10s %10s %6.2fx   %10s %10s %6.2fx\n' "$m" "$vpp" "$lpp" \
-        "$(echo "$vpp $lpp" | awk '{print $1/$2}')" "$vtg" "$ltg" \
-        "$(echo "$vtg $ltg" | awk '{print $1/$2}')"
+    : > .bench/vt.all; : > .bench/llama.all
+    i=0
+    while [ "$i" -lt "$REPEAT" ]; do
+        "$BIN" bench -m "$f" -t "$THREADS" -p "$PROMPT" -n "$GEN" >> .bench/vt.all
+        NLC=$ORACLE /usr/bin/python3 "$SHARED/oracle/bench.py" "$f" --threads "$THREADS" \
+            --prompt "$PROMPT" --gen "$GEN" 2>/dev/null >> .bench/llama.all
+        i=$((i + 1))
+    done
+    vpp=$(field .bench/vt.all prefill_tok_s | median); vtg=$(field .bench/vt.all decode_tok_s | median)
+    lpp=$(field .bench/llama.all prefill_tok_s | median); ltg=$(field .bench/llama.all decode_tok_s | median)
+    printf '%-18s %10s %10s %6sx   %10s %10s %6sx\n' "$m" "$vpp" "$lpp" "$(ratio "$vpp" "$lpp")" \
+        "$vtg" "$ltg" "$(ratio "$vtg" "$ltg")"
 done
+if [ "${TOKENIZER:-1}" = 1 ]; then
+    printf '\n'
+    VT_SHARED=$SHARED ORACLE=$ORACLE sh bench/bench_tokenizer.sh "$BIN"
+fi
