@@ -29,19 +29,6 @@
 #include "tokenizer/template.h"
 #include "tokenizer/tokenizer.h"
 
-/* Shared with `vitamin run` (defined in cmd_run.c). */
-typedef struct {
-    smp_params p;
-    const char *stops[SMP_MAX_STOP];
-} cli_sampling;
-
-void cli_sampling_init(cli_sampling *c, int32_t max_tokens);
-int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i);
-int cli_session_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
-                     tok_tokenizer **tok, kn_pool **pool, eng_session **s);
-void cli_session_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, eng_session *s);
-extern const char *const cli_sampling_help;
-
 static void help(FILE *out)
 {
     fprintf(out,

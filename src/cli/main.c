@@ -7,17 +7,6 @@
 #include "cli.h"
 #include "vitamin.h"
 
-/* Subcommands built in parallel are linked weakly until all exist. */
-#pragma weak cmd_info
-#pragma weak cmd_logits
-#pragma weak cmd_quantize
-#pragma weak cmd_gen_model
-#pragma weak cmd_bench
-#pragma weak cmd_tokenize
-#pragma weak cmd_template
-#pragma weak cmd_run
-#pragma weak cmd_chat
-
 static const struct {
     const char *name;
     int (*fn)(int, char **);
