@@ -42,7 +42,8 @@ static bool contains(const char *path, const char *needle)
     return ok;
 }
 
-static const char *commands[] = {"info", "logits", "quantize", "gen-model", "bench"};
+static const char *commands[] = {"info",  "logits", "quantize", "gen-model", "bench",
+                                  "run",   "chat",   "tokenize", "template"};
 
 static void test_help(void)
 {
