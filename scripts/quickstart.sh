@@ -16,5 +16,8 @@ echo "== vitamin info -m $demo"
 ./build/vitamin info -m "$demo"
 echo "== vitamin logits -m $demo --tokens 1,450,4996,17354,1701 --top 5"
 ./build/vitamin logits -m "$demo" --tokens 1,450,4996,17354,1701 --top 5
+echo "== vitamin run -m $demo -p 'Once upon a time' -n 24 --temp 0   (random weights: gibberish)"
+./build/vitamin run -m "$demo" -p "Once upon a time" -n 24 --temp 0
+echo
 echo "== vitamin bench -m $demo -p 128 -n 32"
 ./build/vitamin bench -m "$demo" -p 128 -n 32
