@@ -5,17 +5,27 @@
  * and over one that stays in L2 (compute-bound, like prefill: G weights/s),
  * plus the activation quantizers. Not a test; prints a table.
  *
+ * Then the decode GEMV as the model runs it: kn_matmul with one token over
+ * a matrix of ~256 MB (memory-bound: GB/s of weights read), with a pool of
+ * one and of two threads, once as one big matrix (rows of --cols, default
+ * 2048: TinyLlama's width) and once as the same bytes cut into MoE-expert-
+ * sized matrices of 768 x 1024 multiplied in a shuffled order (where per-
+ * call costs and stream starts show). Medians of --reps passes, ISA level from VT_ISA / --isa.
+ *
  *   cc -O2 ... bench/bench_kernels.c libvitamin.a -lm -lpthread
- *   bench_kernels [--isa scalar|avx2|avx512] [--nt N] [--no-mem] [type ...]
+ *   bench_kernels [--isa scalar|avx2|avx512] [--nt N] [--no-mem] [--gemv-only]
+ *                 [--cols N] [--mb N] [--reps N] [type ...]
  *     (default: all levels, tiles of 8 rows, all types; --no-mem skips the
- *     slow memory-bound column and the quantizers, for quick A/B runs of the
- *     compute-bound kernels)
+ *     slow memory-bound columns, the quantizers and the GEMV table, for quick
+ *     A/B runs of the compute-bound kernels; --gemv-only prints only the GEMV
+ *     table; --mb sets the GEMV matrices' size, default 256)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "vitamin.h"
 #include "util/util.h"
 
 static const vt_type types[] = {
@@ -44,6 +54,24 @@ static double time_tile(const kn_traits *tr, const void *w, size_t row_bytes, in
     return best;
 }
 
+/* Seconds per pass of vec_dot_rows over `rows` rows, best of a few. */
+static double time_rows(const kn_traits *tr, const void *w, size_t row_bytes, int64_t rows,
+                        int64_t cols, const void *a, float *out, int reps)
+{
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = vt_now();
+        for (int64_t i = 0; i < rows; i += 1024)
+            tr->vec_dot_rows(cols, (const char *)w + (size_t)i * row_bytes, row_bytes,
+                             (int)(rows - i < 1024 ? rows - i : 1024), a, out);
+        double t = vt_now() - t0;
+        sink = out[0];
+        if (t < best)
+            best = t;
+    }
+    return best;
+}
+
 /* Seconds per pass of vec_dot over `rows` rows of `cols`, best of a few. */
 static double time_dots(const kn_traits *tr, const void *w, size_t row_bytes, int64_t rows,
                         int64_t cols, const void *a, int reps)
@@ -62,11 +90,175 @@ static double time_dots(const kn_traits *tr, const void *w, size_t row_bytes, in
     return best;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median GB/s of `reps` passes of kn_matmul (one token) over `total` rows
+ * of `cols`, in matrices of `mrows` rows each, taken in a shuffled order
+ * (as a mixture of experts picks them: no stream runs on from one matrix
+ * into the next). */
+static double gemv_gbs(kn_pool *p, vt_type t, const char *w, int64_t total, int64_t cols,
+                       int64_t mrows, const float *x, float *y, int reps)
+{
+    const size_t rb = kn_row_size(t, cols);
+    const int64_t nm = total / mrows;
+    int64_t *order = malloc((size_t)nm * sizeof *order);
+    if (!order) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    vt_rng rng = {99};
+    for (int64_t m = 0; m < nm; m++)
+        order[m] = m;
+    for (int64_t m = nm - 1; m > 0; m--) {
+        int64_t k = (int64_t)(vt_rng_next(&rng) % (uint64_t)(m + 1)), tmp = order[m];
+        order[m] = order[k];
+        order[k] = tmp;
+    }
+    double tm[64];
+    reps = reps > 64 ? 64 : reps;
+    for (int r = -1; r < reps; r++) { /* one warm-up pass */
+        double t0 = vt_now();
+        for (int64_t m = 0; m < nm; m++)
+            if (kn_matmul(p, t, w + (size_t)(order[m] * mrows) * rb, mrows, cols, x, 1, y, mrows) !=
+                VT_OK) {
+                fprintf(stderr, "kn_matmul: %s\n", vt_last_error());
+                exit(1);
+            }
+        if (r >= 0)
+            tm[r] = vt_now() - t0;
+        sink = y[0];
+    }
+    free(order);
+    qsort(tm, (size_t)reps, sizeof tm[0], cmp_double);
+    return (double)rb * (double)(nm * mrows) / tm[reps / 2] * 1e-9;
+}
+
+/* The roofline: one 64-bit word of every 64-byte line of the buffer summed
+ * (the memory system moves whole lines), one contiguous part per thread (as
+ * kn_matmul splits rows for decode). */
+typedef struct {
+    const uint64_t *p;
+    size_t n;
+    uint64_t sum[2][8];
+} read_job;
+
+static void read_task(void *ctx, int ith, int nth)
+{
+    read_job *j = ctx;
+    size_t lo = j->n * (size_t)ith / (size_t)nth / 8 * 8;
+    size_t hi = j->n * (size_t)(ith + 1) / (size_t)nth / 8 * 8;
+    uint64_t s[8] = {0};
+    for (size_t i = lo; i + 64 <= hi; i += 64)
+        for (int k = 0; k < 8; k++)
+            s[k] += j->p[i + 8 * k];
+    memcpy(j->sum[ith & 1], s, sizeof s);
+}
+
+static double read_gbs(kn_pool *p, const void *buf, size_t bytes, int reps)
+{
+    read_job j = {.p = buf, .n = bytes / 8};
+    double tm[64];
+    reps = reps > 64 ? 64 : reps;
+    for (int r = -1; r < reps; r++) {
+        double t0 = vt_now();
+        kn_pool_run(p, read_task, &j);
+        if (r >= 0)
+            tm[r] = vt_now() - t0;
+        sink = (float)j.sum[0][0];
+    }
+    qsort(tm, (size_t)reps, sizeof tm[0], cmp_double);
+    return (double)(bytes / 64 * 64) / tm[reps / 2] * 1e-9;
+}
+
+/* A ~256 MB weight buffer of rows of `cols`: 64 quantized rows repeated. */
+static char *make_weights(vt_type t, int64_t cols, size_t bytes, int64_t *rows_out, vt_rng *rng)
+{
+    size_t rb = kn_row_size(t, cols);
+    int64_t rows = (int64_t)(bytes / rb);
+    char *w = malloc(rb * (size_t)rows);
+    float *rowf = malloc((size_t)cols * sizeof(float));
+    if (!w || !rowf) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (int64_t r = 0; r < 64 && r < rows; r++) {
+        for (int64_t i = 0; i < cols; i++)
+            rowf[i] = 0.02f * vt_rng_normal(rng);
+        kn_quantize_ref(t, rowf, w + (size_t)r * rb, cols);
+    }
+    for (int64_t r = 64; r < rows; r++)
+        memcpy(w + (size_t)r * rb, w + (size_t)(r % 64) * rb, rb);
+    free(rowf);
+    *rows_out = rows;
+    return w;
+}
+
+static void gemv_table(const vt_type *ts, size_t nts, const char **want, int n_want,
+                       int64_t cols, int reps, size_t bytes)
+{
+    const int64_t mcols = 1024, mrows = 768; /* a Qwen3-MoE expert matrix */
+    kn_pool *p1 = kn_pool_create(1), *p2 = kn_pool_create(2);
+    float *x = malloc((size_t)(cols > mcols ? cols : mcols) * sizeof(float));
+    float *y = malloc(((size_t)bytes / 16 + 1024) * sizeof(float));
+    vt_rng rng = {7};
+    if (!p1 || !p2 || !x || !y) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (int64_t i = 0; i < (cols > mcols ? cols : mcols); i++)
+        x[i] = vt_rng_normal(&rng);
+    static const char *isa_names[] = {"scalar", "avx2", "avx512"};
+    printf("\nGEMV from memory (kn_matmul, 1 token, %s), GB/s of weights, median of %d\n",
+           isa_names[kn_active_isa()], reps);
+    printf("%-6s %12s %12s %14s %14s\n", "type", "1T", "2T", "1T 768x1024", "2T 768x1024");
+    {
+        int64_t rows;
+        char *w = make_weights(VT_TYPE_Q8_0, 1024, bytes, &rows, &rng);
+        size_t n = kn_row_size(VT_TYPE_Q8_0, 1024) * (size_t)rows;
+        printf("%-6s %12.2f %12.2f\n", "read", read_gbs(p1, w, n, reps), read_gbs(p2, w, n, reps));
+        free(w);
+    }
+    for (size_t ti = 0; ti < nts; ti++) {
+        vt_type t = ts[ti];
+        const kn_traits *tr = kn_traits_get(t);
+        if (!tr || !tr->vec_dot || t == VT_TYPE_F32 || t == VT_TYPE_BF16)
+            continue;
+        if (n_want > 0) {
+            bool ok = false;
+            for (int k = 0; k < n_want; k++)
+                ok |= kn_type_from_name(want[k]) == (int)t;
+            if (!ok)
+                continue;
+        }
+        int64_t rows;
+        char *w = make_weights(t, cols, bytes, &rows, &rng);
+        double g1 = gemv_gbs(p1, t, w, rows, cols, rows, x, y, reps);
+        double g2 = gemv_gbs(p2, t, w, rows, cols, rows, x, y, reps);
+        free(w);
+        w = make_weights(t, mcols, bytes, &rows, &rng);
+        double s1 = gemv_gbs(p1, t, w, rows, mcols, mrows, x, y, reps);
+        double s2 = gemv_gbs(p2, t, w, rows, mcols, mrows, x, y, reps);
+        free(w);
+        printf("%-6s %12.2f %12.2f %14.2f %14.2f\n", kn_type_get((uint32_t)t)->name, g1, g2, s1,
+               s2);
+        fflush(stdout);
+    }
+    kn_pool_destroy(p1);
+    kn_pool_destroy(p2);
+    free(x);
+    free(y);
+}
+
 int main(int argc, char **argv)
 {
-    kn_init();
-    int only_isa = -1, nt = 8;
-    bool mem = true;
+    int only_isa = -1, nt = 8, reps = 9;
+    int64_t gemv_cols = 2048;
+    size_t gemv_mb = 256;
+    bool mem = true, gemv_only = false;
     const char *want_types[64];
     int n_want = 0;
     for (int k = 1; k < argc; k++) {
@@ -87,9 +279,38 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[k], "--no-mem")) {
             mem = false;
+        } else if (!strcmp(argv[k], "--gemv-only")) {
+            gemv_only = true;
+        } else if (!strcmp(argv[k], "--cols") && k + 1 < argc) {
+            gemv_cols = atoll(argv[++k]);
+            if (gemv_cols < 256 || gemv_cols % 256 || gemv_cols > (1 << 20)) {
+                fprintf(stderr, "--cols: a multiple of 256\n");
+                return 1;
+            }
+        } else if (!strcmp(argv[k], "--mb") && k + 1 < argc) {
+            gemv_mb = (size_t)atoll(argv[++k]);
+            if (gemv_mb < 16 || gemv_mb > 4096) {
+                fprintf(stderr, "--mb: 16..4096\n");
+                return 1;
+            }
+        } else if (!strcmp(argv[k], "--reps") && k + 1 < argc) {
+            reps = atoi(argv[++k]);
+            if (reps < 1 || reps > 64) {
+                fprintf(stderr, "--reps: 1..64\n");
+                return 1;
+            }
         } else if (n_want < 64) {
             want_types[n_want++] = argv[k];
         }
+    }
+    /* the GEMV table runs at the level kn_init picks: cap it like --isa */
+    if (only_isa >= 0)
+        setenv("VT_ISA", isa_name[only_isa], 1);
+    kn_init();
+    if (gemv_only) {
+        gemv_table(types, sizeof types / sizeof types[0], want_types, n_want, gemv_cols, reps,
+                   gemv_mb << 20);
+        return 0;
     }
     const int64_t cols = 4096;
     const size_t big_bytes = (size_t)256 << 20; /* far beyond any cache */
@@ -102,8 +323,9 @@ int main(int argc, char **argv)
 
     char tile_col[32];
     snprintf(tile_col, sizeof tile_col, "L2 x%d GMAC/s", nt);
-    printf("%-6s %-7s %10s %10s %12s %14s\n", "type", "isa", "mem GB/s", "mem Gw/s", "L2 Gw/s",
-           tile_col);
+    printf("%-6s %-7s %10s %10s %12s %14s %14s %12s\n", "type", "isa", "mem GB/s", "mem Gw/s",
+           "L2 Gw/s", tile_col, "rows mem GB/s", "rows L2 Gw/s");
+    float *rout = malloc(1024 * sizeof(float));
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         vt_type t = types[ti];
         const char *name = kn_type_get((uint32_t)t)->name;
@@ -142,11 +364,15 @@ int main(int argc, char **argv)
             double tm = mem ? time_dots(tr, w, rb, rows, cols, a, 3) : 0;
             double ts = time_dots(tr, w, rb, small_rows, cols, a, 200);
             double tt = time_tile(tr, w, rb, small_rows, cols, a, as, nt, 100);
-            printf("%-6s %-7s %10.2f %10.2f %12.2f %14.2f\n", name, isa_name[isa],
+            double trm = mem ? time_rows(tr, w, rb, rows, cols, a, rout, 3) : 0;
+            double trs = time_rows(tr, w, rb, small_rows, cols, a, rout, 200);
+            printf("%-6s %-7s %10.2f %10.2f %12.2f %14.2f %14.2f %12.2f\n", name, isa_name[isa],
                    mem ? (double)rb * (double)rows / tm * 1e-9 : 0.0,
                    mem ? (double)cols * (double)rows / tm * 1e-9 : 0.0,
                    (double)cols * (double)small_rows / ts * 1e-9,
-                   (double)cols * (double)small_rows * nt / tt * 1e-9);
+                   (double)cols * (double)small_rows * nt / tt * 1e-9,
+                   mem ? (double)rb * (double)rows / trm * 1e-9 : 0.0,
+                   (double)cols * (double)small_rows / trs * 1e-9);
             fflush(stdout);
             free(a);
         }
@@ -154,10 +380,13 @@ int main(int argc, char **argv)
     }
 
     free(rowf);
+    free(rout);
     if (!mem) {
         free(x);
         return 0;
     }
+    gemv_table(types, sizeof types / sizeof types[0], want_types, n_want, gemv_cols, reps,
+                   gemv_mb << 20);
     /* activation quantizers */
     printf("\n%-6s %-7s %14s\n", "act", "isa", "G floats/s");
     const vt_type acts[] = {VT_TYPE_Q8_0, VT_TYPE_Q8_1, VT_TYPE_Q8_K, VT_TYPE_F16, VT_TYPE_BF16};

@@ -3,8 +3,9 @@
  * built blocks decoded from the documented layouts, the activation
  * quantizers' exact numerics (ggml's x86 rounding), every SIMD level against
  * the scalar reference (to_float and from_float bit-exact, vec_dot within a
- * float-reordering tolerance), vec_dot_n bit-identical to vec_dot at every
- * level, quantize -> dequantize error bounds per type, quantized dot products
+ * float-reordering tolerance), vec_dot_n and vec_dot_rows bit-identical to
+ * vec_dot at every level, kn_matmul equal to vec_dot per token and row with
+ * any thread count, quantize -> dequantize error bounds per type, quantized dot products
  * against float ones, and a cross-check against real GGUF files written by
  * llama.cpp (Q8_0 and Q4_K_M against F16) when the fixtures are present. A
  * minimal GGUF reader lives here so that this test does not depend on the
@@ -653,6 +654,138 @@ static void test_vec_dot_n(void)
     }
 }
 
+/* vec_dot_rows against vec_dot per weight row, every level: bit-identical
+ * results (the decode GEMV must give exactly what vec_dot gives). Row
+ * counts 0..13 around the kernels' groups, from the first row and from the
+ * second, rows contiguous and strided (padded), several row lengths; each
+ * row has its own data (some with zero stretches and outliers), and nothing
+ * past out[nr - 1] is written. */
+static void check_dot_rows(vt_type t, int64_t n, uint64_t seed)
+{
+    enum { MAXR = 14 };
+    const kn_traits *sc = kn_traits_isa(t, KN_ISA_SCALAR);
+    const size_t rb = kn_row_size(t, n);
+    buf x = buf_new((size_t)n * 4), a = buf_new((size_t)n * 4);
+    buf aq = buf_new(kn_row_size(sc->dot_type, n));
+    fill_data(a.p, n, seed * 31 + 5, 0.7f, (seed & 1) != 0);
+    kn_traits_isa(sc->dot_type, KN_ISA_SCALAR)->from_float(a.p, aq.p, n);
+    for (int pad = 0; pad <= 36; pad += 36) {
+        const size_t ws = rb + (size_t)pad;
+        buf w = buf_new(ws * MAXR);
+        for (int r = 0; r < MAXR; r++) {
+            fill_data(x.p, n, seed * 100 + (uint64_t)r, 0.01f + 0.01f * (float)r, r % 3 == 1);
+            CHECK_EQ_INT(kn_quantize_ref(t, x.p, (char *)w.p + (size_t)r * ws, n), VT_OK);
+        }
+        for (int l = 0; l < KN_ISA_COUNT; l++) {
+            const kn_traits *tr = kn_traits_isa(t, (kn_isa)l);
+            if (!tr)
+                continue;
+            CHECK(tr->vec_dot_rows != NULL);
+            if (!tr->vec_dot_rows)
+                continue;
+            float want[MAXR];
+            for (int r = 0; r < MAXR; r++)
+                want[r] = tr->vec_dot(n, (char *)w.p + (size_t)r * ws, aq.p);
+            for (int first = 0; first <= 1; first++)
+                for (int nr = 0; nr + first <= MAXR; nr++) {
+                    float out[MAXR + 1];
+                    for (int j = 0; j <= MAXR; j++)
+                        out[j] = -12345.f;
+                    tr->vec_dot_rows(n, (char *)w.p + (size_t)first * ws, ws, nr, aq.p, out);
+                    for (int r = 0; r < nr; r++)
+                        CHECKF(memcmp(&out[r], &want[first + r], sizeof(float)) == 0,
+                               "%s %s n=%lld pad=%d nr=%d row %d: %.9g vs vec_dot %.9g",
+                               tname(t), isa_name[l], (long long)n, pad, nr, first + r, out[r],
+                               want[first + r]);
+                    CHECK(out[nr] == -12345.f);
+                }
+        }
+        buf_free(&w);
+    }
+    buf_free(&x);
+    buf_free(&a);
+    buf_free(&aq);
+}
+
+static void test_vec_dot_rows(void)
+{
+    for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
+        vt_type t = weight_types[i];
+        int64_t blck = kn_type_get((uint32_t)t)->blck;
+        uint64_t seed = 1700 + 41 * i;
+        if (blck == 1) {
+            static const int64_t ns[] = {1, 7, 16, 17, 31, 32, 63, 64, 100, 129, 2048, 4099};
+            for (size_t k = 0; k < VT_ARRAY_LEN(ns); k++)
+                check_dot_rows(t, ns[k], seed + k);
+        } else {
+            /* 1..9 blocks and model-sized rows (2048, 5632 for K-quants) */
+            for (int64_t nb = 1; nb <= 9; nb++)
+                check_dot_rows(t, nb * blck, seed + (uint64_t)nb);
+            check_dot_rows(t, blck == 32 ? 2048 + 3 * 32 : 2048, seed + 10);
+            check_dot_rows(t, 5632, seed + 11);
+        }
+    }
+}
+
+/* kn_matmul against vec_dot per (token, row), exactly, for decode-sized and
+ * batch-sized token counts, thread counts 1..4 (the decode path splits rows
+ * into per-thread parts with stealing), row counts around the split bounds,
+ * and an output stride wider than the rows (nothing else is written). */
+static void test_matmul(void)
+{
+    static const vt_type ts[] = {VT_TYPE_Q4_K, VT_TYPE_Q6_K, VT_TYPE_Q8_0, VT_TYPE_F32};
+    static const int64_t rows_list[] = {1, 5, 17, 33, 300, 1029};
+    static const int64_t ntoks[] = {1, 2, 3, 5};
+    const int64_t cols = 512, ldy_pad = 3;
+    kn_pool *pools[4] = {NULL};
+    for (int k = 0; k < 4; k++)
+        CHECK((pools[k] = kn_pool_create(k + 1)) != NULL);
+    float *x = malloc(5 * cols * sizeof(float)), *wf = malloc(cols * sizeof(float));
+    for (size_t ti = 0; ti < VT_ARRAY_LEN(ts); ti++) {
+        vt_type t = ts[ti];
+        const kn_traits *tr = kn_traits_get(t), *dt = kn_traits_get(tr->dot_type);
+        size_t rb = kn_row_size(t, cols), ab = kn_row_size(tr->dot_type, cols);
+        int64_t maxr = rows_list[VT_ARRAY_LEN(rows_list) - 1];
+        char *w = malloc(rb * (size_t)maxr), *aq = malloc(ab * 5);
+        float *want = malloc(5 * (size_t)(maxr + ldy_pad) * sizeof(float));
+        float *y = malloc(5 * (size_t)(maxr + ldy_pad) * sizeof(float));
+        for (int64_t r = 0; r < maxr; r++) {
+            fill_data(wf, cols, 5000 + (uint64_t)r, 0.02f, r % 7 == 3);
+            CHECK_EQ_INT(kn_quantize_ref(t, wf, w + (size_t)r * rb, cols), VT_OK);
+        }
+        fill_data(x, 5 * cols, 77 + ti, 1.0f, true);
+        for (int k = 0; k < 5; k++)
+            dt->from_float(x + k * cols, aq + (size_t)k * ab, cols);
+        for (size_t ri = 0; ri < VT_ARRAY_LEN(rows_list); ri++) {
+            int64_t rows = rows_list[ri], ldy = rows + ldy_pad;
+            for (size_t ni = 0; ni < VT_ARRAY_LEN(ntoks); ni++) {
+                int64_t nt = ntoks[ni];
+                for (int64_t tk = 0; tk < nt; tk++)
+                    for (int64_t r = 0; r < ldy; r++)
+                        want[tk * ldy + r] =
+                            r < rows ? tr->vec_dot(cols, w + (size_t)r * rb, aq + (size_t)tk * ab)
+                                     : -777.f;
+                for (int k = 0; k < 4; k++) {
+                    for (int64_t i = 0; i < nt * ldy; i++)
+                        y[i] = -777.f;
+                    CHECK_EQ_INT(kn_matmul(pools[k], t, w, rows, cols, x, nt, y, ldy), VT_OK);
+                    CHECKF(memcmp(y, want, (size_t)(nt * ldy) * sizeof(float)) == 0,
+                           "%s rows=%lld ntok=%lld threads=%d: kn_matmul != vec_dot", tname(t),
+                           (long long)rows, (long long)nt, k + 1);
+                }
+            }
+        }
+        free(w);
+        free(aq);
+        free(want);
+        free(y);
+    }
+    free(x);
+    free(wf);
+    for (int k = 0; k < 4; k++)
+        kn_pool_destroy(pools[k]);
+}
+
 /* ---- accuracy ---------------------------------------------------------- */
 
 static void test_roundtrip_error(void)
@@ -979,6 +1112,8 @@ int main(void)
     RUN_TEST(test_vec_dot_levels);
     RUN_TEST(test_vec_dot_extremes);
     RUN_TEST(test_vec_dot_n);
+    RUN_TEST(test_vec_dot_rows);
+    RUN_TEST(test_matmul);
     RUN_TEST(test_roundtrip_error);
     RUN_TEST(test_dot_approximates_float);
     RUN_TEST(test_gguf_cross_check);

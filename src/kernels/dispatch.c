@@ -3,8 +3,9 @@
  * per ISA level, each complete: the scalar table lists the reference kernels
  * of quants_ref*.c, the AVX2 table starts as a copy of it and takes the
  * kernels quants_avx2.c provides, the AVX-512 table starts from the AVX2 one
- * and takes those of quants_avx512.c. Types without a tiled vec_dot_n at a
- * level get a generic one looping over that level's vec_dot. kn_init() (once, thread-safe) checks
+ * and takes those of quants_avx512.c and gemv_avx512.c. Types without a
+ * tiled vec_dot_n or a multi-row vec_dot_rows at a level get a generic one
+ * looping over that level's vec_dot. kn_init() (once, thread-safe) checks
  * cpuid for each level's instructions and picks the highest one the CPU has,
  * capped by the environment variable VT_ISA=scalar|avx2|avx512.
  * kn_quantize_ref() maps a type to its reference weight quantizer.
@@ -61,9 +62,28 @@ DOTN_LEVEL(SCALAR)
 DOTN_LEVEL(AVX2)
 DOTN_LEVEL(AVX512)
 
+/* The generic vec_dot_rows of a (level, type): one vec_dot per weight row. */
+#define ROWS(L, T)                                                                                 \
+    static void rows_##L##_##T(int64_t n, const void *w, size_t ws, int nr, const void *a,        \
+                               float *out)                                                         \
+    {                                                                                              \
+        float (*f)(int64_t, const void *, const void *) = tables[KN_ISA_##L][VT_TYPE_##T].vec_dot; \
+        for (int k = 0; k < nr; k++)                                                               \
+            out[k] = f(n, (const char *)w + (size_t)k * ws, a);                                    \
+    }
+#define ROWS_LEVEL(L)                                                                              \
+    ROWS(L, F32) ROWS(L, F16) ROWS(L, BF16) ROWS(L, Q4_0) ROWS(L, Q4_1) ROWS(L, Q5_0)              \
+    ROWS(L, Q5_1) ROWS(L, Q8_0) ROWS(L, Q2_K) ROWS(L, Q3_K) ROWS(L, Q4_K) ROWS(L, Q5_K)           \
+    ROWS(L, Q6_K)
+ROWS_LEVEL(SCALAR)
+ROWS_LEVEL(AVX2)
+ROWS_LEVEL(AVX512)
+
 #define SET_DOTN(L, T)                                                                             \
     if (!tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_n)                                                \
-        tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_n = dotn_##L##_##T;
+        tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_n = dotn_##L##_##T;                              \
+    if (!tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_rows)                                             \
+        tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_rows = rows_##L##_##T;
 #define SET_DOTN_LEVEL(L)                                                                          \
     SET_DOTN(L, F32) SET_DOTN(L, F16) SET_DOTN(L, BF16) SET_DOTN(L, Q4_0) SET_DOTN(L, Q4_1)       \
     SET_DOTN(L, Q5_0) SET_DOTN(L, Q5_1) SET_DOTN(L, Q8_0) SET_DOTN(L, Q2_K) SET_DOTN(L, Q3_K)     \
@@ -116,6 +136,7 @@ static void init_once(void)
     level_ok[KN_ISA_AVX2] = cpu_has_avx2();
     memcpy(tables[KN_ISA_AVX512], tables[KN_ISA_AVX2], sizeof scalar_table);
     kn_quants_avx512_fill(tables[KN_ISA_AVX512]);
+    kn_gemv_avx512_fill(tables[KN_ISA_AVX512]);
     level_ok[KN_ISA_AVX512] = level_ok[KN_ISA_AVX2] && cpu_has_avx512();
     SET_DOTN_LEVEL(SCALAR)
     SET_DOTN_LEVEL(AVX2)

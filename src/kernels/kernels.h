@@ -95,6 +95,14 @@ typedef struct {
      * wherever vec_dot is; equal to vec_dot up to float summation order. */
     void (*vec_dot_n)(int64_t n, const void *w, const void *a, size_t a_stride, int nt,
                       float *out, size_t out_stride);
+    /* nr weight rows against one activation row (the decode GEMV kernel):
+     * out[i] = vec_dot(n, w + i * w_stride, a) for i < nr (nr >= 0, any
+     * size; w_stride in bytes). Several rows are streamed side by side with
+     * the activation block loaded once for all of them, the next rows
+     * prefetched and the horizontal sums done together. Set wherever vec_dot
+     * is; every result is bit-identical to vec_dot's. */
+    void (*vec_dot_rows)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
+                         float *out);
 } kn_traits;
 
 /* Selects SIMD kernels for this CPU (idempotent, thread-safe). The environment
