@@ -718,11 +718,14 @@ static void test_vec_dot_rows(void)
             for (size_t k = 0; k < VT_ARRAY_LEN(ns); k++)
                 check_dot_rows(t, ns[k], seed + k);
         } else {
-            /* 1..9 blocks and model-sized rows (2048, 5632 for K-quants) */
+            /* 1..9 blocks and model-sized rows (2048, 5632, and past the
+             * 8192 values up to which Q4_0 expands the activations) */
             for (int64_t nb = 1; nb <= 9; nb++)
                 check_dot_rows(t, nb * blck, seed + (uint64_t)nb);
             check_dot_rows(t, blck == 32 ? 2048 + 3 * 32 : 2048, seed + 10);
             check_dot_rows(t, 5632, seed + 11);
+            check_dot_rows(t, 8192, seed + 12);
+            check_dot_rows(t, blck == 32 ? 8192 + 5 * 32 : 8192 + 256, seed + 13);
         }
     }
 }

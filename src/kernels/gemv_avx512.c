@@ -32,6 +32,15 @@ static ALWAYS_INLINE void prefetch(const void *p, size_t off)
     _mm_prefetch((const char *)((uintptr_t)p + off), _MM_HINT_T0);
 }
 
+/* The first PF_DIST bytes of the rows (or all of them if fewer), which the
+ * loops' prefetches, running PF_DIST ahead, do not cover. */
+static ALWAYS_INLINE void prefetch_head(const void *w, size_t ws, int nr)
+{
+    size_t bytes = (size_t)nr * ws < PF_DIST ? (size_t)nr * ws : PF_DIST;
+    for (size_t o = 0; o < bytes; o += 64)
+        prefetch(w, o);
+}
+
 /* ---- reductions of four rows at once ----------------------------------- */
 
 /* out[r] = hsum512(acc[r]) - hsum_ps(accm[r]) for r < 4, bit for bit: the
@@ -89,21 +98,21 @@ static ALWAYS_INLINE void store_group(float *out, int k, __m128 res)
 
 /* ---- Q4_K / Q5_K -------------------------------------------------------- */
 
-/* vpshufb controls (per 128-bit lane) picking int16 scale 2c for the low
- * 256 bits (values 0..31 of chunk c) and 2c + 1 for the high 256 bits. */
+/* vpermw indices spreading int16 scale 2c over the low 256 bits (values
+ * 0..31 of chunk c, low nibbles) and 2c + 1 over the high 256 bits. */
 static ALWAYS_INLINE void k4_picks(__m512i pick[4])
 {
-#pragma GCC unroll 4
     for (int c = 0; c < 4; c++) {
-        __m128i lo = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c)));
-        __m128i hi = _mm_set1_epi16((short)(0x0100 + 0x0202 * (2 * c + 1)));
-        pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo, lo)),
-                                     _mm256_set_m128i(hi, hi), 1);
+        short idx[32];
+        for (int l = 0; l < 32; l++)
+            idx[l] = (short)(2 * c + l / 16);
+        pick[c] = _mm512_loadu_si512(idx);
     }
 }
 
 /* The d * sums and dmin * mins accumulators of one q4_K (HAS_H = 0) or
- * q5_K row, as dot_q4_K_512 / dot_q5_K_512 build them. */
+ * q5_K row, as dot_q4_K_512 / dot_q5_K_512 build them (the same float
+ * products and fmadds; d and dmin converted and scaled as a pair). */
 static ALWAYS_INLINE void k45_row(const int HAS_H, int64_t nb, const uint8_t *x, size_t bs,
                                   const block_q8_K *y, const __m512i pick[4], size_t pf,
                                   __m512 *acc_out, __m256 *accm_out)
@@ -118,16 +127,16 @@ static ALWAYS_INLINE void k45_row(const int HAS_H, int64_t nb, const uint8_t *x,
         prefetch(x, pf + 128);
         /* d, dmin, scales[12], [qh[32]], qs[128] */
         const uint8_t *qs = x + 16 + (HAS_H ? 32 : 0);
-        uint16_t dh, mh;
-        memcpy(&dh, x, 2);
-        memcpy(&mh, x + 2, 2);
         const float dy = y[i].d;
+        __m128 ddm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)ld_u32(x))), _mm_set1_ps(dy));
+        const __m512 vd = _mm512_broadcastss_ps(ddm);
+        const __m256 vm = _mm256_broadcastss_ps(_mm_movehdup_ps(ddm));
         __m128i sc8, mn8;
         k4_scales(x + 4, &sc8, &mn8);
         __m256i mins = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8)),
                                          ld256(y[i].bsums));
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dy * x86_f16(mh)), _mm256_cvtepi32_ps(mins), accm);
-        __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sc8));
+        accm = _mm256_fmadd_ps(vm, _mm256_cvtepi32_ps(mins), accm);
+        __m512i sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8));
         __m512i qh = HAS_H ? _mm512_broadcast_i64x4(ld256(x + 16)) : _mm512_setzero_si512();
         __m512i sumi = _mm512_setzero_si512();
 #pragma GCC unroll 4
@@ -142,12 +151,13 @@ static ALWAYS_INLINE void k45_row(const int HAS_H, int64_t nb, const uint8_t *x,
                 q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qh, bit), q, b4);
             }
             __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(y[i].qs + 64 * c));
+            const __m512i s16 = _mm512_permutexvar_epi16(pick[c], sc);
             if (c == 0) /* exact integers: the same sums as from zero */
-                sumi = _mm512_madd_epi16(p, _mm512_shuffle_epi8(sc, pick[c]));
+                sumi = _mm512_madd_epi16(p, s16);
             else
-                sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_shuffle_epi8(sc, pick[c]));
+                sumi = _mm512_dpwssd_epi32(sumi, p, s16);
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(dy * x86_f16(dh)), _mm512_cvtepi32_ps(sumi), acc);
+        acc = _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(sumi), acc);
     }
     *acc_out = acc;
     *accm_out = accm;
@@ -159,6 +169,7 @@ static ALWAYS_INLINE void k45_rows(const int HAS_H, int64_t n, const void *w, si
     const size_t bs = HAS_H ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const int64_t nb = n / KN_QK_K;
     const size_t pf = PF_DIST;
+    prefetch_head(w, ws, nr);
     __m512i pick[4];
     k4_picks(pick);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
@@ -191,6 +202,7 @@ static void q6_K_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
     const block_q8_K *y = a;
     const int64_t nb = n / KN_QK_K;
     const size_t pf = PF_DIST;
+    prefetch_head(w, ws, nr);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
@@ -247,6 +259,7 @@ static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
     const block_q8_0 *y = a;
     const int64_t nb = n / 32, nb4 = nb / 4 * 4;
     const size_t pf = PF_DIST;
+    prefetch_head(w, ws, nr);
     const __m512i z = _mm512_setzero_si512();
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
@@ -280,9 +293,22 @@ static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
     }
 }
 
-static void q4_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+/* Q4_0: (q - 8) * y as q * y - 8 * y, with the activation side - the 8 * y
+ * sums, the block scales and the quants packed two blocks per zmm - worked
+ * out once per call (EXP, for rows up to Q4_0_EXP_MAX values) instead of
+ * once per row. */
+#define Q4_0_EXP_MAX 8192
+
+typedef struct {
+    __m512i y[2];   /* quants of blocks 0-1 and 2-3 */
+    __m512i neg[2]; /* -8 * (sums of four quants), the same lanes */
+    __m128 d;       /* the four block scales */
+} q4_0_act;
+
+static ALWAYS_INLINE void q4_0_rows_impl(const int EXP, int64_t n, const void *w, size_t ws,
+                                         int nr, const block_q8_0 *y, const q4_0_act *ya,
+                                         float *out)
 {
-    const block_q8_0 *y = a;
     const int64_t nb = n / 32, nb4 = nb / 4 * 4;
     const size_t pf = PF_DIST;
     const __m512i z = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
@@ -297,13 +323,22 @@ static void q4_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
         for (int64_t i = 0; i < nb4; i += 4) {
             prefetch(x + i, pf);
             prefetch(x + i, pf + 64);
-            __m512 d4 =
-                _mm512_castps128_ps512(_mm_mul_ps(q4_0_scales4(x + i), q8_0_scales4(y + i)));
-            __m512i y0 = ld2x256(y[i].qs, y[i + 1].qs), y1 = ld2x256(y[i + 2].qs, y[i + 3].qs);
-            __m512i p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q4_0_pair(x + i), y0),
-                                          _mm512_dpbusd_epi32(z, eight, y0));
-            __m512i p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q4_0_pair(x + i + 2), y1),
-                                          _mm512_dpbusd_epi32(z, eight, y1));
+            __m512i p0, p1;
+            __m128 dy;
+            if (EXP) {
+                const q4_0_act *g = ya + i / 4;
+                dy = g->d;
+                p0 = _mm512_dpbusd_epi32(g->neg[0], q4_0_pair(x + i), g->y[0]);
+                p1 = _mm512_dpbusd_epi32(g->neg[1], q4_0_pair(x + i + 2), g->y[1]);
+            } else {
+                dy = q8_0_scales4(y + i);
+                __m512i y0 = ld2x256(y[i].qs, y[i + 1].qs), y1 = ld2x256(y[i + 2].qs, y[i + 3].qs);
+                p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q4_0_pair(x + i), y0),
+                                      _mm512_dpbusd_epi32(z, eight, y0));
+                p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q4_0_pair(x + i + 2), y1),
+                                      _mm512_dpbusd_epi32(z, eight, y1));
+            }
+            __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(q4_0_scales4(x + i), dy));
             acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc);
             acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc);
         }
@@ -317,6 +352,27 @@ static void q4_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
                                        y + nb4);
         }
     }
+}
+
+static void q4_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+{
+    const block_q8_0 *y = a;
+    prefetch_head(w, ws, nr);
+    if (n > Q4_0_EXP_MAX) {
+        q4_0_rows_impl(0, n, w, ws, nr, y, NULL, out);
+        return;
+    }
+    q4_0_act ya[Q4_0_EXP_MAX / 128];
+    const __m512i z = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
+    for (int64_t i = 0; i + 4 <= n / 32; i += 4) {
+        q4_0_act *g = &ya[i / 4];
+        g->d = q8_0_scales4(y + i);
+        for (int h = 0; h < 2; h++) {
+            g->y[h] = ld2x256(y[i + 2 * h].qs, y[i + 2 * h + 1].qs);
+            g->neg[h] = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, eight, g->y[h]));
+        }
+    }
+    q4_0_rows_impl(1, n, w, ws, nr, y, ya, out);
 }
 
 void kn_gemv_avx512_fill(kn_traits *tab)
