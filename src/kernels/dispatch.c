@@ -135,6 +135,8 @@ static void init_once(void)
     kn_quants_avx2_fill(tables[KN_ISA_AVX2]);
     level_ok[KN_ISA_AVX2] = cpu_has_avx2();
     memcpy(tables[KN_ISA_AVX512], tables[KN_ISA_AVX2], sizeof scalar_table);
+    for (int t = 0; t < VT_TYPE_COUNT; t++) /* bit-identical to this level's vec_dot only */
+        tables[KN_ISA_AVX512][t].vec_dot_rows = NULL;
     kn_quants_avx512_fill(tables[KN_ISA_AVX512]);
     kn_gemv_avx512_fill(tables[KN_ISA_AVX512]);
     level_ok[KN_ISA_AVX512] = level_ok[KN_ISA_AVX2] && cpu_has_avx512();

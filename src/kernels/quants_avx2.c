@@ -1,7 +1,8 @@
 /*
  * quants_avx2.c - the AVX2 level (with FMA and F16C): the 256-bit kernels of
- * quants_x86.h built with maddubs/madd int8 arithmetic. Entries not listed
- * in kn_quants_avx2_fill keep the scalar reference.
+ * quants_x86.h built with maddubs/madd int8 arithmetic, including the
+ * vec_dot_rows (decode GEMV) kernels of Q4_0, Q8_0, Q4_K, Q5_K, Q6_K.
+ * Entries not listed in kn_quants_avx2_fill keep the scalar reference.
  */
 #define KN_X86_AVX512 0
 #include "kernels/quants_x86.h"
@@ -28,4 +29,9 @@ void kn_quants_avx2_fill(kn_traits *tab)
     tab[VT_TYPE_Q5_K].vec_dot = dot_q5_K;
     tab[VT_TYPE_Q6_K].vec_dot = dot_q6_K;
     tab[VT_TYPE_Q8_K].from_float = q8_K_from_float;
+    tab[VT_TYPE_Q4_0].vec_dot_rows = rows_q4_0;
+    tab[VT_TYPE_Q8_0].vec_dot_rows = rows_q8_0;
+    tab[VT_TYPE_Q4_K].vec_dot_rows = rows_q4_K;
+    tab[VT_TYPE_Q5_K].vec_dot_rows = rows_q5_K;
+    tab[VT_TYPE_Q6_K].vec_dot_rows = rows_q6_K;
 }

@@ -147,27 +147,55 @@ static inline __m256i pick_one16(__m256i s2, int j)
 
 /* ---- Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 ------------------------------------ */
 
+/* Q8_0 / Q4_0 steps: two blocks into two accumulators, or one (the odd
+ * last block) into the first; shared by vec_dot and vec_dot_rows. */
+static inline void q8_0_step2(const block_q8_0 *x, const block_q8_0 *y, __m256 *acc0, __m256 *acc1)
+{
+    const __m256i z = _mm256_setzero_si256();
+    __m256i p0 = dot_ss(z, ld256(x[0].qs), ld256(y[0].qs));
+    __m256i p1 = dot_ss(z, ld256(x[1].qs), ld256(y[1].qs));
+    __m256 d0 = _mm256_set1_ps(x86_f16(x[0].d) * x86_f16(y[0].d));
+    __m256 d1 = _mm256_set1_ps(x86_f16(x[1].d) * x86_f16(y[1].d));
+    *acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), *acc0);
+    *acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), *acc1);
+}
+
+static inline void q8_0_step1(const block_q8_0 *x, const block_q8_0 *y, __m256 *acc0)
+{
+    __m256i p = dot_ss(_mm256_setzero_si256(), ld256(x->qs), ld256(y->qs));
+    __m256 d = _mm256_set1_ps(x86_f16(x->d) * x86_f16(y->d));
+    *acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *acc0);
+}
+
 X86_FN float dot_q8_0(int64_t n, const void *w, const void *a)
 {
     const block_q8_0 *x = w, *y = a;
     const int64_t nb = n / 32;
-    const __m256i z = _mm256_setzero_si256();
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        __m256i p0 = dot_ss(z, ld256(x[i].qs), ld256(y[i].qs));
-        __m256i p1 = dot_ss(z, ld256(x[i + 1].qs), ld256(y[i + 1].qs));
-        __m256 d0 = _mm256_set1_ps(x86_f16(x[i].d) * x86_f16(y[i].d));
-        __m256 d1 = _mm256_set1_ps(x86_f16(x[i + 1].d) * x86_f16(y[i + 1].d));
-        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
-    }
-    for (; i < nb; i++) {
-        __m256i p = dot_ss(z, ld256(x[i].qs), ld256(y[i].qs));
-        __m256 d = _mm256_set1_ps(x86_f16(x[i].d) * x86_f16(y[i].d));
-        acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc0);
-    }
+    for (; i + 1 < nb; i += 2)
+        q8_0_step2(x + i, y + i, &acc0, &acc1);
+    for (; i < nb; i++)
+        q8_0_step1(x + i, y + i, &acc0);
     return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+static inline void q4_0_step2(const block_q4_0 *x, const block_q8_0 *y, __m256 *acc0, __m256 *acc1)
+{
+    const __m256i eight = _mm256_set1_epi8(8);
+    __m256i p0 = dot_off(nibbles32(x[0].qs), ld256(y[0].qs), eight);
+    __m256i p1 = dot_off(nibbles32(x[1].qs), ld256(y[1].qs), eight);
+    __m256 d0 = _mm256_set1_ps(x86_f16(x[0].d) * x86_f16(y[0].d));
+    __m256 d1 = _mm256_set1_ps(x86_f16(x[1].d) * x86_f16(y[1].d));
+    *acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), *acc0);
+    *acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), *acc1);
+}
+
+static inline void q4_0_step1(const block_q4_0 *x, const block_q8_0 *y, __m256 *acc0)
+{
+    __m256i p = dot_off(nibbles32(x->qs), ld256(y->qs), _mm256_set1_epi8(8));
+    __m256 d = _mm256_set1_ps(x86_f16(x->d) * x86_f16(y->d));
+    *acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *acc0);
 }
 
 X86_FN float dot_q4_0(int64_t n, const void *w, const void *a)
@@ -175,22 +203,12 @@ X86_FN float dot_q4_0(int64_t n, const void *w, const void *a)
     const block_q4_0 *x = w;
     const block_q8_0 *y = a;
     const int64_t nb = n / 32;
-    const __m256i eight = _mm256_set1_epi8(8);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        __m256i p0 = dot_off(nibbles32(x[i].qs), ld256(y[i].qs), eight);
-        __m256i p1 = dot_off(nibbles32(x[i + 1].qs), ld256(y[i + 1].qs), eight);
-        __m256 d0 = _mm256_set1_ps(x86_f16(x[i].d) * x86_f16(y[i].d));
-        __m256 d1 = _mm256_set1_ps(x86_f16(x[i + 1].d) * x86_f16(y[i + 1].d));
-        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
-    }
-    for (; i < nb; i++) {
-        __m256i p = dot_off(nibbles32(x[i].qs), ld256(y[i].qs), eight);
-        __m256 d = _mm256_set1_ps(x86_f16(x[i].d) * x86_f16(y[i].d));
-        acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc0);
-    }
+    for (; i + 1 < nb; i += 2)
+        q4_0_step2(x + i, y + i, &acc0, &acc1);
+    for (; i < nb; i++)
+        q4_0_step1(x + i, y + i, &acc0);
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
@@ -355,108 +373,258 @@ static inline __m256i k4_mins_dot(__m128i mn, const int16_t *bsums)
     return _mm256_madd_epi16(m16, ld256(bsums));
 }
 
+/* One q4_K super-block: the d * sums and dmin * mins updates of dot_q4_K
+ * (shared by vec_dot and vec_dot_rows). */
+static inline void q4_K_step(const block_q4_K *x, const block_q8_K *y, __m256 *acc, __m256 *accm)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const float d = y->d * x86_f16(x->d), dmin = y->d * x86_f16(x->dmin);
+    __m128i sc8, mn8;
+    k4_scales(x->scales, &sc8, &mn8);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_mins_dot(mn8, y->bsums)),
+                            *accm);
+    __m128i sc16 = _mm_cvtepu8_epi16(sc8);
+    __m256i s2 = _mm256_set_m128i(sc16, sc16);
+    const int8_t *q8 = y->qs;
+    __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m256i qb = ld256(x->qs + 32 * c);
+        __m256i lo = _mm256_and_si256(qb, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4);
+        __m256i plo = _mm256_maddubs_epi16(lo, ld256(q8 + 64 * c));
+        __m256i phi = _mm256_maddubs_epi16(hi, ld256(q8 + 64 * c + 32));
+        sumi = madd_acc(sumi, plo, pick_one16(s2, 2 * c));
+        sumi = madd_acc(sumi, phi, pick_one16(s2, 2 * c + 1));
+    }
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
+}
+
 X86_FN float dot_q4_K(int64_t n, const void *w, const void *a)
 {
     const block_q4_K *x = w;
     const block_q8_K *y = a;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / KN_QK_K; i++) {
-        const float d = y[i].d * x86_f16(x[i].d), dmin = y[i].d * x86_f16(x[i].dmin);
-        __m128i sc8, mn8;
-        k4_scales(x[i].scales, &sc8, &mn8);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_mins_dot(mn8, y[i].bsums)),
-                               accm);
-        __m128i sc16 = _mm_cvtepu8_epi16(sc8);
-        __m256i s2 = _mm256_set_m128i(sc16, sc16);
-        const int8_t *q8 = y[i].qs;
-        __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) {
-            __m256i qb = ld256(x[i].qs + 32 * c);
-            __m256i lo = _mm256_and_si256(qb, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4);
-            __m256i plo = _mm256_maddubs_epi16(lo, ld256(q8 + 64 * c));
-            __m256i phi = _mm256_maddubs_epi16(hi, ld256(q8 + 64 * c + 32));
-            sumi = madd_acc(sumi, plo, pick_one16(s2, 2 * c));
-            sumi = madd_acc(sumi, phi, pick_one16(s2, 2 * c + 1));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
+    for (int64_t i = 0; i < n / KN_QK_K; i++)
+        q4_K_step(x + i, y + i, &acc, &accm);
     return hsum_ps(acc) - hsum_ps(accm);
+}
+
+static inline void q5_K_step(const block_q5_K *x, const block_q8_K *y, __m256 *acc, __m256 *accm)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
+    const float d = y->d * x86_f16(x->d), dmin = y->d * x86_f16(x->dmin);
+    __m128i sc8, mn8;
+    k4_scales(x->scales, &sc8, &mn8);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_mins_dot(mn8, y->bsums)),
+                            *accm);
+    __m128i sc16 = _mm_cvtepu8_epi16(sc8);
+    __m256i s2 = _mm256_set_m128i(sc16, sc16);
+    __m256i hb = ld256(x->qh);
+    const int8_t *q8 = y->qs;
+    __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m256i qb = ld256(x->qs + 32 * c);
+        /* bit 2c (low nibbles) and 2c+1 (high nibbles) of qh, moved to bit 4 */
+        __m256i hlo = _mm256_and_si256(SHIFT16(hb, 4 - 2 * c), b4);
+        __m256i hhi = _mm256_and_si256(SHIFT16(hb, 3 - 2 * c), b4);
+        __m256i lo = _mm256_or_si256(_mm256_and_si256(qb, m4), hlo);
+        __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), hhi);
+        __m256i plo = _mm256_maddubs_epi16(lo, ld256(q8 + 64 * c));
+        __m256i phi = _mm256_maddubs_epi16(hi, ld256(q8 + 64 * c + 32));
+        sumi = madd_acc(sumi, plo, pick_one16(s2, 2 * c));
+        sumi = madd_acc(sumi, phi, pick_one16(s2, 2 * c + 1));
+    }
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
 }
 
 X86_FN float dot_q5_K(int64_t n, const void *w, const void *a)
 {
     const block_q5_K *x = w;
     const block_q8_K *y = a;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / KN_QK_K; i++) {
-        const float d = y[i].d * x86_f16(x[i].d), dmin = y[i].d * x86_f16(x[i].dmin);
-        __m128i sc8, mn8;
-        k4_scales(x[i].scales, &sc8, &mn8);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_mins_dot(mn8, y[i].bsums)),
-                               accm);
-        __m128i sc16 = _mm_cvtepu8_epi16(sc8);
-        __m256i s2 = _mm256_set_m128i(sc16, sc16);
-        __m256i hb = ld256(x[i].qh);
-        const int8_t *q8 = y[i].qs;
-        __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) {
-            __m256i qb = ld256(x[i].qs + 32 * c);
-            /* bit 2c (low nibbles) and 2c+1 (high nibbles) of qh, moved to bit 4 */
-            __m256i hlo = _mm256_and_si256(SHIFT16(hb, 4 - 2 * c), b4);
-            __m256i hhi = _mm256_and_si256(SHIFT16(hb, 3 - 2 * c), b4);
-            __m256i lo = _mm256_or_si256(_mm256_and_si256(qb, m4), hlo);
-            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), hhi);
-            __m256i plo = _mm256_maddubs_epi16(lo, ld256(q8 + 64 * c));
-            __m256i phi = _mm256_maddubs_epi16(hi, ld256(q8 + 64 * c + 32));
-            sumi = madd_acc(sumi, plo, pick_one16(s2, 2 * c));
-            sumi = madd_acc(sumi, phi, pick_one16(s2, 2 * c + 1));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
+    for (int64_t i = 0; i < n / KN_QK_K; i++)
+        q5_K_step(x + i, y + i, &acc, &accm);
     return hsum_ps(acc) - hsum_ps(accm);
+}
+
+static inline void q6_K_step(const block_q6_K *x, const block_q8_K *y, __m256 *acc)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const float d = y->d * x86_f16(x->d);
+    __m256i sc = _mm256_cvtepi8_epi16(ld128(x->scales));
+    __m256i off = _mm256_madd_epi16(sc, ld256(y->bsums)); /* the -32 offset */
+    __m256i sc2lo = _mm256_permute2x128_si256(sc, sc, 0x00);
+    __m256i sc2hi = _mm256_permute2x128_si256(sc, sc, 0x11);
+    const int8_t *q8 = y->qs;
+    __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = ld256(x->ql + 64 * h), l1 = ld256(x->ql + 64 * h + 32);
+        __m256i qh = ld256(x->qh + 32 * h);
+        __m256i s2 = h ? sc2hi : sc2lo;
+        __m256i q[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+        q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30));
+        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            __m256i p = _mm256_maddubs_epi16(q[k], ld256(q8 + 128 * h + 32 * k));
+            sumi = madd_acc(sumi, p, pick_pair16(s2, 2 * k));
+        }
+    }
+    sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
 }
 
 X86_FN float dot_q6_K(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / KN_QK_K; i++) {
-        const float d = y[i].d * x86_f16(x[i].d);
-        __m256i sc = _mm256_cvtepi8_epi16(ld128(x[i].scales));
-        __m256i off = _mm256_madd_epi16(sc, ld256(y[i].bsums)); /* the -32 offset */
-        __m256i sc2lo = _mm256_permute2x128_si256(sc, sc, 0x00);
-        __m256i sc2hi = _mm256_permute2x128_si256(sc, sc, 0x11);
-        const int8_t *q8 = y[i].qs;
-        __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m256i l0 = ld256(x[i].ql + 64 * h), l1 = ld256(x[i].ql + 64 * h + 32);
-            __m256i qh = ld256(x[i].qh + 32 * h);
-            __m256i s2 = h ? sc2hi : sc2lo;
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                __m256i p = _mm256_maddubs_epi16(q[k], ld256(q8 + 128 * h + 32 * k));
-                sumi = madd_acc(sumi, p, pick_pair16(s2, 2 * k));
-            }
-        }
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
+    for (int64_t i = 0; i < n / KN_QK_K; i++)
+        q6_K_step(x + i, y + i, &acc);
     return hsum_ps(acc);
 }
+
+/* ---- vec_dot_rows: many weight rows against one activation row ---------
+ * The decode GEMV. One loop body walks all the rows (they are contiguous,
+ * so every weight load keeps one stride through memory and the hardware's
+ * per-instruction prefetcher stays trained across row ends), prefetching
+ * X86_PF_DIST bytes ahead; four rows' horizontal sums are done together.
+ * Each row's float accumulation is its vec_dot's, step for step, so the
+ * results are bit-identical to vec_dot. */
+
+#define X86_PF_DIST 4096
+
+static inline void x86_prefetch(const void *p, size_t off)
+{
+    /* integer arithmetic: the address may lie past the end of the weights */
+    _mm_prefetch((const char *)((uintptr_t)p + off), _MM_HINT_T0);
+}
+
+/* Prefetches of one step of `bytes` (<= 256) at p + X86_PF_DIST. */
+static inline void x86_prefetch_step(const void *p, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        x86_prefetch(p, X86_PF_DIST + o);
+}
+
+/* The first X86_PF_DIST bytes of a call's rows, which the steps' prefetches
+ * (running that far ahead) do not cover. */
+static inline void x86_prefetch_head(const void *w, size_t ws, int nr)
+{
+    size_t bytes = (size_t)nr * ws < X86_PF_DIST ? (size_t)nr * ws : X86_PF_DIST;
+    for (size_t o = 0; o < bytes; o += 64)
+        x86_prefetch(w, o);
+}
+
+/* [hsum_ps(a[r]) - hsum_ps(m[r])] for r < 4, bit for bit: the additions of
+ * hsum_ps (halves, then pairs of lanes) with the rows in parallel lanes. */
+static inline __m128 hsum4_sub(const __m256 a[4], const __m256 m[4])
+{
+    __m256 t[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        t[r] = _mm256_add_ps(_mm256_permute2f128_ps(a[r], m[r], 0x20),  /* [a lo | m lo] */
+                             _mm256_permute2f128_ps(a[r], m[r], 0x31)); /* [a hi | m hi] */
+    /* per 128-bit lane, rows 0|1 and 2|3: s0 + s2, s1 + s3 */
+    __m256 p01 = _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 p23 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm256_shuffle_ps(t[2], t[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* (s0 + s2) + (s1 + s3): [sums of rows 0..3 | mins of rows 0..3] */
+    __m256 f = _mm256_add_ps(_mm256_shuffle_ps(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm256_shuffle_ps(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm_sub_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+}
+
+/* [hsum_ps(a[r])] for r < 4, bit for bit. */
+static inline __m128 hsum4(const __m256 a[4])
+{
+    /* [u0 | u1], [u2 | u3]: the 128-bit halves of each row added */
+    __m256 t01 = _mm256_add_ps(_mm256_permute2f128_ps(a[0], a[1], 0x20),
+                               _mm256_permute2f128_ps(a[0], a[1], 0x31));
+    __m256 t23 = _mm256_add_ps(_mm256_permute2f128_ps(a[2], a[3], 0x20),
+                               _mm256_permute2f128_ps(a[2], a[3], 0x31));
+    /* lane 0: rows 0 and 2, lane 1: rows 1 and 3 - (u0 + u2), (u1 + u3) */
+    __m256 p = _mm256_add_ps(_mm256_shuffle_ps(t01, t23, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(t01, t23, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* [r0 r2 r0 r2 | r1 r3 r1 r3] */
+    __m256 f = _mm256_add_ps(_mm256_shuffle_ps(p, p, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm256_shuffle_ps(p, p, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm_unpacklo_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+}
+
+/* Stores the results of rows k - (k & 3) .. k (the group row k closes). */
+static inline void store4(float *out, int k, __m128 res)
+{
+    float tmp[4];
+    _mm_storeu_ps(tmp, res);
+    for (int r = 0; r <= (k & 3); r++)
+        out[k - (k & 3) + r] = tmp[r];
+}
+
+/* Q4_K, Q5_K (MINS) and Q6_K: one STEP per super-block of BS bytes. */
+#define X86_ROWS_K(name, blk, STEP, MINS)                                                          \
+    X86_FN void rows_##name(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out) \
+    {                                                                                              \
+        const block_q8_K *y = a;                                                                   \
+        const int64_t nb = n / KN_QK_K;                                                            \
+        __m256 acc[4], accm[4];                                                                    \
+        for (int r = 0; r < 4; r++)                                                                \
+            acc[r] = accm[r] = _mm256_setzero_ps();                                                \
+        x86_prefetch_head(w, ws, nr);                                                              \
+        _Pragma("GCC unroll 1") for (int k = 0; k < nr; k++)                                       \
+        {                                                                                          \
+            const blk *x = (const blk *)((const char *)w + (size_t)k * ws);                        \
+            __m256 ac = _mm256_setzero_ps(), am = _mm256_setzero_ps();                             \
+            for (int64_t i = 0; i < nb; i++) {                                                     \
+                x86_prefetch_step(x + i, sizeof(blk));                                             \
+                STEP;                                                                              \
+            }                                                                                      \
+            acc[k & 3] = ac;                                                                       \
+            accm[k & 3] = am;                                                                      \
+            if ((k & 3) == 3 || k == nr - 1)                                                       \
+                store4(out, k, MINS ? hsum4_sub(acc, accm) : hsum4(acc));                          \
+        }                                                                                          \
+    }
+X86_ROWS_K(q4_K, block_q4_K, q4_K_step(x + i, y + i, &ac, &am), 1)
+X86_ROWS_K(q5_K, block_q5_K, q5_K_step(x + i, y + i, &ac, &am), 1)
+X86_ROWS_K(q6_K, block_q6_K, q6_K_step(x + i, y + i, &ac), 0)
+
+/* Q8_0 and Q4_0: pairs of blocks into two accumulators, an odd last block
+ * into the first, as their vec_dot. */
+#define X86_ROWS_32(name, blk)                                                                     \
+    X86_FN void rows_##name(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out) \
+    {                                                                                              \
+        const block_q8_0 *y = a;                                                                   \
+        const int64_t nb = n / 32;                                                                 \
+        __m256 acc[4];                                                                             \
+        for (int r = 0; r < 4; r++)                                                                \
+            acc[r] = _mm256_setzero_ps();                                                          \
+        x86_prefetch_head(w, ws, nr);                                                              \
+        _Pragma("GCC unroll 1") for (int k = 0; k < nr; k++)                                       \
+        {                                                                                          \
+            const blk *x = (const blk *)((const char *)w + (size_t)k * ws);                        \
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                         \
+            int64_t i = 0;                                                                         \
+            for (; i + 1 < nb; i += 2) {                                                           \
+                x86_prefetch_step(x + i, 2 * sizeof(blk));                                         \
+                name##_step2(x + i, y + i, &acc0, &acc1);                                          \
+            }                                                                                      \
+            for (; i < nb; i++)                                                                    \
+                name##_step1(x + i, y + i, &acc0);                                                 \
+            acc[k & 3] = _mm256_add_ps(acc0, acc1);                                                \
+            if ((k & 3) == 3 || k == nr - 1)                                                       \
+                store4(out, k, hsum4(acc));                                                        \
+        }                                                                                          \
+    }
+X86_ROWS_32(q8_0, block_q8_0)
+X86_ROWS_32(q4_0, block_q4_0)
 
 /* ---- float types -------------------------------------------------------- */
 
