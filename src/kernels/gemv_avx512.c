@@ -9,7 +9,7 @@
  *    memory and the hardware's per-instruction stride prefetcher stays
  *    trained across row ends. (Interleaving rows, or unrolling the row loop
  *    into copies, splits that stream: -30% from memory.)
- *  - Software prefetch PF_DIST bytes ahead of the weights, running on into
+ *  - Software prefetch X86_PF_DIST bytes ahead of the weights, running on into
  *    whatever follows the call's rows (the caller's next rows).
  *  - The horizontal sums of four rows done together, transposed, with the
  *    same additions in the same order as vec_dot's reduction of each row.
@@ -21,79 +21,26 @@
  */
 #include "kernels/quants_avx512.h"
 
-/* Prefetch distance: 2-4 KB ahead measured best at two threads (to 16 KB
- * helps a single thread a little but wastes more past the end of small
- * matrices). */
-#define PF_DIST 4096
-
-static ALWAYS_INLINE void prefetch(const void *p, size_t off)
-{
-    /* integer arithmetic: the address may lie past the end of the weights */
-    _mm_prefetch((const char *)((uintptr_t)p + off), _MM_HINT_T0);
-}
-
-/* The first PF_DIST bytes of the rows (or all of them if fewer), which the
- * loops' prefetches, running PF_DIST ahead, do not cover. */
-static ALWAYS_INLINE void prefetch_head(const void *w, size_t ws, int nr)
-{
-    size_t bytes = (size_t)nr * ws < PF_DIST ? (size_t)nr * ws : PF_DIST;
-    for (size_t o = 0; o < bytes; o += 64)
-        prefetch(w, o);
-}
-
 /* ---- reductions of four rows at once ----------------------------------- */
 
-/* out[r] = hsum512(acc[r]) - hsum_ps(accm[r]) for r < 4, bit for bit: the
- * additions of those reductions (halves, then pairs of lanes), with rows in
- * parallel lanes. */
+/* The 256-bit halves of a 512-bit accumulator added, as hsum512 starts. */
+static ALWAYS_INLINE __m256 fold512(__m512 v)
+{
+    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+}
+
+/* [hsum512(acc[r]) - hsum_ps(accm[r])] for r < 4, bit for bit. */
 static ALWAYS_INLINE __m128 reduce4_sub(const __m512 acc[4], const __m256 accm[4])
 {
-    __m256 t[4];
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; r++) {
-        __m256 v = _mm256_add_ps(_mm512_castps512_ps256(acc[r]), _mm512_extractf32x8_ps(acc[r], 1));
-        t[r] = _mm256_add_ps(_mm256_permute2f128_ps(v, accm[r], 0x20),  /* [v lo | m lo] */
-                             _mm256_permute2f128_ps(v, accm[r], 0x31)); /* [v hi | m hi] */
-    }
-    /* per 128-bit lane, rows 0|1 and 2|3: s0 + s2, s1 + s3 */
-    __m256 p01 = _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                               _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
-    __m256 p23 = _mm256_add_ps(_mm256_shuffle_ps(t[2], t[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                               _mm256_shuffle_ps(t[2], t[3], _MM_SHUFFLE(3, 2, 3, 2)));
-    /* (s0 + s2) + (s1 + s3): [sum rows 0..3 | mins rows 0..3] */
-    __m256 f = _mm256_add_ps(_mm256_shuffle_ps(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm256_shuffle_ps(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm_sub_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+    const __m256 v[4] = {fold512(acc[0]), fold512(acc[1]), fold512(acc[2]), fold512(acc[3])};
+    return hsum4_sub(v, accm);
 }
 
-/* out[r] = hsum512(acc[r]) for r < 4, bit for bit. */
+/* [hsum512(acc[r])] for r < 4, bit for bit. */
 static ALWAYS_INLINE __m128 reduce4(const __m512 acc[4])
 {
-    __m256 v[4];
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
-        v[r] = _mm256_add_ps(_mm512_castps512_ps256(acc[r]), _mm512_extractf32x8_ps(acc[r], 1));
-    /* [u0 | u1], [u2 | u3]: the 128-bit halves of each row added */
-    __m256 t01 = _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20),
-                               _mm256_permute2f128_ps(v[0], v[1], 0x31));
-    __m256 t23 = _mm256_add_ps(_mm256_permute2f128_ps(v[2], v[3], 0x20),
-                               _mm256_permute2f128_ps(v[2], v[3], 0x31));
-    /* lane 0: rows 0 and 2, lane 1: rows 1 and 3 - (u0 + u2), (u1 + u3) */
-    __m256 p = _mm256_add_ps(_mm256_shuffle_ps(t01, t23, _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm256_shuffle_ps(t01, t23, _MM_SHUFFLE(3, 2, 3, 2)));
-    /* [r0 r2 r0 r2 | r1 r3 r1 r3] */
-    __m256 f = _mm256_add_ps(_mm256_shuffle_ps(p, p, _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm256_shuffle_ps(p, p, _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm_unpacklo_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
-}
-
-/* Stores the results of rows k - (k & 3) .. k (the group k closes). */
-static ALWAYS_INLINE void store_group(float *out, int k, __m128 res)
-{
-    float tmp[4];
-    _mm_storeu_ps(tmp, res);
-    for (int r = 0; r <= (k & 3); r++)
-        out[k - (k & 3) + r] = tmp[r];
+    const __m256 v[4] = {fold512(acc[0]), fold512(acc[1]), fold512(acc[2]), fold512(acc[3])};
+    return hsum4(v);
 }
 
 /* ---- Q4_K / Q5_K -------------------------------------------------------- */
@@ -114,7 +61,7 @@ static ALWAYS_INLINE void k4_picks(__m512i pick[4])
  * q5_K row, as dot_q4_K_512 / dot_q5_K_512 build them (the same float
  * products and fmadds; d and dmin converted and scaled as a pair). */
 static ALWAYS_INLINE void k45_row(const int HAS_H, int64_t nb, const uint8_t *x, size_t bs,
-                                  const block_q8_K *y, const __m512i pick[4], size_t pf,
+                                  const block_q8_K *y, const __m512i pick[4],
                                   __m512 *acc_out, __m256 *accm_out)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
@@ -122,9 +69,7 @@ static ALWAYS_INLINE void k45_row(const int HAS_H, int64_t nb, const uint8_t *x,
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++, x += bs) {
-        prefetch(x, pf);
-        prefetch(x, pf + 64);
-        prefetch(x, pf + 128);
+        x86_prefetch_step(x, bs);
         /* d, dmin, scales[12], [qh[32]], qs[128] */
         const uint8_t *qs = x + 16 + (HAS_H ? 32 : 0);
         const float dy = y[i].d;
@@ -168,8 +113,7 @@ static ALWAYS_INLINE void k45_rows(const int HAS_H, int64_t n, const void *w, si
 {
     const size_t bs = HAS_H ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const int64_t nb = n / KN_QK_K;
-    const size_t pf = PF_DIST;
-    prefetch_head(w, ws, nr);
+    x86_prefetch_head(w, ws, nr);
     __m512i pick[4];
     k4_picks(pick);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
@@ -178,10 +122,10 @@ static ALWAYS_INLINE void k45_rows(const int HAS_H, int64_t n, const void *w, si
                       _mm256_setzero_ps()};
 #pragma GCC unroll 1
     for (int k = 0; k < nr; k++) {
-        k45_row(HAS_H, nb, (const uint8_t *)w + (size_t)k * ws, bs, a, pick, pf, &acc[k & 3],
+        k45_row(HAS_H, nb, (const uint8_t *)w + (size_t)k * ws, bs, a, pick, &acc[k & 3],
                 &accm[k & 3]);
         if ((k & 3) == 3 || k == nr - 1)
-            store_group(out, k, reduce4_sub(acc, accm));
+            store4(out, k, reduce4_sub(acc, accm));
     }
 }
 
@@ -201,8 +145,7 @@ static void q6_K_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
 {
     const block_q8_K *y = a;
     const int64_t nb = n / KN_QK_K;
-    const size_t pf = PF_DIST;
-    prefetch_head(w, ws, nr);
+    x86_prefetch_head(w, ws, nr);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
@@ -221,10 +164,7 @@ static void q6_K_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
         const block_q6_K *x = (const block_q6_K *)((const char *)w + (size_t)k * ws);
         __m512 acc = _mm512_setzero_ps();
         for (int64_t i = 0; i < nb; i++) {
-            prefetch(x + i, pf);
-            prefetch(x + i, pf + 64);
-            prefetch(x + i, pf + 128);
-            prefetch(x + i, pf + 192);
+            x86_prefetch_step(x + i, sizeof *x);
             const float d = y[i].d * x86_f16(x[i].d);
             __m256i sc16 = _mm256_cvtepi8_epi16(ld128(x[i].scales));
             __m256i off = _mm256_madd_epi16(sc16, ld256(y[i].bsums)); /* the -32 offset */
@@ -248,7 +188,7 @@ static void q6_K_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
         }
         accs[k & 3] = acc;
         if ((k & 3) == 3 || k == nr - 1)
-            store_group(out, k, reduce4(accs));
+            store4(out, k, reduce4(accs));
     }
 }
 
@@ -258,8 +198,7 @@ static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
 {
     const block_q8_0 *y = a;
     const int64_t nb = n / 32, nb4 = nb / 4 * 4;
-    const size_t pf = PF_DIST;
-    prefetch_head(w, ws, nr);
+    x86_prefetch_head(w, ws, nr);
     const __m512i z = _mm512_setzero_si512();
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
@@ -270,9 +209,7 @@ static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
         const block_q8_0 *x = (const block_q8_0 *)((const char *)w + (size_t)k * ws);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         for (int64_t i = 0; i < nb4; i += 4) {
-            prefetch(x + i, pf);
-            prefetch(x + i, pf + 64);
-            prefetch(x + i, pf + 128);
+            x86_prefetch_step(x + i, 4 * sizeof *x);
             __m512 d4 =
                 _mm512_castps128_ps512(_mm_mul_ps(q8_0_scales4(x + i), q8_0_scales4(y + i)));
             __m512i p0 = dot_ss512(z, ld2x256(x[i].qs, x[i + 1].qs), ld2x256(y[i].qs, y[i + 1].qs));
@@ -283,7 +220,7 @@ static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
         }
         accs[k & 3] = _mm512_add_ps(acc0, acc1);
         if ((k & 3) == 3 || k == nr - 1) {
-            store_group(out, k, reduce4(accs));
+            store4(out, k, reduce4(accs));
             if (nb4 < nb) /* the last blocks, as dot_q8_0_512 adds them */
                 for (int r = k - (k & 3); r <= k; r++)
                     out[r] += dot_q8_0(32 * (nb - nb4),
@@ -310,7 +247,6 @@ static ALWAYS_INLINE void q4_0_rows_impl(const int EXP, int64_t n, const void *w
                                          float *out)
 {
     const int64_t nb = n / 32, nb4 = nb / 4 * 4;
-    const size_t pf = PF_DIST;
     const __m512i z = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
@@ -321,8 +257,7 @@ static ALWAYS_INLINE void q4_0_rows_impl(const int EXP, int64_t n, const void *w
         const block_q4_0 *x = (const block_q4_0 *)((const char *)w + (size_t)k * ws);
         __m512 acc = _mm512_setzero_ps();
         for (int64_t i = 0; i < nb4; i += 4) {
-            prefetch(x + i, pf);
-            prefetch(x + i, pf + 64);
+            x86_prefetch_step(x + i, 4 * sizeof *x);
             __m512i p0, p1;
             __m128 dy;
             if (EXP) {
@@ -344,7 +279,7 @@ static ALWAYS_INLINE void q4_0_rows_impl(const int EXP, int64_t n, const void *w
         }
         accs[k & 3] = acc;
         if ((k & 3) == 3 || k == nr - 1) {
-            store_group(out, k, reduce4(accs));
+            store4(out, k, reduce4(accs));
             if (nb4 < nb) /* the last blocks, as q4_0_tile adds them */
                 for (int r = k - (k & 3); r <= k; r++)
                     out[r] += dot_q4_0(32 * (nb - nb4),
@@ -357,7 +292,7 @@ static ALWAYS_INLINE void q4_0_rows_impl(const int EXP, int64_t n, const void *w
 static void q4_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
 {
     const block_q8_0 *y = a;
-    prefetch_head(w, ws, nr);
+    x86_prefetch_head(w, ws, nr);
     if (n > Q4_0_EXP_MAX) {
         q4_0_rows_impl(0, n, w, ws, nr, y, NULL, out);
         return;
