@@ -1,16 +1,18 @@
 /*
  * bench_kernels.c - single-thread micro-benchmark of the per-type kernels:
- * for every weight type and ISA level, vec_dot over a weight matrix far
- * larger than the caches (memory-bound, like decode: GB/s of weights read)
- * and over one that stays in L2 (compute-bound, like prefill: G weights/s),
- * plus the activation quantizers. Not a test; prints a table.
+ * for every weight type and ISA level, vec_dot and vec_dot_rows over a
+ * weight matrix far larger than the caches (memory-bound, like decode: GB/s
+ * of weights read) and over one that stays in L2 (compute-bound, like
+ * prefill: G weights/s), the tiled vec_dot_n, plus the activation
+ * quantizers. Not a test; prints tables.
  *
  * Then the decode GEMV as the model runs it: kn_matmul with one token over
- * a matrix of ~256 MB (memory-bound: GB/s of weights read), with a pool of
+ * ~256 MB of weights (memory-bound: GB/s of weights read), with a pool of
  * one and of two threads, once as one big matrix (rows of --cols, default
- * 2048: TinyLlama's width) and once as the same bytes cut into MoE-expert-
- * sized matrices of 768 x 1024 multiplied in a shuffled order (where per-
- * call costs and stream starts show). Medians of --reps passes, ISA level from VT_ISA / --isa.
+ * 2048: TinyLlama's width) and once cut into MoE-expert-sized matrices of
+ * 768 x 1024 multiplied in a shuffled order (where per-call costs and
+ * stream starts show); "read" is the roofline, a plain read of the buffer.
+ * Medians of --reps passes at the ISA level of VT_ISA / --isa.
  *
  *   cc -O2 ... bench/bench_kernels.c libvitamin.a -lm -lpthread
  *   bench_kernels [--isa scalar|avx2|avx512] [--nt N] [--no-mem] [--gemv-only]
@@ -18,7 +20,7 @@
  *     (default: all levels, tiles of 8 rows, all types; --no-mem skips the
  *     slow memory-bound columns, the quantizers and the GEMV table, for quick
  *     A/B runs of the compute-bound kernels; --gemv-only prints only the GEMV
- *     table; --mb sets the GEMV matrices' size, default 256)
+ *     table; --mb sets the GEMV weights' size, default 256)
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -194,12 +194,25 @@ static void q6_K_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
 
 /* ---- Q8_0 / Q4_0 -------------------------------------------------------- */
 
-static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+/* Q8_0: x * y summed as (y + 128) * x - 128 * x (vpdpbusd wants one
+ * unsigned operand), with the activation side - y + 128 packed two blocks
+ * per zmm, the block scales - worked out once per call (EXP, for rows up to
+ * Q8_EXP_MAX values) instead of once per row. The integer sums are exact,
+ * the same as dot_q8_0_512's. */
+#define Q8_EXP_MAX 8192
+
+typedef struct {
+    __m512i y[2]; /* quants of blocks 0-1 and 2-3: + 128 (Q8_0) or as they are (Q4_0) */
+    __m512i c[2]; /* Q4_0: -8 * (sums of four quants), the same lanes */
+    __m128 d;     /* the four block scales */
+} q8_act;
+
+static ALWAYS_INLINE void q8_0_rows_impl(const int EXP, int64_t n, const void *w, size_t ws,
+                                         int nr, const block_q8_0 *y, const q8_act *ya,
+                                         float *out)
 {
-    const block_q8_0 *y = a;
     const int64_t nb = n / 32, nb4 = nb / 4 * 4;
-    x86_prefetch_head(w, ws, nr);
-    const __m512i z = _mm512_setzero_si512();
+    const __m512i z = _mm512_setzero_si512(), c80 = _mm512_set1_epi8((char)0x80);
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
     __m512 accs[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
@@ -210,11 +223,22 @@ static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         for (int64_t i = 0; i < nb4; i += 4) {
             x86_prefetch_step(x + i, 4 * sizeof *x);
-            __m512 d4 =
-                _mm512_castps128_ps512(_mm_mul_ps(q8_0_scales4(x + i), q8_0_scales4(y + i)));
-            __m512i p0 = dot_ss512(z, ld2x256(x[i].qs, x[i + 1].qs), ld2x256(y[i].qs, y[i + 1].qs));
-            __m512i p1 =
-                dot_ss512(z, ld2x256(x[i + 2].qs, x[i + 3].qs), ld2x256(y[i + 2].qs, y[i + 3].qs));
+            __m512i x0 = ld2x256(x[i].qs, x[i + 1].qs), x1 = ld2x256(x[i + 2].qs, x[i + 3].qs);
+            __m512i p0, p1;
+            __m128 dy;
+            if (EXP) {
+                const q8_act *g = ya + i / 4;
+                dy = g->d;
+                p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, g->y[0], x0),
+                                      _mm512_dpbusd_epi32(z, c80, x0));
+                p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, g->y[1], x1),
+                                      _mm512_dpbusd_epi32(z, c80, x1));
+            } else {
+                dy = q8_0_scales4(y + i);
+                p0 = dot_ss512(z, x0, ld2x256(y[i].qs, y[i + 1].qs));
+                p1 = dot_ss512(z, x1, ld2x256(y[i + 2].qs, y[i + 3].qs));
+            }
+            __m512 d4 = _mm512_castps128_ps512(_mm_mul_ps(q8_0_scales4(x + i), dy));
             acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p0), acc0);
             acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p1), acc1);
         }
@@ -230,20 +254,31 @@ static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
     }
 }
 
+static void q8_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+{
+    const block_q8_0 *y = a;
+    x86_prefetch_head(w, ws, nr);
+    if (n > Q8_EXP_MAX) {
+        q8_0_rows_impl(0, n, w, ws, nr, y, NULL, out);
+        return;
+    }
+    q8_act ya[Q8_EXP_MAX / 128];
+    for (int64_t i = 0; i + 4 <= n / 32; i += 4) {
+        q8_act *g = &ya[i / 4];
+        g->d = q8_0_scales4(y + i);
+        for (int h = 0; h < 2; h++)
+            g->y[h] = _mm512_xor_si512(ld2x256(y[i + 2 * h].qs, y[i + 2 * h + 1].qs),
+                                       _mm512_set1_epi8((char)0x80));
+    }
+    q8_0_rows_impl(1, n, w, ws, nr, y, ya, out);
+}
+
 /* Q4_0: (q - 8) * y as q * y - 8 * y, with the activation side - the 8 * y
  * sums, the block scales and the quants packed two blocks per zmm - worked
- * out once per call (EXP, for rows up to Q4_0_EXP_MAX values) instead of
+ * out once per call (EXP, for rows up to Q8_EXP_MAX values) instead of
  * once per row. */
-#define Q4_0_EXP_MAX 8192
-
-typedef struct {
-    __m512i y[2];   /* quants of blocks 0-1 and 2-3 */
-    __m512i neg[2]; /* -8 * (sums of four quants), the same lanes */
-    __m128 d;       /* the four block scales */
-} q4_0_act;
-
 static ALWAYS_INLINE void q4_0_rows_impl(const int EXP, int64_t n, const void *w, size_t ws,
-                                         int nr, const block_q8_0 *y, const q4_0_act *ya,
+                                         int nr, const block_q8_0 *y, const q8_act *ya,
                                          float *out)
 {
     const int64_t nb = n / 32, nb4 = nb / 4 * 4;
@@ -261,10 +296,10 @@ static ALWAYS_INLINE void q4_0_rows_impl(const int EXP, int64_t n, const void *w
             __m512i p0, p1;
             __m128 dy;
             if (EXP) {
-                const q4_0_act *g = ya + i / 4;
+                const q8_act *g = ya + i / 4;
                 dy = g->d;
-                p0 = _mm512_dpbusd_epi32(g->neg[0], q4_0_pair(x + i), g->y[0]);
-                p1 = _mm512_dpbusd_epi32(g->neg[1], q4_0_pair(x + i + 2), g->y[1]);
+                p0 = _mm512_dpbusd_epi32(g->c[0], q4_0_pair(x + i), g->y[0]);
+                p1 = _mm512_dpbusd_epi32(g->c[1], q4_0_pair(x + i + 2), g->y[1]);
             } else {
                 dy = q8_0_scales4(y + i);
                 __m512i y0 = ld2x256(y[i].qs, y[i + 1].qs), y1 = ld2x256(y[i + 2].qs, y[i + 3].qs);
@@ -293,18 +328,18 @@ static void q4_0_rows(int64_t n, const void *w, size_t ws, int nr, const void *a
 {
     const block_q8_0 *y = a;
     x86_prefetch_head(w, ws, nr);
-    if (n > Q4_0_EXP_MAX) {
+    if (n > Q8_EXP_MAX) {
         q4_0_rows_impl(0, n, w, ws, nr, y, NULL, out);
         return;
     }
-    q4_0_act ya[Q4_0_EXP_MAX / 128];
+    q8_act ya[Q8_EXP_MAX / 128];
     const __m512i z = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
     for (int64_t i = 0; i + 4 <= n / 32; i += 4) {
-        q4_0_act *g = &ya[i / 4];
+        q8_act *g = &ya[i / 4];
         g->d = q8_0_scales4(y + i);
         for (int h = 0; h < 2; h++) {
             g->y[h] = ld2x256(y[i + 2 * h].qs, y[i + 2 * h + 1].qs);
-            g->neg[h] = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, eight, g->y[h]));
+            g->c[h] = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, eight, g->y[h]));
         }
     }
     q4_0_rows_impl(1, n, w, ws, nr, y, ya, out);
