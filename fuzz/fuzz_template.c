@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/template.h"
+#include "template/template.h"
 
 static const char context_json[] =
     "{\"messages\": ["

@@ -35,7 +35,7 @@
 
 #include "engine/engine.h"
 #include "test.h"
-#include "tokenizer/template.h"
+#include "template/template.h"
 
 static kn_pool *pool;
 

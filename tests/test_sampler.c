@@ -1,6 +1,6 @@
 /*
- * test_sampler.c - the sampler (src/model/sampler.c) and the stop-string
- * matcher (src/model/stop.c): parameter validation, reproducible seeds, greedy
+ * test_sampler.c - the sampler (src/sample/sampler.c) and the stop-string
+ * matcher (src/sample/stop.c): parameter validation, reproducible seeds, greedy
  * argmax, that top-k/top-p/min-p never leave their set and draw each allowed
  * token with its renormalised probability (chi-square over many draws), exact
  * candidate sets against a full-sort reference on a 151,936-token vocabulary,
@@ -11,7 +11,7 @@
 #include <float.h>
 #include <string.h>
 
-#include "model/sampler.h"
+#include "sample/sampler.h"
 #include "test.h"
 #include "util/util.h"
 

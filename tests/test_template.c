@@ -24,7 +24,7 @@
 #include <time.h>
 
 #include "test.h"
-#include "tokenizer/template.h"
+#include "template/template.h"
 
 #define NOW 1795867200 /* 2026-11-28T12:00:00Z: the day the fixtures were rendered */
 #define LOCAL_DIR "tests/data/templates"

@@ -13,7 +13,7 @@
 
 #include "engine/engine.h"
 #include "model/model.h"
-#include "model/sampler.h"
+#include "sample/sampler.h"
 #include "tokenizer/tokenizer.h"
 
 int cmd_info(int argc, char **argv);

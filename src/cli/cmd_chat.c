@@ -26,7 +26,7 @@
 
 #include "cli.h"
 #include "engine/engine.h"
-#include "tokenizer/template.h"
+#include "chat/chat.h"
 #include "tokenizer/tokenizer.h"
 
 static void help(FILE *out)
@@ -97,66 +97,10 @@ static bool on_token(void *user, int32_t token, const char *text, size_t len)
     return !interrupted;
 }
 
-/* The template source: --template FILE, else the model's. NULL after an error. */
-static char *load_template(const md_model *m, const char *model_path, const char *file,
-                           size_t *len)
-{
-    if (file) {
-        FILE *f = fopen(file, "rb");
-        buf b = {0};
-        char chunk[4096];
-        size_t got;
-        if (!f) {
-            fprintf(stderr, "vitamin chat: cannot open %s\n", file);
-            return NULL;
-        }
-        while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
-            buf_add(&b, chunk, got);
-        bool bad = ferror(f) || b.oom;
-        fclose(f);
-        if (bad || !b.p) {
-            fprintf(stderr, "vitamin chat: cannot read %s%s\n", file, b.p ? "" : " (empty)");
-            free(b.p);
-            return NULL;
-        }
-        *len = b.len;
-        return b.p;
-    }
-    gguf_str s;
-    if (!gguf_get_str(m->file, "tokenizer.chat_template", &s)) {
-        fprintf(stderr,
-                "vitamin chat: %s has no chat template (tokenizer.chat_template); give one "
-                "with --template FILE.jinja\n",
-                model_path);
-        return NULL;
-    }
-    char *src = malloc(s.len + 1);
-    if (src) {
-        memcpy(src, s.ptr, s.len);
-        src[s.len] = 0;
-        *len = s.len;
-    }
-    return src;
-}
-
-/* A special token's vocabulary text as a C string, or NULL. */
-static char *token_text(const tok_tokenizer *tok, int32_t id)
-{
-    size_t n;
-    const char *t = id == TOK_NULL ? NULL : tok_text(tok, id, &n);
-    char *s = t ? malloc(n + 1) : NULL;
-    if (s) {
-        memcpy(s, t, n);
-        s[n] = 0;
-    }
-    return s;
-}
-
 typedef struct {
     const tok_tokenizer *tok;
     eng_session *s;
-    tpl_template *tpl;
-    char *bos, *eos;
+    chat_fmt *fmt;
     json_t *messages;
     size_t n_keep; /* messages kept by /reset (the system message) */
     cli_sampling *smp;
@@ -164,91 +108,16 @@ typedef struct {
     int turn;
 } chat;
 
-/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms,
- * surrogates or values past U+10FFFF) at s[0..n), or 0. */
-static size_t utf8_valid(const unsigned char *s, size_t n)
-{
-    if (s[0] < 0x80)
-        return 1;
-    size_t len = s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
-                 : s[0] >= 0xf0 && s[0] <= 0xf4                               ? 4
-                                                                              : 0;
-    if (!len || len > n)
-        return 0;
-    unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
-    if (s[0] == 0xe0)
-        lo = 0xa0;
-    else if (s[0] == 0xed)
-        hi = 0x9f;
-    else if (s[0] == 0xf0)
-        lo = 0x90;
-    else if (s[0] == 0xf4)
-        hi = 0x8f;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
-/* Appends {"role","content"} to messages. JSON strings must be UTF-8, so
- * each byte of content that is not part of a well-formed sequence (a model
- * may generate any bytes) becomes U+FFFD. */
-static bool add_message(json_t *messages, const char *role, const char *content, size_t len)
-{
-    buf b = {0};
-    const unsigned char *u = (const unsigned char *)content;
-    for (size_t i = 0; i < len;) {
-        size_t k = utf8_valid(u + i, len - i);
-        buf_add(&b, k ? content + i : "\xef\xbf\xbd", k ? k : 3);
-        i += k ? k : 1;
-    }
-    json_t *msg = b.oom ? NULL
-                        : json_pack("{s:s,s:s%}", "role", role, "content", b.p ? b.p : "", b.len);
-    free(b.p);
-    return msg && json_array_append_new(messages, msg) == 0;
-}
-
-/* Renders and tokenizes the conversation with the generation prompt. */
-static vt_err render(chat *c, int32_t **ids, size_t *n)
-{
-    char *text;
-    size_t len;
-    vt_err e = tpl_render_chat(c->tpl, c->messages, true, c->bos, c->eos, NULL, NULL, &text, &len);
-    if (e)
-        return e;
-    int32_t *body;
-    size_t nb;
-    e = tok_encode(c->tok, text, len, false, true, &body, &nb);
-    free(text);
-    if (e)
-        return e;
-    int32_t bos = tok_bos(c->tok);
-    bool add = tok_add_bos(c->tok) && bos != TOK_NULL && (nb == 0 || body[0] != bos);
-    if (!(*ids = malloc(sizeof **ids * (nb + 1)))) {
-        free(body);
-        return vt_fail(VT_ERR_NOMEM, "out of memory");
-    }
-    if (add)
-        (*ids)[0] = bos;
-    if (nb)
-        memcpy(*ids + add, body, sizeof *body * nb);
-    *n = nb + add;
-    free(body);
-    return VT_OK;
-}
-
 /* One user message: 0 to go on, 1 on a fatal error. */
 static int turn(chat *c, const char *line, size_t len)
 {
-    if (!add_message(c->messages, "user", line, len)) {
+    if (!chat_add_message(c->messages, "user", line, len)) {
         fprintf(stderr, "vitamin chat: out of memory\n");
         return 1;
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    vt_err e = render(c, &ids, &n);
+    vt_err e = chat_prompt(c->fmt, c->messages, true, NULL, &ids, &n);
     if (e) {
         fprintf(stderr, "vitamin chat: the chat template failed: %s\n", vt_last_error());
         free(ids);
@@ -278,7 +147,8 @@ static int turn(chat *c, const char *line, size_t len)
         free(reply.p);
         return 1;
     }
-    if (reply.oom || !add_message(c->messages, "assistant", reply.p ? reply.p : "", reply.len)) {
+    if (reply.oom ||
+        !chat_add_message(c->messages, "assistant", reply.p ? reply.p : "", reply.len)) {
         fprintf(stderr, "vitamin chat: out of memory\n");
         free(reply.p);
         return 1;
@@ -398,25 +268,23 @@ int cmd_chat(int argc, char **argv)
         return 1;
     chat c = {.tok = tok, .s = s, .smp = &smp, .verbose = verbose};
     int rc = 1;
-    size_t src_len = 0;
-    char *src = load_template(m, path, tfile, &src_len);
-    if (!src)
-        goto done;
-    vt_err e = tpl_compile(src, src_len, &c.tpl);
-    free(src);
+    vt_err e = chat_fmt_load(m->file, tok, tfile, &c.fmt);
     if (e) {
-        fprintf(stderr, "vitamin chat: %s: %s\n", tfile ? tfile : "the chat template",
-                vt_last_error());
+        if (e == VT_ERR_NOT_FOUND)
+            fprintf(stderr, "vitamin chat: %s: %s\n", path, vt_last_error());
+        else if (e == VT_ERR_IO || e == VT_ERR_NOMEM)
+            fprintf(stderr, "vitamin chat: %s\n", vt_last_error());
+        else
+            fprintf(stderr, "vitamin chat: %s: %s\n", tfile ? tfile : "the chat template",
+                    vt_last_error());
         goto done;
     }
     if ((e = smp_params_validate(&smp.p, tok_n_vocab(tok)))) {
         fprintf(stderr, "vitamin chat: %s\n", vt_last_error());
         goto done;
     }
-    c.bos = token_text(tok, tok_bos(tok));
-    c.eos = token_text(tok, tok_eos(tok));
     if (!(c.messages = json_array()) ||
-        (system && !add_message(c.messages, "system", system, strlen(system)))) {
+        (system && !chat_add_message(c.messages, "system", system, strlen(system)))) {
         fprintf(stderr, "vitamin chat: out of memory\n");
         goto done;
     }
@@ -424,9 +292,7 @@ int cmd_chat(int argc, char **argv)
     rc = loop(&c);
 done:
     json_decref(c.messages);
-    free(c.bos);
-    free(c.eos);
-    tpl_destroy(c.tpl);
+    chat_fmt_destroy(c.fmt);
     cli_session_close(m, tok, pool, s);
     return rc;
 }

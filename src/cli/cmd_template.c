@@ -14,7 +14,7 @@
 
 #include "cli.h"
 #include "gguf/gguf.h"
-#include "tokenizer/template.h"
+#include "template/template.h"
 
 static void usage(FILE *f)
 {

@@ -31,7 +31,7 @@
 
 #include "kernels/kernels.h"
 #include "model/model.h"
-#include "model/sampler.h"
+#include "sample/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include "vitamin.h"
 

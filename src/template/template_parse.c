@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/template_int.h"
+#include "template/template_int.h"
 
 #define MAX_PARSE_DEPTH 200
 

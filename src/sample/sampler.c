@@ -26,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "model/sampler.h"
+#include "sample/sampler.h"
 #include "util/util.h"
 
 typedef struct {

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/template_int.h"
+#include "template/template_int.h"
 
 vt_err tpl_compile(const char *src, size_t len, tpl_template **out)
 {

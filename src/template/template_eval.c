@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/template_int.h"
+#include "template/template_int.h"
 
 enum { EX_OK = 0, EX_BREAK = 1, EX_CONTINUE = 2 };
 

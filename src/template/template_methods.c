@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tokenizer/template_int.h"
+#include "template/template_int.h"
 
 static const char *const str_methods[] = {"upper", "lower", "strip", "title", "capitalize",
                                           "rstrip", "lstrip", "startswith", "endswith", "split",

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/template_int.h"
+#include "template/template_int.h"
 
 /* ---------------------------------------------------------------- errors */
 

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tokenizer/template.h"
+#include "template/template.h"
 
 /* ---------------------------------------------------------------- arena */
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/sampler.h"
+#include "sample/sampler.h"
 
 struct smp_stop {
     char *stops[SMP_MAX_STOP];

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/template_int.h"
+#include "template/template_int.h"
 
 int tpl_utf8_decode(const char *str, size_t n, size_t *i)
 {
