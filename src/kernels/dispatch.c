@@ -24,7 +24,11 @@ static kn_isa active = KN_ISA_SCALAR;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 #define ENTRY(T, DT, name, ff, dot)                                                                \
-    [VT_TYPE_##T] = {VT_TYPE_##T, VT_TYPE_##DT, kn_ref_to_float_##name, ff, dot, NULL}
+    [VT_TYPE_##T] = {.type = VT_TYPE_##T,                                                          \
+                     .dot_type = VT_TYPE_##DT,                                                     \
+                     .to_float = kn_ref_to_float_##name,                                           \
+                     .from_float = ff,                                                             \
+                     .vec_dot = dot}
 
 static const kn_traits scalar_table[VT_TYPE_COUNT] = {
     ENTRY(F32, F32, f32, kn_ref_from_float_f32, kn_ref_dot_f32),
