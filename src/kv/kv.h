@@ -109,7 +109,13 @@ kv_alloc_status kv_can_allocate(const kv_pool *p, int64_t n_tokens, int64_t max_
  * them as computed. seq_salt is mixed into this sequence's block hashes (0:
  * none; different salts never share blocks - e.g. per-user isolation).
  * Allocates no block beyond the cached ones (kv_append_slots does).
- * NULL on VT_ERR_NOMEM (host memory, not blocks). */
+ * A prompt of exactly k full blocks, all cached, attaches k - 1 of them: the
+ * last block is recomputed whole (a full block is never written again, so
+ * reusing it for k*bs - 1 tokens would need a copy; recomputing bs tokens is
+ * the simple correct choice, as in vLLM). prefix_queries counts the n prompt
+ * tokens, prefix_hits the *n_cached of them (with prefix caching only).
+ * NULL on VT_ERR_NOMEM (host memory, not blocks) and VT_ERR_INVALID (p NULL,
+ * n < 0, prompt NULL with n > 0). */
 kv_seq *kv_seq_create(kv_pool *p, const int32_t *prompt, int64_t n, uint64_t seq_salt,
                       int64_t *n_cached);
 
@@ -118,19 +124,27 @@ kv_seq *kv_seq_create(kv_pool *p, const int32_t *prompt, int64_t n, uint64_t seq
  * in LRU order when no other free block is left) and, when the block about to
  * be written is shared with another sequence, replaces it in s's table by a
  * private copy and reports it in *copy (*n_copies receives 0 or 1; copy may
- * be NULL only if the caller knows no fork happened). VT_ERR_NOMEM (nothing
- * changed) when the pool has too few free blocks: the scheduler must preempt
- * someone or wait. */
+ * be NULL only if the caller knows no fork happened: a copy needed with copy
+ * NULL is VT_ERR_INVALID, nothing changed). Afterwards n_reserved is
+ * max(n_reserved, n_new): a second call before kv_commit does not add up.
+ * VT_ERR_NOMEM (nothing changed) when the pool has too few free blocks: the
+ * scheduler must preempt someone or wait. VT_ERR_INVALID for NULL
+ * arguments or n_new < 0, VT_ERR_RANGE when n_computed + n_new overflows. */
 vt_err kv_append_slots(kv_pool *p, kv_seq *s, int64_t n_new, kv_copy *copy, int *n_copies);
 
 /* Records that tokens[0..n) were written at positions n_computed .. +n-1
  * (into slots kv_append_slots made room for); each block this fills is named
- * and entered into the prefix cache. VT_ERR_RANGE if there are not n slots
- * reserved. */
+ * and entered into the prefix cache (unless an identical block is already
+ * there: then the table keeps that one and this block stays unnamed).
+ * VT_ERR_RANGE if there are not n slots reserved; VT_ERR_INVALID for NULL
+ * arguments, n < 0 or tokens NULL with n > 0. Nothing changed on failure. */
 vt_err kv_commit(kv_pool *p, kv_seq *s, const int32_t *tokens, int64_t n);
 
 /* A new sequence sharing every block of s (reference counts raised), with the
- * same tokens, computed count and hash chain. NULL on VT_ERR_NOMEM. */
+ * same tokens, computed count and hash chain. NULL on VT_ERR_NOMEM, and on
+ * VT_ERR_INVALID when s has slots reserved but not committed (fork between
+ * steps: a reservation made while s was the only owner of its last block
+ * would let it write into a shared block without a copy). */
 kv_seq *kv_fork(kv_pool *p, kv_seq *s);
 
 /* Closes s: every block's count drops; a block reaching 0 becomes cached if
@@ -152,5 +166,37 @@ int32_t kv_block_refcount(const kv_pool *p, int32_t b);
  * evicted prefixes. NULL: none. */
 typedef void (*kv_evict_fn)(void *ctx, int32_t block, uint64_t hash);
 void kv_set_evict_hook(kv_pool *p, kv_evict_fn fn, void *ctx);
+
+/* ---- additions for the scheduler, metrics and tests ---- */
+
+/* Free blocks kv_append_slots(p, s, n_new) would take now: new blocks for
+ * the positions not yet covered plus 1 for a copy-on-write copy. The
+ * scheduler compares it with kv_stats.blocks_free to decide whom to preempt
+ * before it calls kv_append_slots. -1 (VT_ERR_INVALID) on bad arguments. */
+int64_t kv_append_blocks(const kv_pool *p, const kv_seq *s, int64_t n_new);
+
+/* True if block b is named (in the prefix cache); its hash in *hash (may be
+ * NULL). False for an unnamed or out-of-range block. */
+bool kv_block_hash(const kv_pool *p, int32_t b, uint64_t *hash);
+
+/* The function that names a full block: parent is the previous block's hash
+ * (0 for a sequence's first block), tokens[0..n) the block's tokens.
+ * kv_hash_default (see kv.c) is a 64-bit multiply-xorshift chain; a hit is
+ * always verified (tokens, salt, parent block), so a weak function only costs
+ * hits, never correctness. */
+typedef uint64_t (*kv_hash_fn)(uint64_t parent, const int32_t *tokens, int32_t n,
+                               uint64_t pool_salt, uint64_t seq_salt);
+uint64_t kv_hash_default(uint64_t parent, const int32_t *tokens, int32_t n, uint64_t pool_salt,
+                         uint64_t seq_salt);
+/* Replaces the hash function (tests inject collisions with it); NULL: the
+ * default. VT_ERR_INVALID once any block has been named. */
+vt_err kv_set_hash_fn(kv_pool *p, kv_hash_fn fn);
+
+/* Checks every invariant of the pool (reference counts equal the number of
+ * live block tables holding each block; used + free = total; the free and
+ * LRU lists and the hash table agree with the blocks' states; counters
+ * exact). VT_OK, or VT_ERR_INTERNAL with the first violation in
+ * vt_last_error(). O(blocks + table entries): for tests and debug builds. */
+vt_err kv_check(const kv_pool *p);
 
 #endif
