@@ -3,6 +3,7 @@
 #   make test                  unit + parity tests (summary line at the end)
 #   make SANITIZE=address,undefined test
 #   make check                 both of the above (what CI runs)
+#   make test-tsan             the thread tests under ThreadSanitizer
 #   make bench                 benchmarks against llama.cpp (needs the oracle)
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
 
@@ -77,6 +78,11 @@ check-some: $(TEST_BIN)
 	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
 	  sh tests/run.sh $(BUILD)/tests
 
+# The thread tests under ThreadSanitizer (own build folder: $(BUILD)-tsan).
+TSAN_TESTS ?= test_pool
+test-tsan:
+	$(MAKE) BUILD=$(BUILD)-tsan SANITIZE=thread TESTS="$(TSAN_TESTS)" check-some
+
 bench: all
 	@VT_SHARED=$(SHARED) sh bench/run.sh $(BUILD)/vitamin
 
@@ -86,7 +92,7 @@ fuzz:
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some bench fuzz clean
+.PHONY: all tests test check check-some test-tsan bench fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
