@@ -1,0 +1,855 @@
+/*
+ * kv.c - the paged KV cache's block manager (kv.h): a pool of block ids with
+ * per-block reference counts, per-sequence block tables, copy-on-write of a
+ * shared partial block, automatic prefix caching and LRU eviction.
+ *
+ * Every block is in exactly one of three states: used (refcount > 0, in no
+ * list), free and unnamed (in the free list, handed out first) or cached
+ * (refcount 0 but named: in the LRU list, least recently freed at the head,
+ * evicted from there). Both lists are intrusive doubly linked lists over block
+ * ids, so every state change is O(1). Named blocks are also in an open-
+ * addressing hash table (linear probing, backward-shift deletion, at most
+ * half full) keyed by their hash.
+ *
+ * A block's name is its identity: (hash, its block_size tokens, the
+ * sequence salt, the parent block it was named after and that parent's
+ * generation). Every hit is verified against the whole identity, so a hash
+ * collision can never hand out K/V of other tokens: not in this block (the
+ * tokens are compared), not in an earlier one (the parent must be exactly the
+ * block the walk matched one step before, still carrying the name it had when
+ * this child was named - each naming or eviction bumps a block's generation).
+ * A block that fills with content whose hash is already in the table stays
+ * unnamed (the table keeps the first one); if the existing entry is a genuine
+ * duplicate the sequence's later blocks are named as children of that entry,
+ * if it is a collision they stay unnamed.
+ *
+ * The default hash (kv_hash_default) chains a bijective 64-bit mixer
+ * (xor-shift / multiply, the SplitMix64 finalizer's constants) over the
+ * parent hash, the pool salt, the sequence salt, the tokens two per 64-bit
+ * word, and the token count. For fixed tokens and salts it is a bijection of
+ * the parent hash, so two different parents never give one child hash.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/kv.h"
+
+#define KV_MAX_BLOCKS (INT64_C(1) << 30)
+#define KV_MAX_BLOCK_SIZE (1 << 16)
+
+enum { IN_NONE = 0, IN_FREE = 1, IN_LRU = 2 };
+
+typedef struct {
+    uint64_t hash;  /* valid when named */
+    uint64_t gen;   /* bumped each time the block is named or evicted */
+    uint64_t salt;  /* the naming sequence's salt */
+    uint64_t pgen;  /* the parent's generation when this block was named */
+    int32_t ref;    /* tables holding this block */
+    int32_t next, prev; /* list links (-1: none) */
+    int32_t parent; /* block this one was named after, -1 for a first block */
+    uint8_t list;   /* IN_NONE / IN_FREE / IN_LRU */
+    bool named;
+} kv_block;
+
+typedef struct {
+    int32_t head, tail;
+    int64_t len;
+} kv_list;
+
+struct kv_seq {
+    kv_seq *prev, *next; /* the pool's live sequences */
+    int32_t *table;
+    int64_t n_table, cap;
+    int64_t n_computed, n_reserved;
+    uint64_t salt;
+    /* The hash chain (prefix caching): hash of the last full block (0 before
+     * the first) and the named block standing for it (-1 before the first),
+     * with its generation. chain_ok false: a collision broke the chain and
+     * later blocks stay unnamed. */
+    uint64_t chain_hash, chain_gen;
+    int32_t chain_id;
+    bool chain_ok;
+};
+
+struct kv_pool {
+    int64_t n_blocks;
+    int32_t bs;
+    bool caching;
+    uint64_t salt;
+    kv_block *blk;
+    int32_t *tok; /* n_blocks * bs token ids (prefix caching only) */
+    int32_t *ht;  /* hash table of named blocks, -1: empty */
+    uint64_t ht_mask;
+    int64_t n_named, n_used;
+    kv_list freel, lru;
+    kv_seq *seqs;
+    int64_t n_seqs;
+    int64_t prefix_queries, prefix_hits, evictions, cow_copies;
+    kv_evict_fn evict;
+    void *evict_ctx;
+    kv_hash_fn hashfn;
+};
+
+/* ---- hashing ---- */
+
+static inline uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= UINT64_C(0xbf58476d1ce4e5b9);
+    x ^= x >> 27;
+    x *= UINT64_C(0x94d049bb133111eb);
+    x ^= x >> 31;
+    return x;
+}
+
+uint64_t kv_hash_default(uint64_t parent, const int32_t *tokens, int32_t n, uint64_t pool_salt,
+                         uint64_t seq_salt)
+{
+    uint64_t h = mix64(parent ^ UINT64_C(0x9e3779b97f4a7c15));
+    h = mix64(h ^ pool_salt);
+    h = mix64(h ^ seq_salt);
+    int32_t i = 0;
+    for (; i + 1 < n; i += 2)
+        h = mix64(h ^ ((uint64_t)(uint32_t)tokens[i] | (uint64_t)(uint32_t)tokens[i + 1] << 32));
+    if (i < n)
+        h = mix64(h ^ (uint64_t)(uint32_t)tokens[i] ^ UINT64_C(0x5555555500000000));
+    return mix64(h ^ (uint64_t)(uint32_t)n);
+}
+
+/* ---- lists ---- */
+
+static void list_push_head(kv_pool *p, kv_list *l, uint8_t which, int32_t b)
+{
+    kv_block *k = &p->blk[b];
+    k->prev = -1;
+    k->next = l->head;
+    if (l->head >= 0)
+        p->blk[l->head].prev = b;
+    else
+        l->tail = b;
+    l->head = b;
+    k->list = which;
+    l->len++;
+}
+
+static void list_push_tail(kv_pool *p, kv_list *l, uint8_t which, int32_t b)
+{
+    kv_block *k = &p->blk[b];
+    k->next = -1;
+    k->prev = l->tail;
+    if (l->tail >= 0)
+        p->blk[l->tail].next = b;
+    else
+        l->head = b;
+    l->tail = b;
+    k->list = which;
+    l->len++;
+}
+
+static void list_remove(kv_pool *p, kv_list *l, int32_t b)
+{
+    kv_block *k = &p->blk[b];
+    if (k->prev >= 0)
+        p->blk[k->prev].next = k->next;
+    else
+        l->head = k->next;
+    if (k->next >= 0)
+        p->blk[k->next].prev = k->prev;
+    else
+        l->tail = k->prev;
+    k->next = k->prev = -1;
+    k->list = IN_NONE;
+    l->len--;
+}
+
+/* ---- hash table ---- */
+
+static inline uint64_t ht_home(const kv_pool *p, uint64_t h)
+{
+    return mix64(h ^ UINT64_C(0x2545f4914f6cdd1d)) & p->ht_mask; /* weak test hashes too */
+}
+
+static int32_t ht_lookup(const kv_pool *p, uint64_t h)
+{
+    for (uint64_t i = ht_home(p, h);; i = (i + 1) & p->ht_mask) {
+        int32_t b = p->ht[i];
+        if (b < 0)
+            return -1;
+        if (p->blk[b].hash == h)
+            return b;
+    }
+}
+
+static void ht_insert(kv_pool *p, int32_t b)
+{
+    uint64_t i = ht_home(p, p->blk[b].hash);
+    while (p->ht[i] >= 0)
+        i = (i + 1) & p->ht_mask;
+    p->ht[i] = b;
+}
+
+static void ht_delete(kv_pool *p, int32_t b)
+{
+    uint64_t i = ht_home(p, p->blk[b].hash);
+    while (p->ht[i] != b)
+        i = (i + 1) & p->ht_mask;
+    /* backward shift: pull later entries of the run into the hole when
+     * their home position does not lie cyclically in (hole, j] */
+    for (uint64_t j = (i + 1) & p->ht_mask; p->ht[j] >= 0; j = (j + 1) & p->ht_mask) {
+        uint64_t k = ht_home(p, p->blk[p->ht[j]].hash);
+        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            p->ht[i] = p->ht[j];
+            i = j;
+        }
+    }
+    p->ht[i] = -1;
+}
+
+/* ---- blocks ---- */
+
+static int64_t blocks_for(const kv_pool *p, int64_t n)
+{
+    return n / p->bs + (n % p->bs != 0);
+}
+
+static int64_t n_free(const kv_pool *p)
+{
+    return p->n_blocks - p->n_used;
+}
+
+/* Takes a free block (unnamed first, else evicts the LRU head); refcount 1.
+ * The caller has checked that one is free. */
+static int32_t block_alloc(kv_pool *p)
+{
+    int32_t b;
+    if (p->freel.len > 0) {
+        b = p->freel.head;
+        list_remove(p, &p->freel, b);
+    } else {
+        b = p->lru.head;
+        kv_block *k = &p->blk[b];
+        if (p->evict)
+            p->evict(p->evict_ctx, b, k->hash);
+        list_remove(p, &p->lru, b);
+        ht_delete(p, b);
+        k->named = false;
+        k->gen++;
+        p->n_named--;
+        p->evictions++;
+    }
+    p->blk[b].ref = 1;
+    p->n_used++;
+    return b;
+}
+
+/* One reference fewer; at 0 the block becomes cached (named) or free. */
+static void block_release(kv_pool *p, int32_t b)
+{
+    kv_block *k = &p->blk[b];
+    if (--k->ref > 0)
+        return;
+    p->n_used--;
+    if (k->named)
+        list_push_tail(p, &p->lru, IN_LRU, b);
+    else
+        list_push_head(p, &p->freel, IN_FREE, b);
+}
+
+/* One reference more (a prefix hit or a fork); a cached block leaves the LRU. */
+static void block_ref(kv_pool *p, int32_t b)
+{
+    kv_block *k = &p->blk[b];
+    if (k->ref++ == 0) {
+        list_remove(p, &p->lru, b);
+        p->n_used++;
+    }
+}
+
+/* Is named block e the one for tokens[0..bs) after parent (pid, pgen)? */
+static bool same_identity(const kv_pool *p, int32_t e, const int32_t *tokens, uint64_t salt,
+                          int32_t pid, uint64_t pgen)
+{
+    const kv_block *k = &p->blk[e];
+    if (!k->named || k->salt != salt || k->parent != pid || (pid >= 0 && k->pgen != pgen))
+        return false;
+    return memcmp(p->tok + (size_t)e * (size_t)p->bs, tokens, (size_t)p->bs * sizeof *tokens) == 0;
+}
+
+/* Block b of s has just filled: name it, or note the duplicate/collision. */
+static void name_block(kv_pool *p, kv_seq *s, int32_t b)
+{
+    const int32_t *toks = p->tok + (size_t)b * (size_t)p->bs;
+    uint64_t h = p->hashfn(s->chain_hash, toks, p->bs, p->salt, s->salt);
+    s->chain_hash = h;
+    if (!s->chain_ok)
+        return;
+    int32_t e = ht_lookup(p, h);
+    if (e >= 0) {
+        if (same_identity(p, e, toks, s->salt, s->chain_id, s->chain_gen)) {
+            s->chain_id = e; /* a duplicate: later blocks are e's children */
+            s->chain_gen = p->blk[e].gen;
+        } else {
+            s->chain_ok = false; /* a collision: later blocks stay unnamed */
+        }
+        return;
+    }
+    kv_block *k = &p->blk[b];
+    k->named = true;
+    k->hash = h;
+    k->gen++;
+    k->salt = s->salt;
+    k->parent = s->chain_id;
+    k->pgen = s->chain_id >= 0 ? s->chain_gen : 0;
+    ht_insert(p, b);
+    p->n_named++;
+    s->chain_id = b;
+    s->chain_gen = k->gen;
+}
+
+/* ---- pool ---- */
+
+kv_pool *kv_pool_create(const kv_config *cfg)
+{
+    if (!cfg) {
+        vt_fail(VT_ERR_INVALID, "kv: no config");
+        return NULL;
+    }
+    int64_t bs = cfg->block_size == 0 ? KV_DEFAULT_BLOCK_SIZE : cfg->block_size;
+    if (cfg->n_blocks < 1 || cfg->n_blocks > KV_MAX_BLOCKS) {
+        vt_fail(VT_ERR_INVALID, "kv: %lld blocks (1 .. %lld allowed)", (long long)cfg->n_blocks,
+                (long long)KV_MAX_BLOCKS);
+        return NULL;
+    }
+    if (bs < 1 || bs > KV_MAX_BLOCK_SIZE) {
+        vt_fail(VT_ERR_INVALID, "kv: block size %lld (1 .. %d allowed)", (long long)bs,
+                KV_MAX_BLOCK_SIZE);
+        return NULL;
+    }
+    kv_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        goto nomem;
+    p->n_blocks = cfg->n_blocks;
+    p->bs = (int32_t)bs;
+    p->caching = cfg->prefix_caching;
+    p->salt = cfg->salt;
+    p->hashfn = kv_hash_default;
+    p->blk = malloc((size_t)p->n_blocks * sizeof *p->blk);
+    if (!p->blk)
+        goto nomem;
+    if (p->caching) {
+        uint64_t cap = 2;
+        while (cap < 2 * (uint64_t)p->n_blocks)
+            cap <<= 1;
+        p->ht_mask = cap - 1;
+        p->ht = malloc(cap * sizeof *p->ht);
+        p->tok = malloc((size_t)p->n_blocks * (size_t)bs * sizeof *p->tok);
+        if (!p->ht || !p->tok)
+            goto nomem;
+        memset(p->ht, 0xff, cap * sizeof *p->ht);
+    }
+    p->freel = (kv_list){-1, -1, 0};
+    p->lru = (kv_list){-1, -1, 0};
+    for (int64_t b = 0; b < p->n_blocks; b++) {
+        p->blk[b] = (kv_block){.parent = -1, .next = -1, .prev = -1};
+        list_push_tail(p, &p->freel, IN_FREE, (int32_t)b);
+    }
+    return p;
+nomem:
+    kv_pool_destroy(p);
+    vt_fail(VT_ERR_NOMEM, "kv: out of memory for a pool of %lld blocks",
+            (long long)cfg->n_blocks);
+    return NULL;
+}
+
+static void seq_delete(kv_seq *s)
+{
+    free(s->table);
+    free(s);
+}
+
+void kv_pool_destroy(kv_pool *p)
+{
+    if (!p)
+        return;
+    for (kv_seq *s = p->seqs, *next; s; s = next) {
+        next = s->next;
+        seq_delete(s);
+    }
+    free(p->blk);
+    free(p->tok);
+    free(p->ht);
+    free(p);
+}
+
+int32_t kv_block_size(const kv_pool *p)
+{
+    return p ? p->bs : 0;
+}
+
+int64_t kv_n_blocks(const kv_pool *p)
+{
+    return p ? p->n_blocks : 0;
+}
+
+void kv_get_stats(const kv_pool *p, kv_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!p)
+        return;
+    out->blocks_total = p->n_blocks;
+    out->blocks_used = p->n_used;
+    out->blocks_cached = p->lru.len;
+    out->blocks_free = n_free(p);
+    out->prefix_queries = p->prefix_queries;
+    out->prefix_hits = p->prefix_hits;
+    out->evictions = p->evictions;
+    out->cow_copies = p->cow_copies;
+}
+
+int64_t kv_blocks_for(const kv_pool *p, int64_t n_tokens)
+{
+    if (!p || n_tokens < 0) {
+        vt_fail(VT_ERR_INVALID, "kv_blocks_for: %s", p ? "negative token count" : "no pool");
+        return -1;
+    }
+    return blocks_for(p, n_tokens);
+}
+
+kv_alloc_status kv_can_allocate(const kv_pool *p, int64_t n_tokens, int64_t max_tokens)
+{
+    if (!p || n_tokens < 0 || max_tokens < 0) {
+        vt_fail(VT_ERR_INVALID, "kv_can_allocate: %s",
+                p ? "negative token count" : "no pool");
+        return KV_NEVER;
+    }
+    int64_t most = blocks_for(p, n_tokens > max_tokens ? n_tokens : max_tokens);
+    if (most > p->n_blocks)
+        return KV_NEVER;
+    return blocks_for(p, n_tokens) <= n_free(p) ? KV_OK : KV_LATER;
+}
+
+void kv_set_evict_hook(kv_pool *p, kv_evict_fn fn, void *ctx)
+{
+    if (!p)
+        return;
+    p->evict = fn;
+    p->evict_ctx = ctx;
+}
+
+vt_err kv_set_hash_fn(kv_pool *p, kv_hash_fn fn)
+{
+    if (!p)
+        return vt_fail(VT_ERR_INVALID, "kv_set_hash_fn: no pool");
+    if (p->n_named > 0 || p->evictions > 0 || p->n_seqs > 0)
+        return vt_fail(VT_ERR_INVALID, "kv_set_hash_fn: the pool is already in use");
+    p->hashfn = fn ? fn : kv_hash_default;
+    return VT_OK;
+}
+
+int32_t kv_block_refcount(const kv_pool *p, int32_t b)
+{
+    if (!p || b < 0 || b >= p->n_blocks)
+        return -1;
+    return p->blk[b].ref;
+}
+
+bool kv_block_hash(const kv_pool *p, int32_t b, uint64_t *hash)
+{
+    if (!p || b < 0 || b >= p->n_blocks || !p->blk[b].named)
+        return false;
+    if (hash)
+        *hash = p->blk[b].hash;
+    return true;
+}
+
+/* ---- sequences ---- */
+
+static bool seq_reserve_table(kv_seq *s, int64_t n, int64_t limit)
+{
+    if (n <= s->cap)
+        return true;
+    int64_t cap = s->cap * 2 > n ? s->cap * 2 : n;
+    if (cap > limit)
+        cap = limit > n ? limit : n;
+    int32_t *t = realloc(s->table, (size_t)cap * sizeof *t);
+    if (!t)
+        return false;
+    s->table = t;
+    s->cap = cap;
+    return true;
+}
+
+static kv_seq *seq_new(kv_pool *p, int64_t cap, uint64_t salt)
+{
+    kv_seq *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (cap < 4)
+        cap = 4;
+    s->table = malloc((size_t)cap * sizeof *s->table);
+    if (!s->table) {
+        free(s);
+        return NULL;
+    }
+    s->cap = cap;
+    s->salt = salt;
+    s->chain_id = -1;
+    s->chain_ok = true;
+    (void)p;
+    return s;
+}
+
+static void seq_link(kv_pool *p, kv_seq *s)
+{
+    s->prev = NULL;
+    s->next = p->seqs;
+    if (p->seqs)
+        p->seqs->prev = s;
+    p->seqs = s;
+    p->n_seqs++;
+}
+
+kv_seq *kv_seq_create(kv_pool *p, const int32_t *prompt, int64_t n, uint64_t seq_salt,
+                      int64_t *n_cached)
+{
+    if (n_cached)
+        *n_cached = 0;
+    if (!p || n < 0 || (!prompt && n > 0)) {
+        vt_fail(VT_ERR_INVALID, "kv_seq_create: %s",
+                !p ? "no pool" : n < 0 ? "negative prompt length" : "prompt NULL");
+        return NULL;
+    }
+    int64_t max_hit = 0;
+    if (p->caching && n > 0) {
+        max_hit = (n - 1) / p->bs; /* leave at least the last token to compute */
+        if (max_hit > p->n_blocks)
+            max_hit = p->n_blocks;
+    }
+    int64_t cap = blocks_for(p, n);
+    if (cap > p->n_blocks)
+        cap = p->n_blocks;
+    kv_seq *s = seq_new(p, cap, seq_salt);
+    if (!s) {
+        vt_fail(VT_ERR_NOMEM, "kv_seq_create: out of memory");
+        return NULL;
+    }
+    int64_t k = 0;
+    for (; k < max_hit; k++) {
+        const int32_t *toks = prompt + k * p->bs;
+        uint64_t h = p->hashfn(s->chain_hash, toks, p->bs, p->salt, seq_salt);
+        int32_t e = ht_lookup(p, h);
+        if (e < 0 || !same_identity(p, e, toks, seq_salt, s->chain_id, s->chain_gen))
+            break;
+        s->table[k] = e;
+        s->chain_hash = h;
+        s->chain_id = e;
+        s->chain_gen = p->blk[e].gen;
+    }
+    for (int64_t i = 0; i < k; i++)
+        block_ref(p, s->table[i]);
+    s->n_table = k;
+    s->n_computed = k * p->bs;
+    if (p->caching) {
+        p->prefix_queries += n;
+        p->prefix_hits += s->n_computed;
+    }
+    if (n_cached)
+        *n_cached = s->n_computed;
+    seq_link(p, s);
+    return s;
+}
+
+/* Does writing the next token of s need a private copy of its last block? */
+static bool needs_cow(const kv_pool *p, const kv_seq *s, int64_t n_new)
+{
+    if (n_new <= 0 || s->n_computed % p->bs == 0)
+        return false;
+    return p->blk[s->table[s->n_computed / p->bs]].ref > 1;
+}
+
+int64_t kv_append_blocks(const kv_pool *p, const kv_seq *s, int64_t n_new)
+{
+    if (!p || !s || n_new < 0 || n_new > INT64_MAX - s->n_computed) {
+        vt_fail(VT_ERR_INVALID, "kv_append_blocks: %s",
+                !p || !s ? "NULL argument" : "bad token count");
+        return -1;
+    }
+    int64_t need = blocks_for(p, s->n_computed + n_new) - s->n_table;
+    return (need > 0 ? need : 0) + needs_cow(p, s, n_new);
+}
+
+vt_err kv_append_slots(kv_pool *p, kv_seq *s, int64_t n_new, kv_copy *copy, int *n_copies)
+{
+    if (n_copies)
+        *n_copies = 0;
+    if (!p || !s)
+        return vt_fail(VT_ERR_INVALID, "kv_append_slots: NULL %s", p ? "sequence" : "pool");
+    if (n_new < 0)
+        return vt_fail(VT_ERR_INVALID, "kv_append_slots: negative token count %lld",
+                       (long long)n_new);
+    if (n_new > INT64_MAX - s->n_computed)
+        return vt_fail(VT_ERR_RANGE, "kv_append_slots: %lld tokens overflow the position",
+                       (long long)n_new);
+    int64_t need = blocks_for(p, s->n_computed + n_new) - s->n_table;
+    if (need < 0)
+        need = 0;
+    bool cow = needs_cow(p, s, n_new);
+    if (need + cow > n_free(p))
+        return vt_fail(VT_ERR_NOMEM, "kv_append_slots: %lld tokens need %lld free blocks, %lld %s",
+                       (long long)n_new, (long long)(need + cow), (long long)n_free(p),
+                       need + cow > p->n_blocks ? "in the whole pool" : "free now");
+    if (cow && !copy)
+        return vt_fail(VT_ERR_INVALID, "kv_append_slots: a copy-on-write copy is needed but "
+                                       "copy is NULL");
+    if (!seq_reserve_table(s, s->n_table + need, p->n_blocks))
+        return vt_fail(VT_ERR_NOMEM, "kv_append_slots: out of memory for the block table");
+    /* nothing can fail from here on */
+    if (cow) {
+        int64_t i = s->n_computed / p->bs;
+        int32_t old = s->table[i], nb = block_alloc(p);
+        if (p->caching)
+            memcpy(p->tok + (size_t)nb * (size_t)p->bs, p->tok + (size_t)old * (size_t)p->bs,
+                   (size_t)(s->n_computed % p->bs) * sizeof *p->tok);
+        s->table[i] = nb;
+        block_release(p, old); /* stays used: it was shared */
+        p->cow_copies++;
+        copy->src = old;
+        copy->dst = nb;
+        if (n_copies)
+            *n_copies = 1;
+    }
+    for (int64_t i = 0; i < need; i++)
+        s->table[s->n_table++] = block_alloc(p);
+    if (n_new > s->n_reserved)
+        s->n_reserved = n_new;
+    return VT_OK;
+}
+
+vt_err kv_commit(kv_pool *p, kv_seq *s, const int32_t *tokens, int64_t n)
+{
+    if (!p || !s)
+        return vt_fail(VT_ERR_INVALID, "kv_commit: NULL %s", p ? "sequence" : "pool");
+    if (n < 0 || (!tokens && n > 0))
+        return vt_fail(VT_ERR_INVALID, "kv_commit: %s",
+                       n < 0 ? "negative token count" : "tokens NULL");
+    if (n > s->n_reserved)
+        return vt_fail(VT_ERR_RANGE, "kv_commit: %lld tokens but only %lld slots reserved",
+                       (long long)n, (long long)s->n_reserved);
+    if (p->caching) {
+        for (int64_t i = 0; i < n; i++) {
+            int64_t pos = s->n_computed + i;
+            int32_t b = s->table[pos / p->bs];
+            int64_t slot = pos % p->bs;
+            p->tok[(size_t)b * (size_t)p->bs + (size_t)slot] = tokens[i];
+            if (slot == p->bs - 1)
+                name_block(p, s, b);
+        }
+    }
+    s->n_computed += n;
+    s->n_reserved -= n;
+    return VT_OK;
+}
+
+kv_seq *kv_fork(kv_pool *p, kv_seq *s)
+{
+    if (!p || !s) {
+        vt_fail(VT_ERR_INVALID, "kv_fork: NULL %s", p ? "sequence" : "pool");
+        return NULL;
+    }
+    if (s->n_reserved > 0) {
+        vt_fail(VT_ERR_INVALID, "kv_fork: %lld slots reserved but not committed",
+                (long long)s->n_reserved);
+        return NULL;
+    }
+    kv_seq *c = seq_new(p, s->n_table, s->salt);
+    if (!c) {
+        vt_fail(VT_ERR_NOMEM, "kv_fork: out of memory");
+        return NULL;
+    }
+    if (s->n_table > 0)
+        memcpy(c->table, s->table, (size_t)s->n_table * sizeof *s->table);
+    c->n_table = s->n_table;
+    c->n_computed = s->n_computed;
+    c->chain_hash = s->chain_hash;
+    c->chain_gen = s->chain_gen;
+    c->chain_id = s->chain_id;
+    c->chain_ok = s->chain_ok;
+    for (int64_t i = 0; i < c->n_table; i++)
+        block_ref(p, c->table[i]);
+    seq_link(p, c);
+    return c;
+}
+
+void kv_seq_free(kv_pool *p, kv_seq *s)
+{
+    if (!p || !s)
+        return;
+    /* last block first: it enters the LRU first and is evicted first */
+    for (int64_t i = s->n_table - 1; i >= 0; i--)
+        block_release(p, s->table[i]);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        p->seqs = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    p->n_seqs--;
+    seq_delete(s);
+}
+
+const int32_t *kv_seq_blocks(const kv_seq *s, int64_t *n_blocks)
+{
+    if (n_blocks)
+        *n_blocks = s ? s->n_table : 0;
+    return s ? s->table : NULL;
+}
+
+int64_t kv_seq_n_computed(const kv_seq *s)
+{
+    return s ? s->n_computed : 0;
+}
+
+int64_t kv_seq_n_reserved(const kv_seq *s)
+{
+    return s ? s->n_reserved : 0;
+}
+
+/* ---- the invariant checker ---- */
+
+static vt_err check_list(const kv_pool *p, const kv_list *l, uint8_t which, const char *name)
+{
+    int64_t n = 0;
+    int32_t prev = -1;
+    for (int32_t b = l->head; b >= 0; b = p->blk[b].next) {
+        if (b >= p->n_blocks || n >= p->n_blocks)
+            return vt_fail(VT_ERR_INTERNAL, "kv_check: %s list broken (block %d, %lld links)",
+                           name, b, (long long)n);
+        const kv_block *k = &p->blk[b];
+        if (k->list != which || k->prev != prev)
+            return vt_fail(VT_ERR_INTERNAL, "kv_check: block %d in the %s list is marked %d "
+                                            "with prev %d (expected %d)",
+                           b, name, k->list, k->prev, prev);
+        prev = b;
+        n++;
+    }
+    if (prev != l->tail || n != l->len)
+        return vt_fail(VT_ERR_INTERNAL, "kv_check: %s list has %lld blocks (len %lld), tail %d "
+                                        "(expected %d)",
+                       name, (long long)n, (long long)l->len, l->tail, prev);
+    return VT_OK;
+}
+
+vt_err kv_check(const kv_pool *p)
+{
+    if (!p)
+        return vt_fail(VT_ERR_INVALID, "kv_check: no pool");
+    int32_t *count = calloc((size_t)p->n_blocks, sizeof *count);
+    if (!count)
+        return vt_fail(VT_ERR_NOMEM, "kv_check: out of memory");
+    vt_err e = VT_OK;
+    int64_t n_seqs = 0;
+    for (const kv_seq *s = p->seqs, *prev = NULL; s; prev = s, s = s->next) {
+        if (s->prev != prev || ++n_seqs > p->n_seqs) {
+            e = vt_fail(VT_ERR_INTERNAL, "kv_check: sequence list broken");
+            goto done;
+        }
+        if (s->n_computed < 0 || s->n_reserved < 0 || s->n_table > s->cap ||
+            s->n_table != blocks_for(p, s->n_computed + s->n_reserved)) {
+            e = vt_fail(VT_ERR_INTERNAL, "kv_check: a sequence has %lld blocks for %lld computed "
+                                         "+ %lld reserved tokens",
+                        (long long)s->n_table, (long long)s->n_computed,
+                        (long long)s->n_reserved);
+            goto done;
+        }
+        for (int64_t i = 0; i < s->n_table; i++) {
+            int32_t b = s->table[i];
+            if (b < 0 || b >= p->n_blocks) {
+                e = vt_fail(VT_ERR_INTERNAL, "kv_check: block id %d out of range", b);
+                goto done;
+            }
+            count[b]++;
+            if (p->blk[b].named && (i + 1) * p->bs > s->n_computed) {
+                e = vt_fail(VT_ERR_INTERNAL, "kv_check: block %d is named but not full", b);
+                goto done;
+            }
+        }
+        if (s->n_reserved > 0 && s->n_computed % p->bs != 0 &&
+            p->blk[s->table[s->n_computed / p->bs]].ref != 1) {
+            e = vt_fail(VT_ERR_INTERNAL, "kv_check: reserved slots in a shared block");
+            goto done;
+        }
+    }
+    if (n_seqs != p->n_seqs) {
+        e = vt_fail(VT_ERR_INTERNAL, "kv_check: %lld sequences linked, %lld counted",
+                    (long long)n_seqs, (long long)p->n_seqs);
+        goto done;
+    }
+    int64_t used = 0, cached = 0, unnamed_free = 0, named = 0;
+    for (int64_t b = 0; b < p->n_blocks; b++) {
+        const kv_block *k = &p->blk[b];
+        if (k->ref != count[b]) {
+            e = vt_fail(VT_ERR_INTERNAL, "kv_check: block %lld has refcount %d but %d tables "
+                                         "hold it",
+                        (long long)b, k->ref, count[b]);
+            goto done;
+        }
+        uint8_t want = k->ref > 0 ? IN_NONE : k->named ? IN_LRU : IN_FREE;
+        if (k->list != want) {
+            e = vt_fail(VT_ERR_INTERNAL, "kv_check: block %lld (refcount %d, %s) is in list %d, "
+                                         "expected %d",
+                        (long long)b, k->ref, k->named ? "named" : "unnamed", k->list, want);
+            goto done;
+        }
+        used += k->ref > 0;
+        cached += k->ref == 0 && k->named;
+        unnamed_free += k->ref == 0 && !k->named;
+        if (k->named) {
+            named++;
+            if (!p->caching || k->parent == b || ht_lookup(p, k->hash) != (int32_t)b) {
+                e = vt_fail(VT_ERR_INTERNAL, "kv_check: named block %lld not found under its "
+                                             "hash",
+                            (long long)b);
+                goto done;
+            }
+        }
+    }
+    if (used != p->n_used || cached != p->lru.len || unnamed_free != p->freel.len ||
+        named != p->n_named || used + cached + unnamed_free != p->n_blocks) {
+        e = vt_fail(VT_ERR_INTERNAL, "kv_check: counts: used %lld (counter %lld), cached %lld "
+                                     "(LRU %lld), free %lld (list %lld), named %lld (counter "
+                                     "%lld), total %lld",
+                    (long long)used, (long long)p->n_used, (long long)cached,
+                    (long long)p->lru.len, (long long)unnamed_free, (long long)p->freel.len,
+                    (long long)named, (long long)p->n_named, (long long)p->n_blocks);
+        goto done;
+    }
+    if ((e = check_list(p, &p->freel, IN_FREE, "free")) != VT_OK ||
+        (e = check_list(p, &p->lru, IN_LRU, "LRU")) != VT_OK)
+        goto done;
+    if (p->caching) {
+        int64_t entries = 0;
+        for (uint64_t i = 0; i <= p->ht_mask; i++) {
+            int32_t b = p->ht[i];
+            if (b < 0)
+                continue;
+            entries++;
+            if (b >= p->n_blocks || !p->blk[b].named) {
+                e = vt_fail(VT_ERR_INTERNAL, "kv_check: hash table entry %d is not a named block",
+                            b);
+                goto done;
+            }
+        }
+        if (entries != named) {
+            e = vt_fail(VT_ERR_INTERNAL, "kv_check: hash table has %lld entries for %lld named "
+                                         "blocks",
+                        (long long)entries, (long long)named);
+            goto done;
+        }
+    }
+done:
+    free(count);
+    return e;
+}
