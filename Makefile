@@ -10,7 +10,7 @@
 CC       ?= cc
 OPT      ?= -O2
 SANITIZE ?=
-SHARED   ?= $(abspath ../shared)
+SHARED   ?= $(if $(VT_SHARED),$(VT_SHARED),$(abspath ../shared))
 BUILD    ?= build
 
 CFLAGS_BASE := -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
