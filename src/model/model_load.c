@@ -47,9 +47,17 @@ static bool get_int(const gguf_file *f, const md_hparams *hp, const char *suffix
 static vt_err need_int(const gguf_file *f, const md_hparams *hp, const char *suffix, int64_t lo,
                        int64_t hi, int64_t *out)
 {
-    if (!get_int(f, hp, suffix, out))
-        return vt_fail(VT_ERR_FORMAT, "missing or non-integer metadata key %s.%s", hp->arch_name,
-                       suffix);
+    if (!get_int(f, hp, suffix, out)) {
+        char key[128];
+        snprintf(key, sizeof key, "%s.%s", hp->arch_name, suffix);
+        int64_t i = gguf_find_key(f, key);
+        if (i < 0)
+            return vt_fail(VT_ERR_FORMAT, "missing metadata key %s (an integer)", key);
+        const gguf_value *v = gguf_kv_value(f, i);
+        return vt_fail(VT_ERR_FORMAT, "metadata key %s has type %s, expected an integer%s", key,
+                       gguf_vtype_name(v->type),
+                       v->type == GGUF_T_UINT64 ? " (this one does not fit in int64)" : "");
+    }
     if (*out < lo || *out > hi)
         return vt_fail(VT_ERR_RANGE, "%s.%s = %lld is outside [%lld, %lld]", hp->arch_name, suffix,
                        (long long)*out, (long long)lo, (long long)hi);
@@ -113,20 +121,36 @@ static vt_err read_hparams(const gguf_file *f, md_hparams *hp)
         (e = opt_int(f, hp, "expert_used_count", 0, hp->n_experts, 0, &hp->n_experts_used)))
         return e;
     if (hp->n_heads % hp->n_kv_heads)
-        return vt_fail(VT_ERR_FORMAT, "head_count %lld is not a multiple of head_count_kv %lld",
-                       (long long)hp->n_heads, (long long)hp->n_kv_heads);
+        return vt_fail(VT_ERR_FORMAT,
+                       "%s.attention.head_count = %lld is not a multiple of "
+                       "%s.attention.head_count_kv = %lld",
+                       hp->arch_name, (long long)hp->n_heads, hp->arch_name,
+                       (long long)hp->n_kv_heads);
+    char kl[128];
+    snprintf(kl, sizeof kl, "%s.attention.key_length", hp->arch_name);
+    if (hp->dim % hp->n_heads && gguf_find_key(f, kl) < 0)
+        return vt_fail(VT_ERR_FORMAT,
+                       "%s.embedding_length = %lld is not a multiple of "
+                       "%s.attention.head_count = %lld, and %s (the head size) is not given",
+                       hp->arch_name, (long long)hp->dim, hp->arch_name, (long long)hp->n_heads,
+                       kl);
     int64_t hd = hp->dim / hp->n_heads;
     if ((e = opt_int(f, hp, "attention.key_length", 1, MD_MAX_HEAD_DIM, hd, &hp->head_dim)) ||
         (e = opt_int(f, hp, "attention.value_length", 1, MD_MAX_HEAD_DIM, hp->head_dim, &hp->head_dim_v)) ||
         (e = opt_int(f, hp, "rope.dimension_count", 2, hp->head_dim, hp->head_dim, &hp->rope_dim)))
         return e;
     if (hp->rope_dim % 2)
-        return vt_fail(VT_ERR_FORMAT, "rope.dimension_count %lld is odd", (long long)hp->rope_dim);
+        return vt_fail(VT_ERR_FORMAT, "%s.rope.dimension_count = %lld is odd (expected even)",
+                       hp->arch_name, (long long)hp->rope_dim);
     if ((e = opt_float(f, hp, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->norm_eps)) ||
         (e = opt_float(f, hp, "rope.freq_base", 10000.0f, &hp->rope_base)))
         return e;
-    if (hp->norm_eps <= 0 || hp->rope_base <= 0)
-        return vt_fail(VT_ERR_RANGE, "rms epsilon and rope base must be positive");
+    if (hp->norm_eps <= 0)
+        return vt_fail(VT_ERR_RANGE, "%s.attention.layer_norm_rms_epsilon = %g, expected > 0",
+                       hp->arch_name, (double)hp->norm_eps);
+    if (hp->rope_base <= 0)
+        return vt_fail(VT_ERR_RANGE, "%s.rope.freq_base = %g, expected > 0", hp->arch_name,
+                       (double)hp->rope_base);
 
     hp->rope_freq_scale = 1.0f;
     char key[128];
@@ -140,15 +164,19 @@ static vt_err read_hparams(const gguf_file *f, md_hparams *hp)
         if ((e = opt_float(f, hp, "rope.scaling.factor", 1.0f, &factor)))
             return e;
         if (factor <= 0)
-            return vt_fail(VT_ERR_RANGE, "rope.scaling.factor must be positive");
+            return vt_fail(VT_ERR_RANGE, "%s.rope.scaling.factor = %g, expected > 0",
+                           hp->arch_name, (double)factor);
         hp->rope_freq_scale = 1.0f / factor;
     }
 
     bool moe = hp->arch == MD_ARCH_QWEN2MOE || hp->arch == MD_ARCH_QWEN3MOE ||
                (hp->arch == MD_ARCH_LLAMA && hp->n_experts > 0);
     if (moe && (hp->n_experts < 1 || hp->n_experts_used < 1))
-        return vt_fail(VT_ERR_FORMAT, "%s model needs expert_count and expert_used_count >= 1",
-                       hp->arch_name);
+        return vt_fail(VT_ERR_FORMAT,
+                       "a %s mixture-of-experts model needs %s.expert_count >= 1 and "
+                       "%s.expert_used_count >= 1 (found %lld and %lld)",
+                       hp->arch_name, hp->arch_name, hp->arch_name, (long long)hp->n_experts,
+                       (long long)hp->n_experts_used);
     if (!moe && (hp->arch == MD_ARCH_QWEN2 || hp->arch == MD_ARCH_QWEN3))
         hp->n_experts = hp->n_experts_used = 0;
     hp->expert_norm = hp->arch == MD_ARCH_LLAMA || hp->arch == MD_ARCH_QWEN3MOE;
