@@ -6,9 +6,12 @@
  * add_special, detokenization, single pieces), the streaming detokenizer,
  * the Unicode tables, synthetic vocabularies (merge order, byte fallback,
  * scores) and malformed metadata. The small llama-spm and gpt-2 vocabularies
- * are in tests/data/vocab; the others are read from ../shared (skipped with
- * a note when it is absent).
+ * are in tests/data/vocab; the other 11 of the 13 expected ones (all_vocabs)
+ * are read from ../shared/fixtures/vocab. A missing one is named: a skip of
+ * the test that needs it, or a failure when CI is set (test_skip_missing).
+ * test_vocab_list checks that the list is the folders' contents.
  */
+#include <dirent.h>
 #include <jansson.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -25,6 +28,11 @@ static const char *const all_vocabs[] = {
     "starcoder", "refact", "command-r", "mpt", "deepseek-llm", "deepseek-coder",
 };
 #define N_VOCABS (sizeof all_vocabs / sizeof all_vocabs[0])
+/* The ones with llama.cpp's test vectors (ggml-vocab-NAME.gguf.inp/.out). */
+static const char *const vector_vocabs[] = {
+    "llama-spm", "gpt-2", "llama-bpe", "qwen2", "phi-3", "falcon", "starcoder", "command-r",
+    "deepseek-llm",
+};
 
 #define DATA "tests/data/tokenizer"
 
@@ -49,11 +57,26 @@ static bool vocab_path(const char *name, const char *suffix, char *out, size_t c
     return f != NULL;
 }
 
+/* Where vocab_path looked, for messages. */
+static const char *vocab_dirs(void)
+{
+    static char buf[1200];
+    const char *sh = test_shared_dir(), *env = getenv("VT_SHARED");
+    snprintf(buf, sizeof buf, "tests/data/vocab and %s/fixtures/vocab%s",
+             sh ? sh : env && *env ? env : "../shared", sh ? "" : " (absent)");
+    return buf;
+}
+
+/* The tokenizer of an expected vocabulary; NULL after a failure, or after
+ * test_skip_missing naming the vocabulary when its file is not found. */
 static tok_tokenizer *load_vocab(const char *name)
 {
     char path[1024];
-    if (!vocab_path(name, "", path, sizeof path))
+    if (!vocab_path(name, "", path, sizeof path)) {
+        test_skip_missing("vocabulary %s (ggml-vocab-%s.gguf) not found in %s", name, name,
+                          vocab_dirs());
         return NULL;
+    }
     gguf_file *g;
     if (gguf_open(path, &g)) {
         test_fail_at(__FILE__, __LINE__, "gguf_open %s: %s", path, vt_last_error());
@@ -169,35 +192,64 @@ static int run_vectors(const tok_tokenizer *t, const char *name, const char *inp
 
 static void test_ggml_vectors(void)
 {
-    int vocabs = 0;
-    for (size_t v = 0; v < N_VOCABS; v++) {
+    for (size_t v = 0; v < VT_ARRAY_LEN(vector_vocabs); v++) {
+        const char *name = vector_vocabs[v];
         char inp[1024], out[1024];
-        if (!vocab_path(all_vocabs[v], ".inp", inp, sizeof inp) ||
-            !vocab_path(all_vocabs[v], ".out", out, sizeof out))
-            continue; /* this vocabulary has no llama.cpp vectors */
-        tok_tokenizer *t = load_vocab(all_vocabs[v]);
+        if (!vocab_path(name, ".inp", inp, sizeof inp) ||
+            !vocab_path(name, ".out", out, sizeof out)) {
+            test_skip_missing("llama.cpp's vectors for %s (ggml-vocab-%s.gguf.inp/.out) not found "
+                              "in %s", name, name, vocab_dirs());
+            continue;
+        }
+        tok_tokenizer *t = load_vocab(name);
         if (!t)
             continue;
-        int n, ok = run_vectors(t, all_vocabs[v], inp, out, false, &n);
+        int n, ok = run_vectors(t, name, inp, out, false, &n);
         if (getenv("VT_TEST_VERBOSE"))
-            fprintf(stderr, "    %-15s llama.cpp vectors: %d/%d\n", all_vocabs[v], ok, n);
+            fprintf(stderr, "    %-15s llama.cpp vectors: %d/%d\n", name, ok, n);
         CHECK(n > 0);
-        vocabs++;
         tok_destroy(t);
     }
-    if (vocabs < 9 && !test_shared_dir())
-        test_skip("only %d vocabularies with vectors here (../shared absent)", vocabs);
+}
+
+/* all_vocabs is what the folders hold: every expected vocabulary is there
+ * (else named), and no vocabulary file there is left out of the list. */
+static void test_vocab_list(void)
+{
+    for (size_t v = 0; v < N_VOCABS; v++) {
+        char path[1024];
+        if (!vocab_path(all_vocabs[v], "", path, sizeof path))
+            test_skip_missing("vocabulary %s (ggml-vocab-%s.gguf) not found in %s", all_vocabs[v],
+                              all_vocabs[v], vocab_dirs());
+    }
+    char shared_dir[1100];
+    const char *sh = test_shared_dir();
+    snprintf(shared_dir, sizeof shared_dir, "%s/fixtures/vocab", sh ? sh : "");
+    const char *dirs[] = {"tests/data/vocab", sh ? shared_dir : NULL};
+    for (size_t i = 0; i < 2; i++) {
+        DIR *d = dirs[i] ? opendir(dirs[i]) : NULL;
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            size_t n = strlen(e->d_name);
+            if (strncmp(e->d_name, "ggml-vocab-", 11) || n < 16 || strcmp(e->d_name + n - 5, ".gguf"))
+                continue;
+            bool listed = false;
+            for (size_t v = 0; v < N_VOCABS && !listed; v++)
+                listed = n - 16 == strlen(all_vocabs[v]) &&
+                         !strncmp(e->d_name + 11, all_vocabs[v], n - 16);
+            CHECKF(listed, "%s/%s is not in all_vocabs", dirs[i], e->d_name);
+        }
+        if (d)
+            closedir(d);
+    }
 }
 
 static void test_oracle_cases(void)
 {
-    int missing = 0;
     for (size_t v = 0; v < N_VOCABS; v++) {
         tok_tokenizer *t = load_vocab(all_vocabs[v]);
-        if (!t) {
-            missing++;
+        if (!t)
             continue;
-        }
         char out[256];
         int n1, n2;
         snprintf(out, sizeof out, DATA "/%s.cases.out", all_vocabs[v]);
@@ -210,8 +262,6 @@ static void test_oracle_cases(void)
                     ok1, n1, ok2, n2);
         tok_destroy(t);
     }
-    if (missing)
-        test_skip("%d vocabularies not found (../shared absent)", missing);
 }
 
 static size_t unhex(const char *h, char *out)
@@ -237,16 +287,13 @@ static size_t json_ids(json_t *arr, int32_t *ids, size_t max)
  * llama.cpp's C API (oracle_bytes.py). */
 static void test_oracle_bytes(void)
 {
-    int missing = 0;
     static char text[1 << 16], want[1 << 16];
     static int32_t ids[8192];
     for (size_t v = 0; v < N_VOCABS; v++) {
         const char *name = all_vocabs[v];
         tok_tokenizer *t = load_vocab(name);
-        if (!t) {
-            missing++;
+        if (!t)
             continue;
-        }
         char path[256];
         snprintf(path, sizeof path, DATA "/%s.bytes.json", name);
         json_error_t jerr;
@@ -319,8 +366,6 @@ static void test_oracle_bytes(void)
         json_decref(root);
         tok_destroy(t);
     }
-    if (missing)
-        test_skip("%d vocabularies not found (../shared absent)", missing);
 }
 
 /* Special ids as llama.cpp reports them (node-llama-cpp's model.tokens). */
@@ -335,13 +380,10 @@ static void test_special_ids(void)
         {"command-r", 5, 255001, TOK_NULL, 206},    {"deepseek-llm", 100000, 100001, 100001, 185},
         {"llama-spm", 1, 2, TOK_NULL, 13},          {"mpt", 0, 0, 0, 187},
     };
-    int missing = 0;
     for (size_t i = 0; i < VT_ARRAY_LEN(want); i++) {
         tok_tokenizer *t = load_vocab(want[i].name);
-        if (!t) {
-            missing++;
+        if (!t)
             continue;
-        }
         CHECKF(tok_bos(t) == want[i].bos && tok_eos(t) == want[i].eos && tok_eot(t) == want[i].eot &&
                    tok_nl(t) == want[i].nl,
                "%s: bos %d eos %d eot %d nl %d", want[i].name, tok_bos(t), tok_eos(t), tok_eot(t),
@@ -351,8 +393,6 @@ static void test_special_ids(void)
             CHECK(tok_is_eog(t, want[i].eot));
         tok_destroy(t);
     }
-    if (missing)
-        test_skip("%d vocabularies not found (../shared absent)", missing);
 }
 
 /* Byte-level BPE vocabularies that do not clean up spaces give the input
@@ -369,13 +409,10 @@ static void test_roundtrip(void)
     size_t nc = split_cases(inp, len, cases, lens, 512);
     static const char *const exact[] = {"qwen2", "qwen35", "deepseek-llm", "deepseek-coder",
                                         "command-r"};
-    int missing = 0;
     for (size_t v = 0; v < VT_ARRAY_LEN(exact); v++) {
         tok_tokenizer *t = load_vocab(exact[v]);
-        if (!t) {
-            missing++;
+        if (!t)
             continue;
-        }
         for (size_t c = 0; c < nc; c++) {
             int32_t *ids;
             size_t n, tl;
@@ -390,8 +427,6 @@ static void test_roundtrip(void)
         tok_destroy(t);
     }
     free(inp);
-    if (missing)
-        test_skip("%d vocabularies not found (../shared absent)", missing);
 }
 
 /* ---- streaming detokenization ---- */
@@ -925,13 +960,9 @@ static char *run_cmd(const char *cmd, int *status)
 
 static void test_cli(void)
 {
-    const char *bin = test_vitamin_bin();
-    FILE *f = fopen(bin, "rb");
-    if (!f) {
-        test_skip("no vitamin binary at %s", bin);
+    if (!test_need_vitamin())
         return;
-    }
-    fclose(f);
+    const char *bin = test_vitamin_bin();
     const char *m = "tests/data/vocab/ggml-vocab-gpt-2.gguf";
     char cmd[1024];
     int st;
@@ -967,6 +998,7 @@ int main(void)
     RUN_TEST(test_synthetic_bpe);
     RUN_TEST(test_synthetic_spm);
     RUN_TEST(test_malformed);
+    RUN_TEST(test_vocab_list);
     RUN_TEST(test_ggml_vectors);
     RUN_TEST(test_oracle_cases);
     RUN_TEST(test_oracle_bytes);
