@@ -228,12 +228,13 @@ static void attn_task(void *ctx, int ith, int nth)
     int64_t nh = hp->n_heads, hd = hp->head_dim, hdv = hp->head_dim_v;
     int64_t group = hp->n_heads / hp->n_kv_heads;
     float *sc = c->scores + (size_t)ith * (size_t)c->score_cap;
-    md_attn_fn fn = j->b->n_tokens >= ATTN_TILED_MIN ? c->attn_f32 : c->attn_f16acc;
+    md_attn_fn by_size = j->b->n_tokens >= ATTN_TILED_MIN ? c->attn_f32 : c->attn_f16acc;
     for (;;) {
         int64_t item = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (item >= j->b->n_tokens * nh)
             return;
         int64_t t = item / nh, h = item % nh, kvh = h / group;
+        md_attn_fn fn = !j->b->attn_f32 ? by_size : j->b->attn_f32[t] ? c->attn_f32 : c->attn_f16acc;
         const md_seq *s = &j->b->seqs[j->b->seq[t]];
         md_attn_args a = {.k = kv->k[j->il] + kvh * hd,
                           .v = kv->v[j->il] + kvh * hdv,

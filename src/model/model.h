@@ -112,6 +112,13 @@ typedef struct {
     const int32_t *pos;    /* [n_tokens] position in its sequence */
     const int32_t *seq;    /* [n_tokens] index into seqs */
     const bool *logits;    /* [n_tokens] compute logits after this token; NULL: last only */
+    /* [n_tokens] the attention recipe of each token: true = F32 accumulation
+     * (ggml's tiled kernel, what it runs for batches of >= 64 tokens), false =
+     * F16 accumulation (its kernel for small batches and decoding). Each
+     * token's result depends only on its own recipe, not on the rest of the
+     * batch, so a serving engine can make a sequence's numerics independent
+     * of what it is batched with. NULL: by batch size, as ggml does. */
+    const bool *attn_f32;
     int64_t n_seqs;
     const md_seq *seqs;
 } md_batch;
