@@ -234,7 +234,9 @@ static void attn_task(void *ctx, int ith, int nth)
         if (item >= j->b->n_tokens * nh)
             return;
         int64_t t = item / nh, h = item % nh, kvh = h / group;
-        md_attn_fn fn = !j->b->attn_f32 ? by_size : j->b->attn_f32[t] ? c->attn_f32 : c->attn_f16acc;
+        md_attn_fn fn = !j->b->attn_f32  ? by_size
+                        : j->b->attn_f32[t] ? c->attn_f32
+                                            : c->attn_f16acc;
         const md_seq *s = &j->b->seqs[j->b->seq[t]];
         md_attn_args a = {.k = kv->k[j->il] + kvh * hd,
                           .v = kv->v[j->il] + kvh * hdv,
