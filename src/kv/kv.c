@@ -282,6 +282,11 @@ static void name_block(kv_pool *p, kv_seq *s, int32_t b)
     const int32_t *toks = p->tok + (size_t)b * (size_t)p->bs;
     uint64_t h = p->hashfn(s->chain_hash, toks, p->bs, p->salt, s->salt);
     s->chain_hash = h;
+    /* The parent stood for by a duplicate's original may have been evicted
+     * since: then no walk can reach this block, and later blocks stay
+     * unnamed too. */
+    if (s->chain_ok && s->chain_id >= 0 && p->blk[s->chain_id].gen != s->chain_gen)
+        s->chain_ok = false;
     if (!s->chain_ok)
         return;
     int32_t e = ht_lookup(p, h);
@@ -808,7 +813,12 @@ vt_err kv_check(const kv_pool *p)
         unnamed_free += k->ref == 0 && !k->named;
         if (k->named) {
             named++;
-            if (!p->caching || k->parent == b || ht_lookup(p, k->hash) != (int32_t)b) {
+            if (k->parent == b) {
+                e = vt_fail(VT_ERR_INTERNAL, "kv_check: named block %lld is its own parent",
+                            (long long)b);
+                goto done;
+            }
+            if (!p->caching || ht_lookup(p, k->hash) != (int32_t)b) {
                 e = vt_fail(VT_ERR_INTERNAL, "kv_check: named block %lld not found under its "
                                              "hash",
                             (long long)b);
