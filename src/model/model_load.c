@@ -118,8 +118,12 @@ static vt_err read_hparams(const gguf_file *f, md_hparams *hp)
                      &hp->n_kv_heads)) ||
         (e = opt_int(f, hp, "context_length", 1, INT32_MAX, 4096, &hp->n_ctx_train)) ||
         (e = opt_int(f, hp, "expert_count", 0, 4096, 0, &hp->n_experts)) ||
-        (e = opt_int(f, hp, "expert_used_count", 0, hp->n_experts, 0, &hp->n_experts_used)))
+        (e = opt_int(f, hp, "expert_used_count", 0, 4096, 0, &hp->n_experts_used)))
         return e;
+    if (hp->n_experts_used > hp->n_experts)
+        return vt_fail(VT_ERR_RANGE, "%s.expert_used_count = %lld exceeds %s.expert_count = %lld",
+                       hp->arch_name, (long long)hp->n_experts_used, hp->arch_name,
+                       (long long)hp->n_experts);
     if (hp->n_heads % hp->n_kv_heads)
         return vt_fail(VT_ERR_FORMAT,
                        "%s.attention.head_count = %lld is not a multiple of "
@@ -190,6 +194,18 @@ typedef struct {
     int layer; /* -1 for global tensors */
 } binder;
 
+/* "[64, 32, 8]" ("*" for a dimension that may be anything). */
+static void shape_str(char *buf, size_t n, const int64_t *ne, int nd)
+{
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < nd && k < n; d++)
+        k += (size_t)(ne[d] < 0 ? snprintf(buf + k, n - k, "%s*", d ? ", " : "")
+                                : snprintf(buf + k, n - k, "%s%lld", d ? ", " : "",
+                                           (long long)ne[d]));
+    if (k < n)
+        snprintf(buf + k, n - k, "]");
+}
+
 /* Binds `name` (with "%d" replaced by the layer). Expected dims: a value < 0
  * means "any" (the actual value is stored back). n_dims is the tensor's rank. */
 static vt_err bind(binder *b, md_weight *w, const char *fmt, bool required, int n_dims,
@@ -204,19 +220,32 @@ static vt_err bind(binder *b, md_weight *w, const char *fmt, bool required, int 
             return vt_fail(VT_ERR_NOT_FOUND, "tensor %s is missing", name);
         return VT_OK;
     }
-    int64_t *want[3] = {ne0, ne1, ne2};
+    int64_t *want[3] = {ne0, ne1, ne2}, exp[3] = {0};
+    bool bad_rank = false;
+    int bad_dim = -1;
     for (int d = 0; d < GGUF_MAX_DIMS; d++) {
-        int64_t have = t->ne[d];
         if (d < n_dims) {
-            if (*want[d] >= 0 && have != *want[d])
-                return vt_fail(VT_ERR_FORMAT, "tensor %s has dimension %d = %lld, expected %lld",
-                               name, d, (long long)have, (long long)*want[d]);
-            *want[d] = have;
-        } else if (have != 1) {
-            return vt_fail(VT_ERR_FORMAT, "tensor %s has %u dimensions, expected %d", name,
-                           t->n_dims, n_dims);
+            exp[d] = *want[d];
+            if (bad_dim < 0 && exp[d] >= 0 && t->ne[d] != exp[d])
+                bad_dim = d;
+        } else if (t->ne[d] != 1) {
+            bad_rank = true;
         }
     }
+    if (bad_rank || bad_dim >= 0) {
+        char hs[128], ws[128];
+        shape_str(hs, sizeof hs, t->ne, (int)t->n_dims);
+        shape_str(ws, sizeof ws, exp, n_dims);
+        if (bad_rank)
+            return vt_fail(VT_ERR_FORMAT,
+                           "tensor %s has shape %s, expected %s (%u dimensions, expected %d)",
+                           name, hs, ws, t->n_dims, n_dims);
+        return vt_fail(VT_ERR_FORMAT,
+                       "tensor %s has shape %s, expected %s (dimension %d = %lld, expected %lld)",
+                       name, hs, ws, bad_dim, (long long)t->ne[bad_dim], (long long)exp[bad_dim]);
+    }
+    for (int d = 0; d < n_dims; d++)
+        *want[d] = t->ne[d];
     w->data = t->data;
     w->type = (vt_type)t->type;
     w->cols = t->ne[0];
