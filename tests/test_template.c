@@ -12,6 +12,17 @@
  * Language: tests/data/templates/language.json, a list of small templates
  * with the oracle's output (or error), plus hand-written cases for what the
  * oracle lacks and for compile errors that must name the construct and line.
+ *
+ * Error cases compare the message, not only that rendering failed. Each one
+ * says how (errors.txt for the folder's MODEL.CONTEXT.error.txt, "match" in
+ * language.json): "exact" - a raise_exception() text, which vitamin's
+ * message equals byte for byte (VT_ERR_INVALID); "line" - an interpreter
+ * error worded as the oracle words it, vitamin's message being "template
+ * line N: " and the oracle's (VT_ERR_FORMAT); "class" - worded differently (the oracle
+ * names no operator for null operands, calls a filter "ArrayValue filter",
+ * or crashes on an unclosed block): the error class, and required parts
+ * (errors.txt: each in both messages; language.json's "error": in
+ * vitamin's, the oracle's wording being unrelated).
  * Then the API (render_chat, json_quote, reuse across threads), limits on
  * hostile templates, and the `vitamin template` command (--template and -m).
  */
@@ -64,6 +75,122 @@ static bool has_suffix(const char *s, const char *suf)
     return n >= k && !strcmp(s + n - k, suf);
 }
 
+/* True if msg is "template line N: " followed by want. */
+static bool line_then(const char *msg, const char *want)
+{
+    static const char pre[] = "template line ";
+    size_t k = sizeof pre - 1;
+    if (strncmp(msg, pre, k) || msg[k] < '0' || msg[k] > '9')
+        return false;
+    const char *p = msg + k;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return p[0] == ':' && p[1] == ' ' && !strcmp(p + 2, want);
+}
+
+static vt_err code_of(const char *s)
+{
+    return !strcmp(s, "INVALID") ? VT_ERR_INVALID : !strcmp(s, "RANGE") ? VT_ERR_RANGE
+                                                                          : VT_ERR_FORMAT;
+}
+
+/* Checks that vitamin's failure (err, msg) matches the oracle's message as
+ * `match` says ("exact", "line" or "class"; see the top of this file). For
+ * "class": err must be `code` and each of parts occur in msg (and in the
+ * oracle's message too if parts_in_oracle). src: the template, where an
+ * "exact" message must be raised (raise_exception). */
+static void check_error(const char *label, const char *src, vt_err err, const char *msg,
+                        const char *oracle, const char *match, vt_err code,
+                        const char *const *parts, int n_parts, bool parts_in_oracle)
+{
+    if (!match) {
+        test_fail_at(__FILE__, __LINE__, "%s: no expectation for the error (oracle: '%s')", label,
+                     oracle);
+    } else if (!strcmp(match, "exact")) {
+        CHECKF(strstr(src, "raise_exception"), "%s: 'exact' but the template raises nothing",
+               label);
+        CHECKF(err == VT_ERR_INVALID && !strcmp(msg, oracle),
+               "%s: error %s '%s', the oracle's (raise_exception) '%s'", label, vt_strerror(err),
+               msg, oracle);
+    } else if (!strcmp(match, "line")) {
+        CHECKF(err == VT_ERR_FORMAT && line_then(msg, oracle),
+               "%s: error %s '%s', want \"template line N: %s\"", label, vt_strerror(err), msg, oracle);
+    } else if (!strcmp(match, "class")) {
+        CHECKF(err == code, "%s: error class %s, want %s ('%s')", label, vt_strerror(err),
+               vt_strerror(code), msg);
+        CHECKF(n_parts > 0, "%s: 'class' with no required part", label);
+        for (int i = 0; i < n_parts; i++) {
+            CHECKF(strstr(msg, parts[i]), "%s: error '%s' lacks '%s'", label, msg, parts[i]);
+            if (parts_in_oracle)
+                CHECKF(strstr(oracle, parts[i]), "%s: the oracle's error '%s' lacks '%s'", label,
+                       oracle, parts[i]);
+        }
+    } else {
+        test_fail_at(__FILE__, __LINE__, "%s: unknown match '%s'", label, match);
+    }
+}
+
+/* errors.txt: how each error case of the folder is compared. */
+typedef struct {
+    char name[160], match[8], code[12];
+    char parts[4][120];
+    int n_parts;
+    bool used;
+} error_rule;
+
+static error_rule rules[64];
+static int n_rules = -1;
+
+static void load_rules(void)
+{
+    if (n_rules >= 0)
+        return;
+    n_rules = 0;
+    FILE *f = fopen(LOCAL_DIR "/errors.txt", "r");
+    if (!f) {
+        test_fail_at(__FILE__, __LINE__, "cannot read " LOCAL_DIR "/errors.txt");
+        return;
+    }
+    char line[1024];
+    while (fgets(line, sizeof line, f) && n_rules < 64) {
+        line[strcspn(line, "\n")] = 0;
+        if (line[0] == '#' || !line[0])
+            continue;
+        error_rule *r = &rules[n_rules];
+        int off = 0;
+        if (sscanf(line, "%159s %7s %n", r->name, r->match, &off) < 2) {
+            test_fail_at(__FILE__, __LINE__, "errors.txt: bad line '%s'", line);
+            continue;
+        }
+        if (!strcmp(r->match, "class")) {
+            int off2 = 0;
+            if (sscanf(line + off, "%11s %n", r->code, &off2) < 1) {
+                test_fail_at(__FILE__, __LINE__, "errors.txt: no class in '%s'", line);
+                continue;
+            }
+            for (char *p = line + off + off2; *p && r->n_parts < 4;) {
+                char *bar = strstr(p, " | ");
+                size_t n = bar ? (size_t)(bar - p) : strlen(p);
+                snprintf(r->parts[r->n_parts++], sizeof r->parts[0], "%.*s", (int)n, p);
+                p = bar ? bar + 3 : p + n;
+            }
+        }
+        n_rules++;
+    }
+    fclose(f);
+}
+
+static error_rule *rule_for(const char *name)
+{
+    load_rules();
+    for (int i = 0; i < n_rules; i++)
+        if (!strcmp(rules[i].name, name)) {
+            rules[i].used = true;
+            return &rules[i];
+        }
+    return NULL;
+}
+
 typedef struct {
     int compared, errors_checked, skipped_missing;
 } dir_stats;
@@ -110,10 +237,18 @@ static void check_dir(const char *dir, const char *ctx_prefix, dir_stats *st)
             vt_err err;
             size_t out_len;
             char *out = render(src, slen, ctx, &err, &out_len);
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", out ? "" : vt_last_error());
             char *exp = test_read_file(exp_path, NULL);
             char *exp_err = exp ? NULL : test_read_file(err_path, NULL);
+            if (!exp && !exp_err) {
+                /* ../shared has no error files: this folder's copy */
+                snprintf(err_path, sizeof err_path, LOCAL_DIR "/%.*s.%.*s.error.txt", (int)ml,
+                         tpls[i], (int)cl, ctxs[j]);
+                exp_err = test_read_file(err_path, NULL);
+            }
             if (exp) {
-                CHECKF(out, "%s: %s failed: %s", tpls[i], ctxs[j], vt_last_error());
+                CHECKF(out, "%s: %s failed: %s", tpls[i], ctxs[j], msg);
                 if (out) {
                     size_t ql;
                     char *q = tpl_json_quote(out, out_len, &ql);
@@ -125,14 +260,21 @@ static void check_dir(const char *dir, const char *ctx_prefix, dir_stats *st)
                 }
                 st->compared++;
             } else if (exp_err) {
-                /* the oracle threw: ours must fail too; raise_exception's
-                 * message (VT_ERR_INVALID) must be the template's own */
+                /* the oracle threw: ours must fail too, with the message
+                 * errors.txt says */
                 exp_err[strcspn(exp_err, "\n")] = 0;
-                CHECKF(!out, "%s %s: rendered, but the oracle failed with '%s'", tpls[i], ctxs[j],
-                       exp_err);
-                if (!out && err == VT_ERR_INVALID)
-                    CHECKF(!strcmp(vt_last_error(), exp_err), "%s %s: error '%s', oracle '%s'",
-                           tpls[i], ctxs[j], vt_last_error(), exp_err);
+                char name[200];
+                snprintf(name, sizeof name, "%.*s.%.*s", (int)ml, tpls[i], (int)cl, ctxs[j]);
+                CHECKF(!out, "%s: rendered, but the oracle failed with '%s'", name, exp_err);
+                const error_rule *r = rule_for(name);
+                if (!out) {
+                    const char *parts[4];
+                    for (int k = 0; r && k < r->n_parts; k++)
+                        parts[k] = r->parts[k];
+                    check_error(name, src, err, msg, exp_err, r ? r->match : NULL,
+                                r && r->code[0] ? code_of(r->code) : VT_ERR_FORMAT, parts,
+                                r ? r->n_parts : 0, true);
+                }
                 st->errors_checked++;
             } else {
                 st->skipped_missing++;
@@ -152,16 +294,15 @@ static void check_dir(const char *dir, const char *ctx_prefix, dir_stats *st)
 
 static void test_shared_fixtures(void)
 {
-    const char *sh = test_shared_dir();
-    if (!sh) {
-        test_skip("../shared is absent (set VT_SHARED); the local copy is checked instead");
+    const char *sh = test_need_shared("the shared template fixtures (the local copy is checked)");
+    if (!sh)
         return;
-    }
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/fixtures/templates", sh);
     dir_stats st = {0};
     check_dir(dir, "conv-", &st);
     CHECKF(st.compared >= 25, "only %d fixture renderings compared", st.compared);
+    CHECK_EQ_INT(st.skipped_missing, 0);
 
     /* gemma-2 rejects a system message with its own words */
     char path[1100];
@@ -192,16 +333,16 @@ static void test_local_fixtures(void)
     CHECKF(st.compared >= 120, "only %d renderings compared", st.compared);
     CHECKF(st.errors_checked >= 15, "only %d oracle errors checked", st.errors_checked);
     CHECK_EQ_INT(st.skipped_missing, 0);
+    for (int i = 0; i < n_rules; i++)
+        CHECKF(rules[i].used, "errors.txt: %s has no error case", rules[i].name);
 }
 
 /* The local copy of the fixtures is the shared one. */
 static void test_local_copy_matches_shared(void)
 {
-    const char *sh = test_shared_dir();
-    if (!sh) {
-        test_skip("../shared is absent");
+    const char *sh = test_need_shared("the local copy of the template fixtures against it");
+    if (!sh)
         return;
-    }
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/fixtures/templates", sh);
     DIR *d = opendir(dir);
@@ -227,12 +368,6 @@ static void test_local_copy_matches_shared(void)
 }
 
 /* ---------------------------------------------------------------- language */
-
-static vt_err code_of(const char *s)
-{
-    return !strcmp(s, "INVALID") ? VT_ERR_INVALID : !strcmp(s, "RANGE") ? VT_ERR_RANGE
-                                                                          : VT_ERR_FORMAT;
-}
 
 static void test_language_cases(void)
 {
@@ -265,12 +400,19 @@ static void test_language_cases(void)
         } else {
             CHECKF(!out, "%s: rendered [%s] but must fail (oracle: %s)", json_string_value(t), out,
                    oracle_err ? oracle_err : "-");
-            if (want_err && !out) {
-                CHECKF(strstr(vt_last_error(), want_err), "%s: error '%s' lacks '%s'",
-                       json_string_value(t), vt_last_error(), want_err);
-                if (code)
-                    CHECKF(err == code_of(code), "%s: error class %s, want %s", json_string_value(t),
-                           vt_strerror(err), code);
+            const char *match = json_string_value(json_object_get(c, "match"));
+            if (!out) {
+                char msg[1024];
+                snprintf(msg, sizeof msg, "%s", vt_last_error());
+                CHECKF(code, "%s: no \"code\"", json_string_value(t));
+                CHECKF(oracle_err || json_is_false(json_object_get(c, "oracle")),
+                       "%s: no oracle_error (run regen-language.mjs)", json_string_value(t));
+                check_error(json_string_value(t), json_string_value(t), err, msg,
+                            oracle_err ? oracle_err : "", match, code ? code_of(code) : VT_OK,
+                            &want_err, want_err ? 1 : 0, false);
+                if (match && !strcmp(match, "exact") && want_err)
+                    CHECKF(!strcmp(want_err, oracle_err ? oracle_err : ""),
+                           "%s: \"error\" differs from the oracle's", json_string_value(t));
             }
             nerr++;
         }
@@ -538,18 +680,15 @@ static void test_threads_share_template(void)
 
 static void test_cli(void)
 {
-    const char *bin = test_vitamin_bin();
-    struct stat sb;
-    if (stat(bin, &sb) != 0) {
-        test_skip("%s is not built", bin);
+    if (!test_need_vitamin())
         return;
-    }
+    const char *bin = test_vitamin_bin();
     const char *tmp = test_tmpdir();
     char cmd[2048], outp[1024];
     snprintf(outp, sizeof outp, "%s/tpl.out", tmp);
     snprintf(cmd, sizeof cmd, "%s template --help > %s 2>&1", bin, outp);
     if (system(cmd) != 0) {
-        test_skip("%s has no template command (stale build?)", bin);
+        test_fail_at(__FILE__, __LINE__, "%s has no template command (stale build?)", bin);
         return;
     }
     snprintf(cmd, sizeof cmd,
@@ -573,7 +712,7 @@ static void test_cli(void)
     free(got);
     /* -m: the template inside a model (its expected rendering made by the
      * oracle from the template text extracted from the GGUF) */
-    const char *sh = test_shared_dir();
+    const char *sh = test_need_shared("`vitamin template -m` on fixture models");
     if (sh) {
         snprintf(cmd, sizeof cmd,
                  "%s template -m %s/fixtures/models/qwen2-dense.Q8_0.gguf --context " LOCAL_DIR
