@@ -33,6 +33,7 @@
 #include "model/model.h"
 #include "sample/sampler.h"
 #include "tokenizer/tokenizer.h"
+#include "kv/kv.h"
 #include "vitamin.h"
 
 #define ENG_BLOCK_SIZE 16       /* token slots per KV block */
@@ -136,5 +137,30 @@ typedef struct {
 
 eng_stats eng_get_stats(const eng_session *s);
 void eng_stats_reset(eng_session *s);
+
+/* ---- the multi-request engine (vitamin.h's vt_engine), in-tree extras ---- */
+
+/* Counters of the engine's work, for metrics; a consistent snapshot. */
+typedef struct {
+    int64_t steps;           /* forward passes */
+    int64_t prompt_tokens;   /* prompt (and recompute) tokens computed */
+    int64_t decode_tokens;   /* generated tokens fed back */
+    int64_t generated;       /* tokens sampled */
+    int64_t requests_done;
+    int64_t running, waiting; /* sequences now */
+    int64_t preemptions;
+    kv_stats kv;
+    double t_forward;        /* seconds in md_forward */
+} eng_counters;
+
+/* An engine over a model, tokenizer and thread pool that the caller already
+ * has (borrowed: they must outlive the engine; pool may be NULL for the
+ * calling thread only). cfg->model_path and cfg->n_threads are ignored.
+ * NULL on failure (vt_last_error). */
+vt_engine *eng_create(md_model *m, tok_tokenizer *tok, kn_pool *pool, const vt_engine_config *cfg);
+const md_model *eng_model(const vt_engine *e);
+const tok_tokenizer *eng_tokenizer(const vt_engine *e);
+/* Any thread. */
+void eng_get_counters(vt_engine *e, eng_counters *out);
 
 #endif
