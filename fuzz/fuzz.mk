@@ -27,14 +27,17 @@ $(FBUILD)/%_avx512.o: EXTRA := $(ISA_AVX512)
 
 $(FBUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FCC) $(FFLAGS) $(EXTRA) -c $< -o $@
+	$(FCC) $(FFLAGS) $(EXTRA) -MMD -MP -c $< -o $@
 
 $(FBUILD)/libfuzzlib.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(FBUILD)/fuzz_%: fuzz/fuzz_%.c $(FBUILD)/libfuzzlib.a
-	$(FCC) $(FFLAGS) -fsanitize=fuzzer $^ -o $@ -ljansson -lm
+	$(FCC) $(FFLAGS) -MMD -MP -MF $@.d -fsanitize=fuzzer $^ -o $@ -ljansson -lm
 
 .PHONY: all
 .SECONDARY:
+
+# header dependencies (a changed struct rebuilds every object that uses it)
+-include $(shell find $(FBUILD) -name '*.d' 2>/dev/null)
