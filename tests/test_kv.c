@@ -297,7 +297,7 @@ static void test_counts_every_verb(void)
 
 static void test_copy_on_write(void)
 {
-    kv_pool *p = mk(16, 4, true);
+    kv_pool *p = mk(24, 4, true);
     int32_t t[16];
     iota(t, 16, 1);
     kv_copy cp;
@@ -373,9 +373,22 @@ static void test_copy_on_write(void)
     CHECK_EQ_INT(kv_block_refcount(p, blk(d, 0)), 2);
     CHECK_EQ_INT(kv_block_refcount(p, blk(d, 1)), 2);
     CHECK(blk(d, 2) != blk(e, 2));
+
+    /* the copy carries the tokens already in the block: once full, it is
+     * named for its real content and found again */
+    int32_t u[9] = {50, 51, 52, 53, 54, 55, 56, 57, 0};
+    kv_seq *f = create(p, u, 6, 9, NULL);
+    compute(p, f, u, 6, &cp);
+    kv_seq *g = kv_fork(p, f);
+    CHECK_EQ_INT(compute(p, g, u + 6, 2, &cp), 1);
+    CHECK(kv_block_hash(p, blk(g, 1), NULL));
+    int64_t nc = -1;
+    kv_seq *h = create(p, u, 9, 9, &nc);
+    CHECK_EQ_INT(nc, 8);
+    CHECK_EQ_INT(blk(h, 1), blk(g, 1));
     kv_stats st;
     kv_get_stats(p, &st);
-    CHECK_EQ_INT(st.cow_copies, 4);
+    CHECK_EQ_INT(st.cow_copies, 5);
     kv_pool_destroy(p);
 }
 

@@ -28,79 +28,15 @@
  * parent hash, the pool salt, the sequence salt, the tokens two per 64-bit
  * word, and the token count. For fixed tokens and salts it is a bijection of
  * the parent hash, so two different parents never give one child hash.
+ * The data structures are in kv_internal.h, the invariant checker in
+ * kv_check.c.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/kv.h"
-
-#define KV_MAX_BLOCKS (INT64_C(1) << 30)
-#define KV_MAX_BLOCK_SIZE (1 << 16)
-
-enum { IN_NONE = 0, IN_FREE = 1, IN_LRU = 2 };
-
-typedef struct {
-    uint64_t hash;  /* valid when named */
-    uint64_t gen;   /* bumped each time the block is named or evicted */
-    uint64_t salt;  /* the naming sequence's salt */
-    uint64_t pgen;  /* the parent's generation when this block was named */
-    int32_t ref;    /* tables holding this block */
-    int32_t next, prev; /* list links (-1: none) */
-    int32_t parent; /* block this one was named after, -1 for a first block */
-    uint8_t list;   /* IN_NONE / IN_FREE / IN_LRU */
-    bool named;
-} kv_block;
-
-typedef struct {
-    int32_t head, tail;
-    int64_t len;
-} kv_list;
-
-struct kv_seq {
-    kv_seq *prev, *next; /* the pool's live sequences */
-    int32_t *table;
-    int64_t n_table, cap;
-    int64_t n_computed, n_reserved;
-    uint64_t salt;
-    /* The hash chain (prefix caching): hash of the last full block (0 before
-     * the first) and the named block standing for it (-1 before the first),
-     * with its generation. chain_ok false: a collision broke the chain and
-     * later blocks stay unnamed. */
-    uint64_t chain_hash, chain_gen;
-    int32_t chain_id;
-    bool chain_ok;
-};
-
-struct kv_pool {
-    int64_t n_blocks;
-    int32_t bs;
-    bool caching;
-    uint64_t salt;
-    kv_block *blk;
-    int32_t *tok; /* n_blocks * bs token ids (prefix caching only) */
-    int32_t *ht;  /* hash table of named blocks, -1: empty */
-    uint64_t ht_mask;
-    int64_t n_named, n_used;
-    kv_list freel, lru;
-    kv_seq *seqs;
-    int64_t n_seqs;
-    int64_t prefix_queries, prefix_hits, evictions, cow_copies;
-    kv_evict_fn evict;
-    void *evict_ctx;
-    kv_hash_fn hashfn;
-};
+#include "kv/kv_internal.h"
 
 /* ---- hashing ---- */
-
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= UINT64_C(0xbf58476d1ce4e5b9);
-    x ^= x >> 27;
-    x *= UINT64_C(0x94d049bb133111eb);
-    x ^= x >> 31;
-    return x;
-}
 
 uint64_t kv_hash_default(uint64_t parent, const int32_t *tokens, int32_t n, uint64_t pool_salt,
                          uint64_t seq_salt)
@@ -164,22 +100,6 @@ static void list_remove(kv_pool *p, kv_list *l, int32_t b)
 
 /* ---- hash table ---- */
 
-static inline uint64_t ht_home(const kv_pool *p, uint64_t h)
-{
-    return mix64(h ^ UINT64_C(0x2545f4914f6cdd1d)) & p->ht_mask; /* weak test hashes too */
-}
-
-static int32_t ht_lookup(const kv_pool *p, uint64_t h)
-{
-    for (uint64_t i = ht_home(p, h);; i = (i + 1) & p->ht_mask) {
-        int32_t b = p->ht[i];
-        if (b < 0)
-            return -1;
-        if (p->blk[b].hash == h)
-            return b;
-    }
-}
-
 static void ht_insert(kv_pool *p, int32_t b)
 {
     uint64_t i = ht_home(p, p->blk[b].hash);
@@ -207,11 +127,6 @@ static void ht_delete(kv_pool *p, int32_t b)
 }
 
 /* ---- blocks ---- */
-
-static int64_t blocks_for(const kv_pool *p, int64_t n)
-{
-    return n / p->bs + (n % p->bs != 0);
-}
 
 static int64_t n_free(const kv_pool *p)
 {
@@ -720,146 +635,4 @@ int64_t kv_seq_n_computed(const kv_seq *s)
 int64_t kv_seq_n_reserved(const kv_seq *s)
 {
     return s ? s->n_reserved : 0;
-}
-
-/* ---- the invariant checker ---- */
-
-static vt_err check_list(const kv_pool *p, const kv_list *l, uint8_t which, const char *name)
-{
-    int64_t n = 0;
-    int32_t prev = -1;
-    for (int32_t b = l->head; b >= 0; b = p->blk[b].next) {
-        if (b >= p->n_blocks || n >= p->n_blocks)
-            return vt_fail(VT_ERR_INTERNAL, "kv_check: %s list broken (block %d, %lld links)",
-                           name, b, (long long)n);
-        const kv_block *k = &p->blk[b];
-        if (k->list != which || k->prev != prev)
-            return vt_fail(VT_ERR_INTERNAL, "kv_check: block %d in the %s list is marked %d "
-                                            "with prev %d (expected %d)",
-                           b, name, k->list, k->prev, prev);
-        prev = b;
-        n++;
-    }
-    if (prev != l->tail || n != l->len)
-        return vt_fail(VT_ERR_INTERNAL, "kv_check: %s list has %lld blocks (len %lld), tail %d "
-                                        "(expected %d)",
-                       name, (long long)n, (long long)l->len, l->tail, prev);
-    return VT_OK;
-}
-
-vt_err kv_check(const kv_pool *p)
-{
-    if (!p)
-        return vt_fail(VT_ERR_INVALID, "kv_check: no pool");
-    int32_t *count = calloc((size_t)p->n_blocks, sizeof *count);
-    if (!count)
-        return vt_fail(VT_ERR_NOMEM, "kv_check: out of memory");
-    vt_err e = VT_OK;
-    int64_t n_seqs = 0;
-    for (const kv_seq *s = p->seqs, *prev = NULL; s; prev = s, s = s->next) {
-        if (s->prev != prev || ++n_seqs > p->n_seqs) {
-            e = vt_fail(VT_ERR_INTERNAL, "kv_check: sequence list broken");
-            goto done;
-        }
-        if (s->n_computed < 0 || s->n_reserved < 0 || s->n_table > s->cap ||
-            s->n_table != blocks_for(p, s->n_computed + s->n_reserved)) {
-            e = vt_fail(VT_ERR_INTERNAL, "kv_check: a sequence has %lld blocks for %lld computed "
-                                         "+ %lld reserved tokens",
-                        (long long)s->n_table, (long long)s->n_computed,
-                        (long long)s->n_reserved);
-            goto done;
-        }
-        for (int64_t i = 0; i < s->n_table; i++) {
-            int32_t b = s->table[i];
-            if (b < 0 || b >= p->n_blocks) {
-                e = vt_fail(VT_ERR_INTERNAL, "kv_check: block id %d out of range", b);
-                goto done;
-            }
-            count[b]++;
-            if (p->blk[b].named && (i + 1) * p->bs > s->n_computed) {
-                e = vt_fail(VT_ERR_INTERNAL, "kv_check: block %d is named but not full", b);
-                goto done;
-            }
-        }
-        if (s->n_reserved > 0 && s->n_computed % p->bs != 0 &&
-            p->blk[s->table[s->n_computed / p->bs]].ref != 1) {
-            e = vt_fail(VT_ERR_INTERNAL, "kv_check: reserved slots in a shared block");
-            goto done;
-        }
-    }
-    if (n_seqs != p->n_seqs) {
-        e = vt_fail(VT_ERR_INTERNAL, "kv_check: %lld sequences linked, %lld counted",
-                    (long long)n_seqs, (long long)p->n_seqs);
-        goto done;
-    }
-    int64_t used = 0, cached = 0, unnamed_free = 0, named = 0;
-    for (int64_t b = 0; b < p->n_blocks; b++) {
-        const kv_block *k = &p->blk[b];
-        if (k->ref != count[b]) {
-            e = vt_fail(VT_ERR_INTERNAL, "kv_check: block %lld has refcount %d but %d tables "
-                                         "hold it",
-                        (long long)b, k->ref, count[b]);
-            goto done;
-        }
-        uint8_t want = k->ref > 0 ? IN_NONE : k->named ? IN_LRU : IN_FREE;
-        if (k->list != want) {
-            e = vt_fail(VT_ERR_INTERNAL, "kv_check: block %lld (refcount %d, %s) is in list %d, "
-                                         "expected %d",
-                        (long long)b, k->ref, k->named ? "named" : "unnamed", k->list, want);
-            goto done;
-        }
-        used += k->ref > 0;
-        cached += k->ref == 0 && k->named;
-        unnamed_free += k->ref == 0 && !k->named;
-        if (k->named) {
-            named++;
-            if (k->parent == b) {
-                e = vt_fail(VT_ERR_INTERNAL, "kv_check: named block %lld is its own parent",
-                            (long long)b);
-                goto done;
-            }
-            if (!p->caching || ht_lookup(p, k->hash) != (int32_t)b) {
-                e = vt_fail(VT_ERR_INTERNAL, "kv_check: named block %lld not found under its "
-                                             "hash",
-                            (long long)b);
-                goto done;
-            }
-        }
-    }
-    if (used != p->n_used || cached != p->lru.len || unnamed_free != p->freel.len ||
-        named != p->n_named || used + cached + unnamed_free != p->n_blocks) {
-        e = vt_fail(VT_ERR_INTERNAL, "kv_check: counts: used %lld (counter %lld), cached %lld "
-                                     "(LRU %lld), free %lld (list %lld), named %lld (counter "
-                                     "%lld), total %lld",
-                    (long long)used, (long long)p->n_used, (long long)cached,
-                    (long long)p->lru.len, (long long)unnamed_free, (long long)p->freel.len,
-                    (long long)named, (long long)p->n_named, (long long)p->n_blocks);
-        goto done;
-    }
-    if ((e = check_list(p, &p->freel, IN_FREE, "free")) != VT_OK ||
-        (e = check_list(p, &p->lru, IN_LRU, "LRU")) != VT_OK)
-        goto done;
-    if (p->caching) {
-        int64_t entries = 0;
-        for (uint64_t i = 0; i <= p->ht_mask; i++) {
-            int32_t b = p->ht[i];
-            if (b < 0)
-                continue;
-            entries++;
-            if (b >= p->n_blocks || !p->blk[b].named) {
-                e = vt_fail(VT_ERR_INTERNAL, "kv_check: hash table entry %d is not a named block",
-                            b);
-                goto done;
-            }
-        }
-        if (entries != named) {
-            e = vt_fail(VT_ERR_INTERNAL, "kv_check: hash table has %lld entries for %lld named "
-                                         "blocks",
-                        (long long)entries, (long long)named);
-            goto done;
-        }
-    }
-done:
-    free(count);
-    return e;
 }
