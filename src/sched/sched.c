@@ -495,11 +495,12 @@ vt_err sched_schedule(sched *s, sched_step *out)
     vt_err e = VT_OK;
     bool self;
 
-    /* 1. decodes: every running sequence that needs one token. Preemption
+    /* 1. decodes: every running sequence that needs one token, a generated
+     * one (the last token of a prompt waits for pass 2). Preemption
      * only ever removes the running queue's tail, so the index stays right. */
     for (int64_t i = 0; i < s->running.n; i++) {
         sseq *q = s->running.v[i];
-        if (q->n_tokens - kv_seq_n_computed(q->kv) != 1)
+        if (q->n_tokens - kv_seq_n_computed(q->kv) != 1 || q->n_generated == 0)
             continue;
         if (s->n_sched >= s->max_seqs || s->budget < 1)
             break;
@@ -510,7 +511,7 @@ vt_err sched_schedule(sched *s, sched_step *out)
     for (int64_t i = 0; i < s->running.n; i++) {
         sseq *q = s->running.v[i];
         int64_t need = q->n_tokens - kv_seq_n_computed(q->kv);
-        if (need <= 1 || q->slot >= 0)
+        if (need < 1 || q->slot >= 0)
             continue;
         if (s->n_sched >= s->max_seqs || s->budget < 1)
             break;
