@@ -13,8 +13,9 @@
  * verb, with the default hash, two weak ones and no prefix caching.
  */
 #include <string.h>
+#include <time.h>
 
-#include "kv/kv.h"
+#include "kv/kv_internal.h" /* the corruption test reaches inside */
 #include "test.h"
 #include "util/util.h"
 
@@ -735,6 +736,112 @@ static void test_duplicate_content(void)
     kv_pool_destroy(p);
 }
 
+/* The checker is not vacuous: each kind of corruption is reported. */
+static void test_check_catches_corruption(void)
+{
+    kv_pool *p = mk(16, 4, true);
+    int32_t t[12];
+    iota(t, 12, 1);
+    kv_seq *a = create(p, t, 12, 0, NULL);
+    compute(p, a, t, 10, NULL);
+    kv_seq *b = kv_fork(p, a);
+    kv_seq_free(p, create(p, t + 1, 8, 0, NULL)); /* nothing to see */
+    kv_seq *c = create(p, t, 9, 0, NULL);
+    (void)b, (void)c;
+    kv_seq_free(p, a); /* blocks in every state: used, cached, free */
+    kv_seq *d = create(p, t + 2, 9, 0, NULL);
+    compute(p, d, t + 2, 9, NULL);
+    kv_seq_free(p, d);
+    CHECK_POOL(p);
+    kv_stats st;
+    kv_get_stats(p, &st);
+    CHECK(st.blocks_used > 0 && st.blocks_cached > 0 && st.blocks_free > st.blocks_cached);
+    int32_t used = blk(b, 0), cached = -1, freeb = -1;
+    for (int32_t i = 0; i < 16; i++) {
+        if (kv_block_refcount(p, i) == 0 && kv_block_hash(p, i, NULL))
+            cached = i;
+        if (kv_block_refcount(p, i) == 0 && !kv_block_hash(p, i, NULL))
+            freeb = i;
+    }
+    CHECK(cached >= 0 && freeb >= 0);
+    if (cached < 0 || freeb < 0) {
+        kv_pool_destroy(p);
+        return;
+    }
+#define CORRUPT(what, undo)                                                                        \
+    do {                                                                                           \
+        what;                                                                                      \
+        CHECKF(kv_check(p) == VT_ERR_INTERNAL, "not caught: %s", #what);                          \
+        undo;                                                                                      \
+        CHECK_POOL(p);                                                                             \
+    } while (0)
+    CORRUPT(p->blk[used].ref++, p->blk[used].ref--);
+    CORRUPT(p->blk[cached].ref = 1, p->blk[cached].ref = 0);
+    CORRUPT(p->blk[freeb].named = true, p->blk[freeb].named = false);
+    CORRUPT(p->blk[cached].named = false, p->blk[cached].named = true);
+    CORRUPT(p->n_used++, p->n_used--);
+    CORRUPT(p->lru.len++, p->lru.len--);
+    CORRUPT(p->freel.len--, p->freel.len++);
+    CORRUPT(p->n_named++, p->n_named--);
+    CORRUPT(p->blk[cached].hash ^= 1, p->blk[cached].hash ^= 1);
+    int32_t nx = p->blk[freeb].next;
+    CORRUPT(p->blk[freeb].next = freeb, p->blk[freeb].next = nx);
+    CORRUPT(b->n_reserved = 3, b->n_reserved = 0);
+    CORRUPT(b->table[0] = freeb, b->table[0] = used);
+#undef CORRUPT
+    kv_pool_destroy(p);
+}
+
+/* Scale: a 2^17-block pool, 256 requests sharing a 256-token system prompt,
+ * 64 decode steps each; every verb O(1) or O(tokens). */
+static void test_scale(void)
+{
+    kv_pool *p = mk(1 << 17, 16, true);
+    enum { N = 256, SYS = 256, OWN = 256, STEPS = 64 };
+    static int32_t prompt[SYS + OWN];
+    iota(prompt, SYS, 1);
+    kv_seq *s[N];
+    int64_t hits = 0, wrong = 0;
+    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < OWN; j++)
+            prompt[SYS + j] = 100000 + i * OWN + j;
+        int64_t nc;
+        s[i] = kv_seq_create(p, prompt, SYS + OWN, 0, &nc);
+        if (!s[i])
+            break;
+        hits += nc;
+        wrong += nc != (i == 0 ? 0 : SYS);
+        kv_copy cp;
+        int ncp;
+        if (kv_append_slots(p, s[i], SYS + OWN - nc, &cp, &ncp) != VT_OK ||
+            kv_commit(p, s[i], prompt + nc, SYS + OWN - nc) != VT_OK)
+            wrong++;
+    }
+    for (int step = 0; step < STEPS; step++)
+        for (int i = 0; i < N; i++) {
+            kv_copy cp;
+            int ncp;
+            int32_t tok = step * 7 + i;
+            if (!s[i] || kv_append_slots(p, s[i], 1, &cp, &ncp) != VT_OK ||
+                kv_commit(p, s[i], &tok, 1) != VT_OK)
+                wrong++;
+        }
+    CHECK_POOL(p);
+    kv_stats st;
+    kv_get_stats(p, &st);
+    for (int i = 0; i < N; i++)
+        kv_seq_free(p, s[i]);
+    double t1 = (double)clock() / CLOCKS_PER_SEC;
+    CHECK_EQ_INT(wrong, 0);
+    CHECK_EQ_INT(hits, (N - 1) * SYS);
+    CHECK_EQ_INT(st.blocks_used, SYS / 16 + N * ((OWN + STEPS) / 16));
+    printf("  scale: %d requests x (%d prompt + %d decode) tokens, %lld blocks used, %.1f ms\n", N,
+           SYS + OWN, STEPS, (long long)st.blocks_used, (t1 - t0) * 1e3);
+    CHECK_POOL(p);
+    kv_pool_destroy(p);
+}
+
 /* ------------------------------------------------------- randomized run */
 
 #define R_MAXS 16
@@ -842,6 +949,7 @@ static void random_run(const rconfig *cfg, int iters, uint64_t seed)
             }
             m->n_prompt = m->n_script;
             int64_t nc = -1;
+            kv_alloc_status can = kv_can_allocate(p, m->n_prompt, m->n_prompt);
             m->s = kv_seq_create(p, m->tok, m->n_prompt, m->salt, &nc);
             CHECKF(m->s != NULL, "create: %s", vt_last_error());
             if (!m->s)
@@ -853,6 +961,16 @@ static void random_run(const rconfig *cfg, int iters, uint64_t seed)
             m->n_done = nc;
             m->reserved = 0;
             n_live++;
+            if (can == KV_OK && rn(2) == 0) { /* OK means the whole prompt fits now */
+                kv_copy cp;
+                int ncp = -1;
+                vt_err e = kv_append_slots(p, m->s, m->n_prompt - nc, &cp, &ncp);
+                CHECKF(e == VT_OK, "iteration %d: OK from kv_can_allocate, then: %s", it,
+                       vt_last_error());
+                CHECK_EQ_INT(ncp, 0);
+                if (e == VT_OK)
+                    m->reserved = m->n_prompt - nc;
+            }
         } else if (r < 72 && n_live > 0) { /* a step: reserve, then commit */
             rseq *m = &seqs[rn(n_live)];
             if (m->n_done >= R_MAXTOK - 12) {
@@ -1035,7 +1153,7 @@ static void test_random_verbs(void)
         {"no prefix caching", 40, 4, false, NULL},
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
-        random_run(&cfgs[i], 5000, 0x1234 + i);
+        random_run(&cfgs[i], 20000, 0x1234 + i);
 }
 
 int main(void)
@@ -1050,6 +1168,8 @@ int main(void)
     RUN_TEST(test_preempt_resume);
     RUN_TEST(test_can_allocate);
     RUN_TEST(test_duplicate_content);
+    RUN_TEST(test_check_catches_corruption);
+    RUN_TEST(test_scale);
     RUN_TEST(test_random_verbs);
     return test_finish("test_kv");
 }
