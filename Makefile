@@ -2,10 +2,11 @@
 #   make                       build/vitamin and build/libvitamin.a
 #   make test                  unit + parity tests (summary line at the end)
 #   make SANITIZE=address,undefined test
-#   make check                 both of the above (what CI runs)
+#   make check                 both of the above, then make fuzz-smoke (what CI runs)
 #   make test-tsan             the thread tests under ThreadSanitizer
 #   make bench                 benchmarks against llama.cpp (needs the oracle)
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
+#   make fuzz-smoke            build them and run each a few seconds over its seeds
 
 CC       ?= cc
 OPT      ?= -O2
@@ -69,9 +70,11 @@ test: tests
 	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
 	  sh tests/run.sh $(BUILD)/tests
 
-# Everything CI runs: the suite, then the suite again under ASan+UBSan.
+# Everything CI runs: the suite, then the suite again under ASan+UBSan, then
+# every fuzz harness built (clang) and run briefly over its seeds.
 check: test
 	$(MAKE) SANITIZE=address,undefined test
+	$(MAKE) fuzz-smoke
 
 # Builds and runs only the test programs in TESTS (no vitamin binary needed).
 check-some: $(TEST_BIN)
@@ -86,13 +89,19 @@ test-tsan:
 bench: all
 	@VT_SHARED=$(SHARED) sh bench/run.sh $(BUILD)/vitamin
 
+FBUILD ?= build-fuzz
 fuzz:
-	$(MAKE) -f fuzz/fuzz.mk
+	$(MAKE) -f fuzz/fuzz.mk FBUILD=$(FBUILD)
+
+# Builds every fuzz/fuzz_*.c and runs each a few seconds (fuzz/smoke.sh); the
+# seeds come from test binaries of $(BUILD).
+fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
+	sh fuzz/smoke.sh $(FBUILD) $(BUILD)
 
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench fuzz clean
+.PHONY: all tests test check check-some test-tsan bench fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
