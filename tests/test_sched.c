@@ -953,11 +953,14 @@ static void test_workload_alone(void)
  * aborts in any queue, a small pool. */
 static void test_random(void)
 {
-    for (int round = 0; round < 4; round++) {
+    for (int round = 0; round < 6; round++) {
         sim m;
-        int32_t bs = round % 2 ? 4 : 16;
-        int64_t blocks = round % 2 ? 96 : 24;
-        sim_init(&m, blocks, bs, round != 2, 32 + 32 * round, 4 + 4 * round);
+        int32_t bs = round % 2 || round >= 4 ? 4 : 16;
+        int64_t blocks = round >= 4 ? 40 : round % 2 ? 96 : 24;
+        /* rounds 4 and 5: a cap of 2-3 sequences and many forks, so the
+         * running queue outgrows the cap */
+        int32_t cap = round < 4 ? 4 + 4 * round : round - 2;
+        sim_init(&m, blocks, bs, round != 2, round < 4 ? 32 + 32 * round : 24, cap);
         m.stop_mod = 37 + round;
         rng_state = 77 + (uint64_t)round;
         int32_t base[128], p[200];
@@ -971,7 +974,7 @@ static void test_random(void)
                 memcpy(p, base, sizeof base);
                 fill_tokens(p + rnd(100), 100, 10000 + (uint64_t)id);
                 int64_t max_new = 1 + rnd(40);
-                int32_t n_par = rnd(5) == 0 ? 1 + (int32_t)rnd(3) : 1;
+                int32_t n_par = rnd(round < 4 ? 5 : 2) == 0 ? 1 + (int32_t)rnd(MAXN) : 1;
                 vt_err e = sim_add(&m, id, p, n, max_new, (int32_t)rnd(3), n_par);
                 int64_t life = n + max_new - 1;
                 if ((life + bs - 1) / bs > blocks)

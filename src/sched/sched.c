@@ -313,8 +313,37 @@ nomem:
 
 /* ---- building a step ---- */
 
+/* Squeezes out the entries and copies that preemptions dropped, keeping the
+ * order (and every sequence's slot) right. */
+static void compact_step(sched *s)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; i < s->n_entries; i++) {
+        sseq *q = s->entry_owner[i];
+        if (!q)
+            continue;
+        s->entries[k] = s->entries[i];
+        s->entry_owner[k] = q;
+        q->slot = k++;
+    }
+    s->n_entries = k;
+    int64_t c = 0;
+    for (int64_t i = 0; i < s->n_copies; i++) {
+        if (!s->copy_owner[i])
+            continue;
+        s->copies[c] = s->copies[i];
+        s->copy_owner[c++] = s->copy_owner[i];
+    }
+    s->n_copies = c;
+}
+
+/* Adds q's entry (the caller checked n_sched < max_seqs, so after a
+ * compaction there is room: live entries and their copies are at most
+ * n_sched). */
 static void add_entry(sched *s, sseq *q, int64_t pos, int32_t n, const kv_copy *cp, int n_cp)
 {
+    if (s->n_entries == s->max_seqs || s->n_copies + n_cp > s->max_seqs)
+        compact_step(s);
     int64_t k = s->n_entries++;
     bool logits = pos + n == q->n_tokens;
     s->entries[k] = (sched_entry){
@@ -431,12 +460,11 @@ static vt_err schedule_running(sched *s, sseq *q, int64_t n, bool shrink, bool *
  * tables and sample indices, totals. */
 static void seal_step(sched *s, sched_step *out)
 {
-    int64_t k = 0, samples = 0, dec = 0, pre = 0, tokens = 0;
-    for (int64_t i = 0; i < s->n_entries; i++) {
-        sseq *q = s->entry_owner[i];
-        if (!q)
-            continue;
-        sched_entry e = s->entries[i];
+    compact_step(s);
+    int64_t samples = 0, dec = 0, pre = 0, tokens = 0;
+    for (int64_t k = 0; k < s->n_entries; k++) {
+        sseq *q = s->entry_owner[k];
+        sched_entry e = s->entries[k];
         e.tokens = q->tokens + e.pos;
         e.blocks = kv_seq_blocks(q->kv, &e.n_blocks);
         e.n_samples = 0;
@@ -450,23 +478,12 @@ static void seal_step(sched *s, sched_step *out)
         else
             pre += e.n_tokens;
         s->entries[k] = e;
-        s->entry_owner[k] = q;
-        q->slot = k;
-        k++;
     }
-    s->n_entries = k;
-    int64_t c = 0;
-    for (int64_t i = 0; i < s->n_copies; i++) {
-        if (!s->copy_owner[i])
-            continue;
-        s->copies[c] = s->copies[i];
-        s->copy_owner[c++] = s->copy_owner[i];
-    }
-    s->n_copies = c;
+    int64_t k = s->n_entries;
     *out = (sched_step){
         .n_entries = k,
         .entries = s->entries,
-        .n_copies = c,
+        .n_copies = s->n_copies,
         .copies = s->copies,
         .n_tokens = tokens,
         .n_decode_tokens = dec,
