@@ -3,22 +3,31 @@
  * (src/engine) and the `vitamin run` / `vitamin chat` commands.
  *
  * Greedy parity with llama.cpp: for every case of tests/data/generate/
- * cases.txt (fixture models from ../shared, skipped when it is absent, and
- * models made here with `vitamin gen-model`; English and Korean prompts),
- * tests/data/generate/NAME.json holds the prompt tokens and the tokens
- * llama.cpp's greedy sampler chose (tools/greedy.mjs), with llama.cpp's two
- * best logits at each step. vitamin must tokenize the prompt the same way,
- * generate the same tokens through the engine API, and `vitamin run --temp 0`
- * must print exactly their text (the pieces of llama.cpp's tokens, streamed).
+ * cases.txt (fixture models from ../shared, and models made here with
+ * `vitamin gen-model`; English and Korean prompts), tests/data/generate/
+ * NAME.json holds the prompt tokens and the tokens llama.cpp's greedy
+ * sampler chose (tools/greedy.mjs), with llama.cpp's two best logits at each
+ * step. vitamin must tokenize the prompt the same way and generate the same
+ * tokens through the engine API. A missing fixture model (or ../shared) is
+ * a named skip, a failure under CI.
  *
  * Near-ties: these models have random weights, so the two best logits are
  * sometimes almost equal, and the last-digit differences between two correct
- * implementations (summation order, SIMD width) can swap them. A sequence may
- * therefore leave llama.cpp's at step i only if llama.cpp's top-2 logits at i
- * are within 1% of each other ((l1 - l2) / |l1| < 0.01) and vitamin picked
- * llama.cpp's runner-up; it is then compared up to i, and the excused
- * divergence is reported and counted (at most one case in four may use it).
- * Any other divergence fails.
+ * implementations (summation order, SIMD width) can swap them. When the
+ * engine's greedy tokens leave llama.cpp's at step d, the rest of the case is
+ * teacher-forced: from d on, llama.cpp's tokens are fed one by one and at
+ * every step i >= d vitamin's argmax must be llama.cpp's token, or else
+ * llama.cpp's top-2 logits at i must be within 1% ((l1 - l2) / |l1| < 0.01)
+ * and vitamin's argmax llama.cpp's runner-up: an excused step, printed and
+ * counted. Caps: a case may have at most 1 + N/16 excused steps (N: its
+ * steps; 4 of 48, 3 of 40), and a run (the generated models, or the fixture
+ * models) at most 1 in 50 of its steps. Anything else fails.
+ *
+ * `vitamin run --temp 0` (one thread, as here) must print exactly the text
+ * of the engine's tokens, for every case: where the engine matched llama.cpp
+ * in full, the pieces of llama.cpp's tokens; where a near-tie was excused,
+ * the pieces of the engine's own greedy tokens (which the engine's streamed
+ * text must also equal).
  *
  * Also: a seeded run at temperature > 0 is reproducible; chat answers two
  * piped turns and the second one reuses the KV cache of the first (checked
@@ -185,7 +194,8 @@ static bool read_cases(void)
 }
 
 /* The model file of a case: a generated one (made on first use), or a
- * fixture; NULL when the fixture folder is absent. */
+ * fixture; NULL after a failure or a named skip (test_skip_missing: the
+ * vitamin binary, ../shared or the fixture file is missing). */
 static const char *model_path(const gen_case *c, char *buf, size_t size)
 {
     for (int i = 0; i < n_gens; i++) {
@@ -193,6 +203,8 @@ static const char *model_path(const gen_case *c, char *buf, size_t size)
         if (strcmp(g->name, c->model))
             continue;
         if (!g->made) {
+            if (!test_need_vitamin())
+                return NULL;
             char cmd[2048];
             snprintf(g->path, sizeof g->path, "%s/%s.gguf", test_tmpdir(), g->name);
             snprintf(cmd, sizeof cmd,
@@ -206,11 +218,13 @@ static const char *model_path(const gen_case *c, char *buf, size_t size)
         }
         return g->path;
     }
-    const char *shared = test_shared_dir();
+    char why[200];
+    snprintf(why, sizeof why, "greedy parity of case %s (fixture model %s)", c->name, c->model);
+    const char *shared = test_need_shared(why);
     if (!shared)
         return NULL;
     snprintf(buf, size, "%s/fixtures/models/%s.gguf", shared, c->model);
-    return access(buf, R_OK) == 0 ? buf : NULL;
+    return test_need_file(buf, why) ? buf : NULL;
 }
 
 /* Reads an int array of a JSON object into out (at most cap); -1 if absent. */
@@ -241,10 +255,11 @@ static int32_t argmax(const float *l, int64_t n)
 /* After vitamin's greedy tokens left llama.cpp's at step d: from there on,
  * feeds llama.cpp's tokens one by one (as generation would have) and checks
  * that vitamin's argmax is llama.cpp's choice at every step, except at a
- * near-tie where it is llama.cpp's runner-up. False on a real mismatch. */
+ * near-tie where it is llama.cpp's runner-up (counted in pc->tie and
+ * *case_ties). False on a real mismatch. */
 static bool forced_steps(eng_session *s, const char *name, const int32_t *prompt, int n_prompt,
                          const int32_t *want, int n_want, const json_t *top2, int d,
-                         int64_t nv, parity_count *pc)
+                         int64_t nv, parity_count *pc, int *case_ties)
 {
     /* the history holds the prompt and vitamin's tokens; back to the state
      * before step d, re-running its last token for the logits */
@@ -271,6 +286,7 @@ static bool forced_steps(eng_session *s, const char *name, const int32_t *prompt
                 return false;
             }
             pc->tie++;
+            (*case_ties)++;
             if (getenv("VT_TEST_VERBOSE"))
                 fprintf(stderr, "  (vitamin: %d %.6f, %d %.6f; llama.cpp: %d %.6f, %d %.6f)\n",
                         mine, (double)l[mine], want[i], (double)l[want[i]], want[i], l1, second, l2);
@@ -318,63 +334,68 @@ static void check_case(const gen_case *c, const char *path, parity_count *pc)
     CHECKF(same, "%s: the prompt tokenizes differently from llama.cpp", c->name);
     free(ids);
 
-    /* greedy generation through the engine */
+    /* greedy generation through the engine, as `vitamin run -n N` does it */
     eng_session *s = NULL;
     eng_options o = {.n_ctx = 256, .pool = pool};
     collected got = {0};
     eng_result res;
-    smp_params p = greedy(n_want);
+    CHECKF(n_want <= c->n, "%s: %d reference tokens for at most %d", c->name, n_want, c->n);
+    smp_params p = greedy(c->n);
     if (eng_session_create(l.m, l.tok, &o, &s) || eng_feed(s, prompt, n_prompt) ||
         eng_generate(s, &p, collect, &got, &res)) {
         test_fail_at(__FILE__, __LINE__, "%s: %s", c->name, vt_last_error());
         goto out_model;
     }
     pc->steps += n_want;
-    int d = 0;
+    int d = 0, case_ties = 0;
     while (d < got.n && d < n_want && got.ids[d] == want[d])
         d++;
     bool full = d == n_want && got.n == n_want;
     if (full)
         pc->full++;
-    else if (!forced_steps(s, c->name, prompt, n_prompt, want, n_want, top2, d, l.m->hp.n_vocab, pc))
+    else if (!forced_steps(s, c->name, prompt, n_prompt, want, n_want, top2, d, l.m->hp.n_vocab, pc,
+                           &case_ties))
         goto out_model;
+    int cap = 1 + n_want / 16;
+    CHECKF(case_ties <= cap, "%s: %d near-ties excused in %d steps, at most %d allowed", c->name,
+           case_ties, n_want, cap);
     eng_session_destroy(s);
     s = NULL;
 
-    /* `vitamin run --temp 0` prints the pieces of llama.cpp's tokens; only
-     * for cases that matched in full */
-    if (full) {
-        char expect[8192];
-        size_t el = 0;
-        for (int i = 0; i < n_want; i++) {
-            if (i == n_want - 1 && tok_is_eog(l.tok, want[i]))
-                break;
-            size_t pl;
-            const char *piece = tok_piece(l.tok, want[i], false, &pl);
-            if (el + pl < sizeof expect) {
-                memcpy(expect + el, piece, pl);
-                el += pl;
-            }
+    /* `vitamin run --temp 0` prints the pieces of the engine's tokens:
+     * llama.cpp's where they matched in full, else the engine's own */
+    const int32_t *ids_run = full ? want : got.ids;
+    int n_run = full ? n_want : got.n;
+    char expect[8192];
+    size_t el = 0;
+    for (int i = 0; i < n_run; i++) {
+        if (i == n_run - 1 && tok_is_eog(l.tok, ids_run[i]))
+            break;
+        size_t pl;
+        const char *piece = tok_piece(l.tok, ids_run[i], false, &pl);
+        if (el + pl < sizeof expect) {
+            memcpy(expect + el, piece, pl);
+            el += pl;
         }
-        expect[el] = 0;
-        CHECKF(got.len == el && !memcmp(got.text, expect, el),
-               "%s: the engine's streamed text differs from the pieces", c->name);
-        char n_arg[16];
-        snprintf(n_arg, sizeof n_arg, "%d", c->n);
-        const char *args[] = {"run", "-m", path, "-p", c->prompt, "-n", n_arg,
-                              "--temp", "0", "-t", "1", NULL};
-        char *out = NULL, *err = NULL;
-        int rc = run_vitamin(args, NULL, &out, &err);
-        CHECKF(rc == 0, "%s: vitamin run exited %d: %s", c->name, rc, err ? err : "");
-        CHECKF(out && strlen(out) == el && !memcmp(out, expect, el),
-               "%s: vitamin run printed\n    [%s]\n  llama.cpp's tokens are\n    [%s]", c->name,
-               out ? out : "(nothing)", expect);
-        CHECKF(err && strstr(err, "prompt: ") && strstr(err, " tok/s; generated: "),
-               "%s: no speed line on stderr: %s", c->name, err ? err : "");
-        pc->run_checked++;
-        free(out);
-        free(err);
     }
+    expect[el] = 0;
+    CHECKF(got.len == el && !memcmp(got.text, expect, el),
+           "%s: the engine's streamed text differs from the pieces of its tokens", c->name);
+    char n_arg[16];
+    snprintf(n_arg, sizeof n_arg, "%d", c->n);
+    const char *args[] = {"run", "-m", path, "-p", c->prompt, "-n", n_arg,
+                          "--temp", "0", "-t", "1", NULL};
+    char *out = NULL, *err = NULL;
+    int rc = run_vitamin(args, NULL, &out, &err);
+    CHECKF(rc == 0, "%s: vitamin run exited %d: %s", c->name, rc, err ? err : "");
+    CHECKF(out && strlen(out) == el && !memcmp(out, expect, el),
+           "%s: vitamin run printed\n    [%s]\n  the %s tokens are\n    [%s]", c->name,
+           out ? out : "(nothing)", full ? "llama.cpp's (matched in full)" : "engine's", expect);
+    CHECKF(err && strstr(err, "prompt: ") && strstr(err, " tok/s; generated: "),
+           "%s: no speed line on stderr: %s", c->name, err ? err : "");
+    pc->run_checked++;
+    free(out);
+    free(err);
 out_model:
     eng_session_destroy(s);
     unload(&l);
@@ -389,32 +410,25 @@ static void run_cases(bool fixtures)
         return;
     }
     parity_count pc = {0};
-    int n = 0, skipped = 0;
+    int n = 0;
     for (int i = 0; i < n_cases; i++) {
         bool is_gen = !strncmp(cases[i].model, "gen-", 4);
         if (is_gen == fixtures)
             continue;
         char buf[1024];
         const char *path = model_path(&cases[i], buf, sizeof buf);
-        if (!path) {
-            skipped++;
+        if (!path) /* a failure or a named skip */
             continue;
-        }
         check_case(&cases[i], path, &pc);
         n++;
     }
-    if (fixtures && n == 0) {
-        test_skip("../shared/fixtures/models is absent: greedy parity on fixture models not run");
-        return;
-    }
-    CHECKF(skipped == 0, "%d fixture models are missing", skipped);
     CHECKF(pc.tie <= pc.steps / 50, "%d near-ties in %d steps is too many", pc.tie, pc.steps);
     fprintf(stderr,
-            "  greedy %s: %d cases, %d match llama.cpp's tokens in full (and vitamin run's text "
-            "checked), %d match at every step but %d near-ties (of %d steps)\n",
+            "  greedy %s: %d cases, %d match llama.cpp's tokens in full, %d match at every step "
+            "but %d excused near-ties (of %d steps); vitamin run's text checked for %d\n",
             fixtures ? "fixture models" : "generated models", n, pc.full, n - pc.full, pc.tie,
-            pc.steps);
-    CHECK_EQ_INT(pc.run_checked, pc.full);
+            pc.steps, pc.run_checked);
+    CHECK_EQ_INT(pc.run_checked, n);
 }
 
 static void test_greedy_generated_models(void)
@@ -429,6 +443,7 @@ static void test_greedy_fixture_models(void)
 
 /* ---- the session ---- */
 
+/* gen-llama, made on first use; NULL after a failure or a named skip. */
 static const char *small_model(void)
 {
     for (int i = 0; i < n_gens; i++)
@@ -437,6 +452,7 @@ static const char *small_model(void)
             char buf[8];
             return model_path(&c, buf, sizeof buf);
         }
+    test_fail_at(__FILE__, __LINE__, "tests/data/generate/cases.txt has no gen-llama model");
     return NULL;
 }
 
@@ -727,32 +743,34 @@ static void test_chat_command(void)
     char tpl[512];
     snprintf(tpl, sizeof tpl, "%s/chatml.jinja", test_tmpdir());
     FILE *f = fopen(tpl, "w");
-    if (!f)
+    if (!f) {
+        test_fail_at(__FILE__, __LINE__, "cannot write %s", tpl);
         return;
+    }
     fputs(chatml, f);
     fclose(f);
     check_chat(path, tpl, chatml);
 
     /* a fixture model with its own template (Qwen2's ChatML) */
-    const char *shared = test_shared_dir();
+    const char *shared = test_need_shared("chat with a fixture model's own template (qwen2)");
     char qwen[1024];
-    if (shared) {
-        snprintf(qwen, sizeof qwen, "%s/fixtures/models/qwen2-dense.Q8_0.gguf", shared);
-        loaded l;
-        if (access(qwen, R_OK) == 0 && load(qwen, &l)) {
-            gguf_str s;
-            char *src = NULL;
-            if (gguf_get_str(l.m->file, "tokenizer.chat_template", &s) && (src = malloc(s.len + 1))) {
-                memcpy(src, s.ptr, s.len);
-                src[s.len] = 0;
-            }
-            unload(&l);
-            CHECK(src != NULL);
-            if (src)
-                check_chat(qwen, NULL, src);
-            free(src);
-        }
+    if (!shared)
+        return;
+    snprintf(qwen, sizeof qwen, "%s/fixtures/models/qwen2-dense.Q8_0.gguf", shared);
+    loaded l;
+    if (!test_need_file(qwen, "chat with the model's own template") || !load(qwen, &l))
+        return;
+    gguf_str s;
+    char *src = NULL;
+    if (gguf_get_str(l.m->file, "tokenizer.chat_template", &s) && (src = malloc(s.len + 1))) {
+        memcpy(src, s.ptr, s.len);
+        src[s.len] = 0;
     }
+    unload(&l);
+    CHECKF(src != NULL, "%s has no tokenizer.chat_template", qwen);
+    if (src)
+        check_chat(qwen, NULL, src);
+    free(src);
 }
 
 int main(void)
