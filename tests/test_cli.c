@@ -47,6 +47,8 @@ static const char *commands[] = {"info",  "logits", "quantize", "gen-model", "be
 
 static void test_help(void)
 {
+    if (!test_need_vitamin())
+        return;
     CHECK_EQ_INT(vt("--help"), 0);
     CHECK(contains(out_path, "usage"));
     CHECK(vt("") != 0);
@@ -61,6 +63,8 @@ static void test_help(void)
 
 static void test_missing_and_bad_files(void)
 {
+    if (!test_need_vitamin())
+        return;
     const char *cases[] = {
         "info -m /nonexistent/model.gguf",
         "logits -m /nonexistent/model.gguf --tokens 1,2",
@@ -88,6 +92,8 @@ static void test_missing_and_bad_files(void)
 
 static void test_bad_options(void)
 {
+    if (!test_need_vitamin())
+        return;
     const char *cases[] = {
         "logits --frobnicate", "logits -m x.gguf --tokens 1,,2", "logits -m x.gguf --tokens -3",
         "logits -m x.gguf --tokens 1 --top 0", "logits -m", "info --bogus 3",
@@ -102,6 +108,8 @@ static void test_bad_options(void)
 
 static void test_generated_model_commands(void)
 {
+    if (!test_need_vitamin())
+        return;
     char m1[512], m2[512], a[2048];
     snprintf(m1, sizeof m1, "%s/m1.gguf", test_tmpdir());
     snprintf(m2, sizeof m2, "%s/m2.gguf", test_tmpdir());

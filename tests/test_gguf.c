@@ -785,11 +785,9 @@ static void check_real_file(const char *dir, const char *name, int *n_known)
 
 static void test_real_files(void)
 {
-    const char *shared = test_shared_dir();
-    if (!shared) {
-        test_skip("no ../shared folder (set VT_SHARED): real GGUF fixtures not checked");
+    const char *shared = test_need_shared("the real GGUF fixtures");
+    if (!shared)
         return;
-    }
     int n_files = 0, n_known = 0;
     const char *subs[] = {"fixtures/models", "fixtures/vocab"};
     for (size_t s = 0; s < VT_ARRAY_LEN(subs); s++) {
@@ -815,14 +813,14 @@ static void test_real_files(void)
 
 static void test_real_copy(void)
 {
-    const char *shared = test_shared_dir();
-    if (!shared) {
-        test_skip("no ../shared folder (set VT_SHARED): nothing to copy");
+    const char *shared = test_need_shared("copying a real GGUF file");
+    if (!shared)
         return;
-    }
     /* a 152k-token BPE vocabulary with its merges, copied kv by kv */
     char path[1024];
     snprintf(path, sizeof path, "%s/fixtures/vocab/ggml-vocab-qwen2.gguf", shared);
+    if (!test_need_file(path, "copying a real GGUF file"))
+        return;
     gguf_file *f = NULL;
     vt_err e = gguf_open(path, &f);
     CHECKF(e == VT_OK, "%s", vt_last_error());
