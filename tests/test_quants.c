@@ -138,6 +138,28 @@ static void test_dispatch(void)
     fprintf(stderr, "  (active ISA: %s)\n", isa_name[a]);
 }
 
+/* One test per SIMD level: the level's kernels exist for every weight type
+ * (so that the *_levels tests below compare them with the scalar ones), or
+ * the CPU lacks the level and it is skipped, named. */
+static void check_level(kn_isa l)
+{
+    if (!kn_traits_isa(VT_TYPE_F32, l)) {
+        test_skip_hw("the CPU lacks %s: its kernels are not compared with the scalar ones",
+                     isa_name[l]);
+        return;
+    }
+    for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
+        const kn_traits *tr = kn_traits_isa(weight_types[i], l);
+        CHECKF(tr && tr->to_float && tr->from_float && tr->vec_dot && tr->vec_dot_n &&
+                   tr->vec_dot_rows,
+               "%s: %s has no complete traits", isa_name[l], tname(weight_types[i]));
+    }
+    fprintf(stderr, "  isa %s: kernels compared with the scalar ones\n", isa_name[l]);
+}
+
+static void test_level_avx2(void) { check_level(KN_ISA_AVX2); }
+static void test_level_avx512(void) { check_level(KN_ISA_AVX512); }
+
 /* ---- hand-built blocks ------------------------------------------------- */
 
 /* Dequantizes with every level and checks they agree with the scalar one. */
@@ -1103,6 +1125,8 @@ int main(void)
 {
     RUN_TEST(test_block_sizes);
     RUN_TEST(test_dispatch);
+    RUN_TEST(test_level_avx2);
+    RUN_TEST(test_level_avx512);
     RUN_TEST(test_hand_q4_0_q8_0);
     RUN_TEST(test_hand_q4_1_q5);
     RUN_TEST(test_hand_q4_K);
