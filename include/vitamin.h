@@ -137,6 +137,10 @@ vt_request_params vt_request_params_default(void);
  * max_seq_len), VT_ERR_NOMEM; *out is NULL then. */
 vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out);
 
+/* What vt_submit checks before queueing, without queueing: VT_OK or the
+ * error (and message) vt_submit would give. */
+vt_err vt_request_check(const vt_engine *e, const vt_request_params *p);
+
 typedef enum {
     VT_EV_TOKEN = 1, /* a generated token of completion `index` */
     VT_EV_FINISH,    /* completion `index` ended (finish says why) */

@@ -503,7 +503,7 @@ static void test_bad_requests(void)
     CHECK(vt_submit(e, &p, &r) == VT_ERR_INVALID && strstr(vt_last_error(), "temperature"));
     p.temperature = 0;
     p.n_prompt = 300; /* the pool holds 256 tokens */
-    CHECK(vt_submit(e, &p, &r) == VT_ERR_RANGE && strstr(vt_last_error(), "longest"));
+    CHECK(vt_submit(e, &p, &r) == VT_ERR_RANGE && strstr(vt_last_error(), "context"));
     p.n_prompt = 200;
     p.max_tokens = 100;
     CHECK(vt_submit(e, &p, &r) == VT_ERR_RANGE && strstr(vt_last_error(), "max_tokens"));

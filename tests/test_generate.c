@@ -704,9 +704,11 @@ static void check_chat(const char *path, const char *tpl_file, const char *tpl_s
     CHECK_EQ_INT(r1, 0);
     CHECK_EQ_INT(p1, n1);
     CHECK(g1 >= 1 && g1 <= 12 && g2 >= 1 && g2 <= 12);
-    /* turn 2 keeps all of turn 1's prompt and some of its reply, and runs
-     * only the rest: far fewer tokens than the whole conversation */
-    CHECKF(r2 >= n1, "turn 2 reused %lld tokens, turn 1's prompt alone had %lld", r2, (long long)n1);
+    /* turn 2 finds every full 16-token KV block of turn 1's prompt in the
+     * engine's prefix cache (and maybe some of its reply), and runs only the
+     * rest: far fewer tokens than the whole conversation */
+    CHECKF(r2 >= n1 / 16 * 16, "turn 2 reused %lld tokens, turn 1's prompt alone had %lld", r2,
+           (long long)n1);
     CHECKF(r2 <= n1 + g1, "turn 2 reused %lld > %lld", r2, (long long)(n1 + g1));
     if (lines == 2 && !strchr(out, '\r')) {
         char *nl = strchr(out, '\n');

@@ -8,6 +8,7 @@
 #ifndef VT_CLI_H
 #define VT_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -39,10 +40,10 @@ bool cli_need_value(int argc, char **argv, int i);
 /* Threads to use when -t is not given: the online cores (cmd_logits.c). */
 int cli_default_threads(void);
 
-/* Sampling options and model sessions shared by `vitamin run` and
- * `vitamin chat` (session.c). */
+/* Sampling options and the engine shared by `vitamin run` and `vitamin
+ * chat` (session.c). */
 typedef struct {
-    smp_params p;
+    vt_request_params p;
     const char *stops[SMP_MAX_STOP];
 } cli_sampling;
 
@@ -51,8 +52,23 @@ void cli_sampling_init(cli_sampling *c, int32_t max_tokens);
  * used (0: not a sampling option), -1 after printing an error. */
 int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i);
 extern const char *const cli_sampling_help;
-int cli_session_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
-                     tok_tokenizer **tok, kn_pool **pool, eng_session **s);
-void cli_session_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, eng_session *s);
+
+/* Loads the model and its tokenizer and starts an engine (its own thread)
+ * whose KV pool and longest sequence are n_ctx tokens (0: the model's
+ * training context, at most 4096). On failure prints one line naming cmd
+ * and path and returns 1. */
+int cli_engine_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
+                    tok_tokenizer **tok, kn_pool **pool, vt_engine **e);
+void cli_engine_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, vt_engine *e);
+
+/* Streams completion 0 of r: each piece of text goes to on_text (return
+ * false to abort the request, e.g. stdout closed). While *interrupted
+ * (may be NULL) becomes true, the request is aborted. Returns the DONE
+ * event's usage in *usage and the finish reason; an ERROR event's message is
+ * printed as "vitamin CMD: ..." and makes the result VT_FINISH_NONE. */
+vt_finish cli_stream(const char *cmd, vt_request *r, bool (*on_text)(void *, const char *, size_t),
+                     void *user, volatile sig_atomic_t *interrupted, vt_usage *usage);
+/* "prompt: N tokens (C cached), X tok/s; generated: N tokens, Y tok/s" on stderr. */
+void cli_print_speeds(const vt_usage *u);
 
 #endif

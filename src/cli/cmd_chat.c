@@ -3,10 +3,11 @@
  * line joins the conversation, which is rendered with the model's chat
  * template (tokenizer.chat_template, or --template FILE) with
  * add_generation_prompt and tokenized (special-token text parsed, BOS added
- * by the model's rule unless the template wrote it). The engine session keeps
- * the KV cache of everything so far: only the tokens after the longest
- * common prefix of the new rendering and the cache are run (normally just
- * the new turn; a template that rewrites earlier turns costs more). The reply
+ * by the model's rule unless the template wrote it), and each turn is one
+ * request to the engine. The engine's prefix cache keeps the KV blocks of
+ * the conversation so far: only the tokens after the longest cached run of
+ * full blocks are computed (normally just the new turn; a template that
+ * rewrites earlier turns costs more). The reply
  * streams to stdout and is appended to the conversation as the assistant's
  * message. A model without a chat template is an error naming --template;
  * there is no silent fallback format.
@@ -48,7 +49,7 @@ static void help(FILE *out)
             "  -h, --help             this help\n"
             "%s"
             "\n-n defaults to -1 here (a reply ends at the model's end-of-turn token).\n",
-            ENG_DEFAULT_CTX, cli_sampling_help);
+            4096, cli_sampling_help);
 }
 
 typedef struct {
@@ -86,20 +87,19 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
-static bool on_token(void *user, int32_t token, const char *text, size_t len)
+static bool on_text(void *user, const char *text, size_t len)
 {
-    (void)token;
     buf_add(user, text, len);
     if (len) {
         fwrite(text, 1, len, stdout);
         fflush(stdout);
     }
-    return !interrupted;
+    return true;
 }
 
 typedef struct {
     const tok_tokenizer *tok;
-    eng_session *s;
+    vt_engine *e;
     chat_fmt *fmt;
     json_t *messages;
     size_t n_keep; /* messages kept by /reset (the system message) */
@@ -123,12 +123,14 @@ static int turn(chat *c, const char *line, size_t len)
         free(ids);
         return 1;
     }
-    eng_stats before = eng_get_stats(c->s);
-    int64_t reused = 0;
+    vt_request *r = NULL;
     if (n == 0)
         e = vt_fail(VT_ERR_INVALID, "the chat template rendered nothing");
-    else
-        e = eng_sync(c->s, ids, (int64_t)n, &reused);
+    else {
+        c->smp->p.prompt = ids;
+        c->smp->p.n_prompt = (int64_t)n;
+        e = vt_submit(c->e, &c->smp->p, &r);
+    }
     free(ids);
     if (e) {
         fprintf(stderr, "vitamin chat: %s%s\n", vt_last_error(),
@@ -137,13 +139,13 @@ static int turn(chat *c, const char *line, size_t len)
         return 0;
     }
     buf reply = {0};
-    eng_result res;
+    vt_usage u;
     interrupted = 0;
-    e = eng_generate(c->s, &c->smp->p, on_token, &reply, &res);
+    vt_finish f = cli_stream("chat", r, on_text, &reply, &interrupted, &u);
+    vt_request_free(r);
     fputc('\n', stdout);
     fflush(stdout);
-    if (e) {
-        fprintf(stderr, "vitamin chat: %s\n", vt_last_error());
+    if (f == VT_FINISH_NONE) {
         free(reply.p);
         return 1;
     }
@@ -155,18 +157,20 @@ static int turn(chat *c, const char *line, size_t len)
     }
     free(reply.p);
     c->turn++;
-    eng_stats st = eng_get_stats(c->s);
-    if (res.finish == ENG_FINISH_CONTEXT)
+    int64_t max_len = vt_engine_max_seq_len(c->e);
+    if (f == VT_FINISH_LENGTH && u.prompt_tokens + u.completion_tokens >= max_len)
         fprintf(stderr, "vitamin chat: the context of %lld tokens is full; /reset starts over\n",
-                (long long)eng_n_ctx(c->s));
+                (long long)max_len);
     if (c->verbose) {
-        double tp = st.t_prompt - before.t_prompt, tg = st.t_gen - before.t_gen;
-        int64_t np = st.n_prompt - before.n_prompt, ng = st.n_gen - before.n_gen;
+        double tp = u.time_to_first_token, tg = u.total_time - u.time_to_first_token;
+        int64_t np = u.prompt_tokens - u.cached_tokens;
         fprintf(stderr,
                 "[turn %d: %lld tokens reused from the cache, %lld processed (%.2f tok/s), "
                 "%lld generated (%.2f tok/s), finish: %s]\n",
-                c->turn, (long long)reused, (long long)np, tp > 0 ? (double)np / tp : 0.0,
-                (long long)ng, tg > 0 ? (double)ng / tg : 0.0, eng_finish_reason(res.finish));
+                c->turn, (long long)u.cached_tokens, (long long)np,
+                tp > 0 ? (double)np / tp : 0.0, (long long)u.completion_tokens,
+                tg > 0 && u.completion_tokens > 1 ? (double)(u.completion_tokens - 1) / tg : 0.0,
+                vt_finish_reason(f));
     }
     return 0;
 }
@@ -200,7 +204,6 @@ static int loop(chat *c)
         if (!strcmp(line, "/reset")) {
             while (json_array_size(c->messages) > c->n_keep)
                 json_array_remove(c->messages, json_array_size(c->messages) - 1);
-            eng_truncate(c->s, 0);
             c->turn = 0;
             fprintf(stderr, "(a new conversation)\n");
             continue;
@@ -263,10 +266,10 @@ int cmd_chat(int argc, char **argv)
     md_model *m;
     tok_tokenizer *tok;
     kn_pool *pool;
-    eng_session *s;
-    if (cli_session_open("chat", path, threads, n_ctx, &m, &tok, &pool, &s))
+    vt_engine *eng;
+    if (cli_engine_open("chat", path, threads, n_ctx, &m, &tok, &pool, &eng))
         return 1;
-    chat c = {.tok = tok, .s = s, .smp = &smp, .verbose = verbose};
+    chat c = {.tok = tok, .e = eng, .smp = &smp, .verbose = verbose};
     int rc = 1;
     vt_err e = chat_fmt_load(m->file, tok, tfile, &c.fmt);
     if (e) {
@@ -279,7 +282,10 @@ int cmd_chat(int argc, char **argv)
                     vt_last_error());
         goto done;
     }
-    if ((e = smp_params_validate(&smp.p, tok_n_vocab(tok)))) {
+    int32_t probe = 0;
+    smp.p.prompt = &probe;
+    smp.p.n_prompt = 1;
+    if ((e = vt_request_check(eng, &smp.p))) {
         fprintf(stderr, "vitamin chat: %s\n", vt_last_error());
         goto done;
     }
@@ -293,6 +299,6 @@ int cmd_chat(int argc, char **argv)
 done:
     json_decref(c.messages);
     chat_fmt_destroy(c.fmt);
-    cli_session_close(m, tok, pool, s);
+    cli_engine_close(m, tok, pool, eng);
     return rc;
 }

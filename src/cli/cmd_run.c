@@ -1,14 +1,12 @@
 /*
  * cmd_run.c - `vitamin run`: generates text from a prompt. The prompt is
  * tokenized with the model's BOS rule (special-token text parsed, as
- * llama.cpp does), run through an engine session in one pass, and the
+ * llama.cpp does) and submitted to the engine as one request, and the
  * continuation is streamed to stdout piece by piece (never half a UTF-8
  * character; nothing else is written to stdout, and no newline is added
  * unless stdout is a terminal) until an end-of-generation token, a stop
- * string, -n tokens or the end of the context. Speeds go to stderr.
- *
- * Also home of what `vitamin chat` shares with it: the sampling options and
- * opening a model with a session (cli_sampling_*, cli_session_*).
+ * string, -n tokens or the end of the context. Speeds go to stderr, on a
+ * line of their own.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +16,7 @@
 #include "cli.h"
 #include "engine/engine.h"
 #include "tokenizer/tokenizer.h"
+#include "util/util.h"
 
 static void help(FILE *out)
 {
@@ -37,7 +36,7 @@ static void help(FILE *out)
             "  -h, --help             this help\n"
             "%s"
             "\n-n defaults to 256 here.\n",
-            ENG_DEFAULT_CTX, cli_sampling_help);
+            4096, cli_sampling_help);
 }
 
 static char *read_stdin(size_t *len)
@@ -64,10 +63,9 @@ static char *read_stdin(size_t *len)
     return NULL;
 }
 
-static bool print_piece(void *user, int32_t token, const char *text, size_t len)
+static bool print_piece(void *user, const char *text, size_t len)
 {
     (void)user;
-    (void)token;
     if (len) {
         if (fwrite(text, 1, len, stdout) != len)
             return false; /* stdout closed: stop generating */
@@ -160,45 +158,51 @@ int cmd_run(int argc, char **argv)
     md_model *m;
     tok_tokenizer *tok;
     kn_pool *pool;
-    eng_session *s;
+    vt_engine *eng;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     int rc = 1;
-    if (cli_session_open("run", path, threads, n_ctx, &m, &tok, &pool, &s)) {
+    if (cli_engine_open("run", path, threads, n_ctx, &m, &tok, &pool, &eng)) {
         free(text);
         return 1;
     }
     vt_err e = encode_prompt(tok, prompt, text_len, no_bos, &ids, &n_ids);
     if (!e && n_ids == 0)
         e = vt_fail(VT_ERR_INVALID, "the prompt is empty");
-    if (!e)
-        e = smp_params_validate(&smp.p, tok_n_vocab(tok));
-    if (!e)
-        e = eng_feed(s, ids, (int64_t)n_ids);
-    eng_result res = {0};
-    if (!e)
-        e = eng_generate(s, &smp.p, print_piece, NULL, &res);
-    if (isatty(STDOUT_FILENO) && res.n_generated)
-        putchar('\n');
-    fflush(stdout);
+    vt_request *r = NULL;
+    if (smp.p.seed == SMP_SEED_RANDOM) /* drawn here, so that -v can tell it */
+        smp.p.seed = ((uint64_t)(vt_now() * 1e6) ^ (uint64_t)getpid() << 20) & 0x7fffffff;
+    if (!e) {
+        smp.p.prompt = ids;
+        smp.p.n_prompt = (int64_t)n_ids;
+        e = vt_submit(eng, &smp.p, &r);
+    }
     if (e) {
         fprintf(stderr, "vitamin run: %s\n", vt_last_error());
     } else {
-        eng_stats st = eng_get_stats(s);
-        if (verbose)
-            fprintf(stderr, "seed: %llu; finish: %s%s\n", (unsigned long long)res.seed,
-                    eng_finish_reason(res.finish),
-                    res.finish == ENG_FINISH_CONTEXT ? " (context full)" : "");
-        else if (res.finish == ENG_FINISH_CONTEXT)
-            fprintf(stderr, "vitamin run: stopped: the context of %lld tokens is full (--ctx)\n",
-                    (long long)eng_n_ctx(s));
-        fprintf(stderr, "prompt: %lld tokens, %.2f tok/s; generated: %lld tokens, %.2f tok/s\n",
-                (long long)st.n_prompt, st.t_prompt > 0 ? (double)st.n_prompt / st.t_prompt : 0.0,
-                (long long)st.n_gen, st.t_gen > 0 ? (double)st.n_gen / st.t_gen : 0.0);
-        rc = 0;
+        vt_usage u;
+        vt_finish f = cli_stream("run", r, print_piece, NULL, NULL, &u);
+        if (isatty(STDOUT_FILENO) && u.completion_tokens)
+            putchar('\n');
+        fflush(stdout);
+        bool full = f == VT_FINISH_LENGTH &&
+                    u.prompt_tokens + u.completion_tokens >= vt_engine_max_seq_len(eng);
+        if (f != VT_FINISH_NONE) {
+            if (verbose)
+                fprintf(stderr, "prompt: %lld tokens; seed: %llu; finish: %s%s\n",
+                        (long long)n_ids, (unsigned long long)smp.p.seed, vt_finish_reason(f),
+                        full ? " (context full)" : "");
+            else if (full)
+                fprintf(stderr,
+                        "vitamin run: stopped: the context of %lld tokens is full (--ctx)\n",
+                        (long long)vt_engine_max_seq_len(eng));
+            cli_print_speeds(&u);
+            rc = 0;
+        }
     }
+    vt_request_free(r);
     free(ids);
     free(text);
-    cli_session_close(m, tok, pool, s);
+    cli_engine_close(m, tok, pool, eng);
     return rc;
 }

@@ -1,8 +1,8 @@
 /*
  * session.c - what `vitamin run` and `vitamin chat` share: the sampling
- * options (parsed into smp_params, with llama.cpp's defaults) and opening a
- * model, its tokenizer, a thread pool and a generation session in one step,
- * with one-line errors.
+ * options (parsed into vt_request_params, with llama.cpp's defaults),
+ * opening a model, its tokenizer, a thread pool and the engine in one step
+ * with one-line errors, and streaming one request's text.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@
 void cli_sampling_init(cli_sampling *c, int32_t max_tokens)
 {
     memset(c, 0, sizeof *c);
-    c->p = smp_params_default();
+    c->p = vt_request_params_default();
     c->p.temperature = 0.8f;
     c->p.top_k = 40;
     c->p.top_p = 0.95f;
@@ -100,41 +100,89 @@ int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i)
     return 2;
 }
 
-/* Loads the model and its tokenizer and makes a session; on failure prints
- * one line naming cmd and path, frees what it made and returns 1. */
-int cli_session_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
-                     tok_tokenizer **tok, kn_pool **pool, eng_session **s)
+int cli_engine_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
+                    tok_tokenizer **tok, kn_pool **pool, vt_engine **e)
 {
     *m = NULL;
     *tok = NULL;
     *pool = NULL;
-    *s = NULL;
-    vt_err e = md_load(path, m);
-    if (!e)
-        e = tok_load((*m)->file, tok);
-    if (!e && !(*pool = kn_pool_create((int)threads)))
-        e = vt_fail(VT_ERR_NOMEM, "cannot start %ld threads", threads);
-    if (!e) {
-        eng_options o = {.n_ctx = n_ctx, .pool = *pool};
-        e = eng_session_create(*m, *tok, &o, s);
+    *e = NULL;
+    vt_err err = md_load(path, m);
+    if (!err)
+        err = tok_load((*m)->file, tok);
+    if (!err && !(*pool = kn_pool_create((int)threads)))
+        err = vt_fail(VT_ERR_NOMEM, "cannot start %ld threads", threads);
+    if (!err) {
+        vt_engine_config cfg = {.kv_tokens = n_ctx, .max_seq_len = n_ctx};
+        if (!(*e = eng_create(*m, *tok, *pool, &cfg)))
+            err = VT_ERR_INVALID;
     }
-    if (!e)
+    if (!err)
         return 0;
     fprintf(stderr, "vitamin %s: %s: %s\n", cmd, path, vt_last_error());
-    cli_session_close(*m, *tok, *pool, *s);
+    cli_engine_close(*m, *tok, *pool, *e);
     *m = NULL;
     *tok = NULL;
     *pool = NULL;
-    *s = NULL;
+    *e = NULL;
     return 1;
 }
 
-void cli_session_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, eng_session *s)
+void cli_engine_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, vt_engine *e)
 {
-    eng_session_destroy(s);
+    vt_engine_destroy(e);
     kn_pool_destroy(pool);
     tok_destroy(tok);
     md_destroy(m);
+}
+
+vt_finish cli_stream(const char *cmd, vt_request *r, bool (*on_text)(void *, const char *, size_t),
+                     void *user, volatile sig_atomic_t *interrupted, vt_usage *usage)
+{
+    vt_finish finish = VT_FINISH_NONE;
+    bool failed = false, aborted = false;
+    vt_event ev;
+    int rc;
+    memset(usage, 0, sizeof *usage);
+    while ((rc = vt_request_next(r, &ev, 100)) >= 0) {
+        if (rc == 0) {
+            if (interrupted && *interrupted && !aborted) {
+                vt_request_abort(r);
+                aborted = true;
+            }
+            continue;
+        }
+        if ((ev.kind == VT_EV_TOKEN || ev.kind == VT_EV_FINISH) && ev.index == 0 && ev.len &&
+            !aborted && !on_text(user, ev.text, ev.len)) {
+            vt_request_abort(r);
+            aborted = true;
+        }
+        if (ev.kind == VT_EV_FINISH && ev.index == 0)
+            finish = ev.finish;
+        if (ev.kind == VT_EV_ERROR) {
+            fprintf(stderr, "vitamin %s: %.*s\n", cmd, (int)ev.len, ev.text);
+            failed = true;
+        }
+        if (ev.kind == VT_EV_DONE)
+            *usage = ev.usage;
+        if (interrupted && *interrupted && !aborted) {
+            vt_request_abort(r);
+            aborted = true;
+        }
+    }
+    return failed ? VT_FINISH_NONE : finish;
+}
+
+void cli_print_speeds(const vt_usage *u)
+{
+    int64_t computed = u->prompt_tokens - u->cached_tokens;
+    double tp = u->time_to_first_token, tg = u->total_time - u->time_to_first_token;
+    fprintf(stderr, "prompt: %lld tokens", (long long)u->prompt_tokens);
+    if (u->cached_tokens)
+        fprintf(stderr, " (%lld from the cache)", (long long)u->cached_tokens);
+    fprintf(stderr, ", %.2f tok/s; generated: %lld tokens, %.2f tok/s\n",
+            tp > 0 ? (double)computed / tp : 0.0, (long long)u->completion_tokens,
+            tg > 0 && u->completion_tokens > 1 ? (double)(u->completion_tokens - 1) / tg : 0.0);
 }
 
 /* ---- vitamin run ---- */

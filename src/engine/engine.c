@@ -369,8 +369,8 @@ static vt_err validate(const vt_engine *e, const vt_request_params *p, int64_t *
                            (long long)i, (int)p->prompt[i], (int)e->n_vocab);
     if (p->n_prompt >= e->max_seq_len)
         return vt_fail(VT_ERR_RANGE,
-                       "the prompt has %lld tokens; the longest sequence is %lld tokens "
-                       "(prompt and output together)",
+                       "the prompt has %lld tokens but the context is %lld tokens (prompt "
+                       "and output together)",
                        (long long)p->n_prompt, (long long)e->max_seq_len);
     if (p->max_tokens < -1 || p->max_tokens == 0)
         return vt_fail(VT_ERR_RANGE, "max_tokens must be at least 1 (or -1: no limit), got %d",
@@ -378,8 +378,8 @@ static vt_err validate(const vt_engine *e, const vt_request_params *p, int64_t *
     int64_t room = e->max_seq_len - p->n_prompt;
     if (p->max_tokens > room)
         return vt_fail(VT_ERR_RANGE,
-                       "the prompt (%lld tokens) and max_tokens (%d) exceed the longest "
-                       "sequence (%lld tokens)",
+                       "the prompt (%lld tokens) and max_tokens (%d) exceed the context of "
+                       "%lld tokens",
                        (long long)p->n_prompt, (int)p->max_tokens, (long long)e->max_seq_len);
     if (p->top_logprobs < 0 || p->top_logprobs > SMP_MAX_TOP_LOGPROBS)
         return vt_fail(VT_ERR_RANGE, "top_logprobs must be in 0..%d, got %d",
@@ -389,12 +389,11 @@ static vt_err validate(const vt_engine *e, const vt_request_params *p, int64_t *
     return smp_params_validate(&sp, e->n_vocab);
 }
 
-vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
+vt_err vt_request_check(const vt_engine *e, const vt_request_params *p)
 {
-    *out = NULL;
-    if (!e || !p)
-        return vt_fail(VT_ERR_INVALID, "vt_submit: no engine or parameters");
     int64_t max_tokens = 0;
+    if (!e || !p)
+        return vt_fail(VT_ERR_INVALID, "vt_request_check: no engine or parameters");
     vt_err err = validate(e, p, &max_tokens);
     if (err)
         return err;
@@ -405,6 +404,19 @@ vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
                        "whole KV pool has %lld",
                        (long long)slots + 1, (long long)p->n_prompt, (long long)max_tokens,
                        (long long)kv_n_blocks(e->kv) * kv_block_size(e->kv));
+    return VT_OK;
+}
+
+vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
+{
+    *out = NULL;
+    if (!e || !p)
+        return vt_fail(VT_ERR_INVALID, "vt_submit: no engine or parameters");
+    vt_err err = vt_request_check(e, p);
+    if (err)
+        return err;
+    int64_t max_tokens = 0;
+    validate(e, p, &max_tokens);
     vt_request *r = eng_request_new();
     if (!r)
         return vt_fail(VT_ERR_NOMEM, "out of memory");
