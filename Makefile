@@ -63,6 +63,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_OBJ) $(BUILD)/libvitamin.a
 
 # the llama.cpp parity tests share a comparison helper
 $(BUILD)/tests/test_parity_fixtures $(BUILD)/tests/test_parity_generated: $(BUILD)/tests/parity.o
+# test_alloc_fail counts and fails the library's allocations through wrappers
+$(BUILD)/tests/test_alloc_fail: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
+    -Wl,--wrap=free,--wrap=strdup,--wrap=strndup
 
 tests: $(TEST_BIN) $(BUILD)/vitamin
 
@@ -76,15 +79,20 @@ check: test
 	$(MAKE) SANITIZE=address,undefined test
 	$(MAKE) fuzz-smoke
 
-# Builds and runs only the test programs in TESTS (no vitamin binary needed).
+# Builds and runs only the test programs in TESTS (no vitamin binary built;
+# tests that run one use TEST_BIN_VITAMIN).
+TEST_BIN_VITAMIN ?= $(abspath $(BUILD)/vitamin)
 check-some: $(TEST_BIN)
-	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
-	  sh tests/run.sh $(BUILD)/tests
+	@VT_SHARED=$(SHARED) VT_BIN=$(TEST_BIN_VITAMIN) VT_BUILD=$(abspath $(BUILD)) \
+	  VT_ENGINE_THREADS=$(VT_ENGINE_THREADS) sh tests/run.sh $(BUILD)/tests
 
-# The thread tests under ThreadSanitizer (own build folder: $(BUILD)-tsan).
-TSAN_TESTS ?= test_pool
-test-tsan:
-	$(MAKE) BUILD=$(BUILD)-tsan SANITIZE=thread TESTS="$(TSAN_TESTS)" check-some
+# The thread tests under ThreadSanitizer (own build folder: $(BUILD)-tsan):
+# the pool, and the engine's threads (clients submitting, reading and
+# aborting while the engine thread steps); models made by this build's vitamin.
+TSAN_TESTS ?= test_pool test_engine
+test-tsan: $(BUILD)/vitamin
+	$(MAKE) BUILD=$(BUILD)-tsan SANITIZE=thread TESTS="$(TSAN_TESTS)" \
+	  TEST_BIN_VITAMIN=$(abspath $(BUILD)/vitamin) VT_ENGINE_THREADS=1 check-some
 
 bench: all
 	@VT_SHARED=$(SHARED) sh bench/run.sh $(BUILD)/vitamin
