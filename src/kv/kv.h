@@ -20,9 +20,10 @@
  *    the sequence's salt) and entered into a table. A new sequence whose
  *    prompt starts with the same tokens reuses those blocks instead of
  *    computing them (kv_seq_create). The tokens of each cached block are
- *    kept and compared on a hit, so a hash collision can never hand out
- *    wrong K/V. A block whose reference count drops to 0 keeps its hash and
- *    stays reusable ("cached"), in an LRU list; it is evicted (its hash
+ *    kept and compared on a hit, with the salt and the parent block (see
+ *    kv.c), so a hash collision can never hand out wrong K/V. A block
+ *    whose reference count drops to 0 keeps its hash and stays reusable
+ *    ("cached"), in an LRU list; it is evicted (its hash
  *    forgotten) only when a block is needed and no never-used/forgotten free
  *    block is left. When a sequence is freed its blocks enter the LRU list
  *    tail first (its last blocks are evicted before its first ones, since a
@@ -163,7 +164,9 @@ int32_t kv_block_refcount(const kv_pool *p, int32_t b);
 
 /* Called with a cached block's id and hash just before it is evicted (its
  * K/V is about to be overwritten): the hook for a disk "drawer" that keeps
- * evicted prefixes. NULL: none. */
+ * evicted prefixes. NULL: none. Called once per eviction, from inside
+ * kv_append_slots, while the block is still cached; it must not call
+ * functions that change the pool. */
 typedef void (*kv_evict_fn)(void *ctx, int32_t block, uint64_t hash);
 void kv_set_evict_hook(kv_pool *p, kv_evict_fn fn, void *ctx);
 
