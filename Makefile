@@ -5,6 +5,7 @@
 #   make check                 both of the above, then make fuzz-smoke (what CI runs)
 #   make test-tsan             the thread tests under ThreadSanitizer
 #   make bench                 benchmarks against llama.cpp (needs the oracle)
+#   make bench-kv              KV efficiency: paged pool vs per-slot cache (no oracle)
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
 #   make fuzz-smoke            build them and run each a few seconds over its seeds
 
@@ -97,6 +98,15 @@ test-tsan: $(BUILD)/vitamin
 bench: all
 	@VT_SHARED=$(SHARED) sh bench/run.sh $(BUILD)/vitamin
 
+# KV efficiency (issue 7): vitamin's paged pool vs a per-slot cache (llama.cpp's
+# -np N -c C) on a mixed-length workload, then the engine's own counters.
+# test_kv_efficiency runs a small version of the same simulation.
+$(BUILD)/bench/bench_kv: $(BUILD)/bench/bench_kv.o $(BUILD)/bench/kvsim.o $(BUILD)/libvitamin.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+$(BUILD)/tests/test_kv_efficiency: $(BUILD)/bench/kvsim.o
+bench-kv: $(BUILD)/bench/bench_kv $(BUILD)/vitamin
+	$(BUILD)/bench/bench_kv --vitamin $(BUILD)/vitamin
+
 FBUILD ?= build-fuzz
 fuzz:
 	$(MAKE) -f fuzz/fuzz.mk FBUILD=$(FBUILD)
@@ -109,7 +119,7 @@ fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench fuzz fuzz-smoke clean
+.PHONY: all tests test check check-some test-tsan bench bench-kv fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
