@@ -118,6 +118,7 @@ typedef struct {
     const char *const *stop; /* up to 16 stop strings (never part of the output) */
     int32_t n_stop;
     bool ignore_eos;
+    int32_t min_tokens;   /* end tokens banned until this many were generated (0: off) */
     bool logprobs;        /* report each token's logprob */
     int32_t top_logprobs; /* and up to 20 alternatives */
     bool special;         /* show special tokens' text in the output */

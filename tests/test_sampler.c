@@ -970,6 +970,48 @@ static void test_stop_random_chunking(void)
     CHECKF(matches > 100, "only %d texts contain a stop string", matches);
 }
 
+/* min_tokens: the end tokens cannot be drawn (nor be the argmax) until that
+ * many tokens were accepted; afterwards they can again. */
+static void test_min_tokens(void)
+{
+    smp_params p = smp_params_default();
+    p.temperature = 0;
+    p.min_tokens = 2;
+    int32_t ends[] = {3, 7};
+    float l[10] = {0, 1, 2, 9, 0, 0, 0, 8, 5, 0}; /* 3, then 7, are the best */
+    smp_state *s = NULL;
+    CHECK(smp_create(&p, 10, ends, 2, &s) == VT_OK);
+    smp_emit out;
+    smp_logprobs lp;
+    for (int k = 0; k < 2; k++) {
+        int32_t t = smp_sample(s, l, 10, NULL, 0, &lp);
+        CHECK_EQ_INT(t, 8);
+        CHECK(smp_accept(s, t, "x", 1, &out) == VT_OK && out.finish == SMP_CONTINUE);
+    }
+    CHECK_EQ_INT(smp_sample(s, l, 10, NULL, 0, NULL), 3);
+    smp_destroy(s);
+    /* sampled draws never hit an end token early either */
+    p.temperature = 1;
+    p.seed = 5;
+    p.min_tokens = 50;
+    CHECK(smp_create(&p, 10, ends, 2, &s) == VT_OK);
+    for (int k = 0; k < 50; k++) {
+        int32_t t = smp_sample(s, l, 10, NULL, 0, NULL);
+        CHECKF(t != 3 && t != 7, "draw %d is end token %d", k, (int)t);
+        smp_accept(s, t, "x", 1, &out);
+    }
+    smp_destroy(s);
+    /* validation: negative, or above max_tokens */
+    smp_params q = smp_params_default();
+    q.min_tokens = -1;
+    expect_invalid(&q, 10, "min_tokens");
+    q.min_tokens = 5;
+    q.max_tokens = 4;
+    expect_invalid(&q, 10, "min_tokens");
+    q.max_tokens = 5;
+    CHECK(smp_params_validate(&q, 10) == VT_OK);
+}
+
 /* ---- ending generation ---- */
 
 static void test_accept(void)
@@ -1049,5 +1091,6 @@ int main(void)
     RUN_TEST(test_stop_utf8);
     RUN_TEST(test_stop_random_chunking);
     RUN_TEST(test_accept);
+    RUN_TEST(test_min_tokens);
     return test_finish("sampler");
 }

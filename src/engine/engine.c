@@ -353,6 +353,7 @@ static smp_params to_smp(const vt_request_params *p, int64_t max_tokens)
     s.stop = p->stop;
     s.n_stop = p->n_stop;
     s.ignore_eos = p->ignore_eos;
+    s.min_tokens = p->min_tokens;
     s.top_logprobs = p->logprobs ? p->top_logprobs : 0;
     return s;
 }
@@ -397,8 +398,12 @@ vt_err vt_request_check(const vt_engine *e, const vt_request_params *p)
     vt_err err = validate(e, p, &max_tokens);
     if (err)
         return err;
+    /* The pool's size is fixed (this runs on a client thread: nothing that
+     * the engine thread changes may be read here). The last token is never
+     * fed back, so it needs no slot. */
     int64_t slots = p->n_prompt + max_tokens - 1;
-    if (kv_can_allocate(e->kv, 1, slots) == KV_NEVER)
+    int64_t bs = kv_block_size(e->kv);
+    if ((slots + bs - 1) / bs > kv_n_blocks(e->kv))
         return vt_fail(VT_ERR_RANGE,
                        "the request needs %lld KV slots (prompt %lld + max_tokens %lld) but the "
                        "whole KV pool has %lld",

@@ -89,6 +89,7 @@ smp_params smp_params_default(void)
         .n_stop = 0,
         .ignore_eos = false,
         .top_logprobs = 0,
+        .min_tokens = 0,
     };
 }
 
@@ -148,6 +149,9 @@ vt_err smp_params_validate(const smp_params *p, int32_t n_vocab)
     if (p->top_logprobs < 0 || p->top_logprobs > SMP_MAX_TOP_LOGPROBS)
         return vt_fail(VT_ERR_INVALID, "top_logprobs must be in [0, %d], got %d",
                        SMP_MAX_TOP_LOGPROBS, (int)p->top_logprobs);
+    if (p->min_tokens < 0 || (p->max_tokens > 0 && p->min_tokens > p->max_tokens))
+        return vt_fail(VT_ERR_INVALID, "min_tokens must be in [0, max_tokens (%d)], got %d",
+                       (int)p->max_tokens, (int)p->min_tokens);
     return VT_OK;
 }
 
@@ -738,6 +742,9 @@ static vt_err prepare(smp_state *s, const float *logits, int32_t n_vocab, const 
     vt_err e = bias_and_penalize(&s->p, x, n_vocab, history, n_history, &s->wc);
     if (e)
         return e;
+    if (s->n_generated < s->p.min_tokens) /* too early to end */
+        for (int32_t i = 0; i < s->n_end; i++)
+            x[s->end_ids[i]] = -INFINITY;
 
     int32_t am = argmax_of(x, n_vocab);
     if (x[am] == -INFINITY)

@@ -85,11 +85,16 @@ typedef struct {
     bool ignore_eos;
     /* 0..SMP_MAX_TOP_LOGPROBS alternatives to report with smp_logprobs. */
     int32_t top_logprobs;
+    /* >= 0 (at most max_tokens when that is set): the end-of-generation
+     * tokens are banned (logit -inf) until this many tokens were generated
+     * (vLLM's min_tokens; stop strings still apply). 0 = off. */
+    int32_t min_tokens;
 } smp_params;
 
 /* temperature 1, top_k 0, top_p 1, min_p 0, penalties off (repetition 1,
  * presence/frequency 0, window 64), no bias, seed SMP_SEED_RANDOM,
- * max_tokens -1, no stop strings, ignore_eos false, top_logprobs 0. */
+ * max_tokens -1, no stop strings, ignore_eos false, top_logprobs 0,
+ * min_tokens 0. */
 smp_params smp_params_default(void);
 
 /* VT_OK, or VT_ERR_INVALID with a message naming the field and the value
