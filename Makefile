@@ -74,10 +74,12 @@ test: tests
 	@VT_SHARED=$(SHARED) VT_BIN=$(abspath $(BUILD)/vitamin) VT_BUILD=$(abspath $(BUILD)) \
 	  sh tests/run.sh $(BUILD)/tests
 
-# Everything CI runs: the suite, then the suite again under ASan+UBSan, then
-# every fuzz harness built (clang) and run briefly over its seeds.
+# Everything CI runs: the suite, then the suite again under ASan+UBSan, the
+# thread tests under TSan, then every fuzz harness built (clang) and run
+# briefly over its seeds.
 check: test
 	$(MAKE) SANITIZE=address,undefined test
+	$(MAKE) test-tsan
 	$(MAKE) fuzz-smoke
 
 # Builds and runs only the test programs in TESTS (no vitamin binary built;
