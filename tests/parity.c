@@ -1,11 +1,16 @@
 /*
- * parity.c - implementation of parity.h.
+ * parity.c - implementation of parity.h: reading llama.cpp's reference
+ * logits, comparing a model's logits with them, and running a test program
+ * again at each ISA level (VT_ISA) in a child process.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "parity.h"
 #include "test.h"
@@ -120,14 +125,41 @@ bool parity_check(const md_model *m, kn_pool *pool, const ref_logits *r, double 
     return true;
 }
 
-void parity_test_file(const md_model *m, kn_pool *pool, const char *ref_path, const char *label)
+bool parity_probe_degenerate(const ref_logits *r, char *why, size_t why_size)
 {
+    int self = 0;
+    double mx = 0;
+    for (int p = 0; p < r->n_pos; p++) {
+        self += r->n_top > 0 && r->ids[p * r->n_top] == r->tokens[r->pos[p]];
+        for (int k = 0; k < r->n_top; k++)
+            mx = fabs(r->vals[p * r->n_top + k]) > mx ? fabs(r->vals[p * r->n_top + k]) : mx;
+    }
+    if (2 * self > r->n_pos) {
+        snprintf(why, why_size, "llama.cpp's top-1 is the input token at %d of %d positions", self,
+                 r->n_pos);
+        return true;
+    }
+    if (mx > PARITY_MAX_LOGIT) {
+        snprintf(why, why_size, "a logit of magnitude %.1f (bound %.0f)", mx, PARITY_MAX_LOGIT);
+        return true;
+    }
+    return false;
+}
+
+static const char *isa_tag = ""; /* " @LEVEL" in a child run */
+
+void parity_test_file(const md_model *m, kn_pool *pool, const char *ref_path, const char *label0)
+{
+    char label[300];
+    snprintf(label, sizeof label, "%s%s", label0, isa_tag);
     double tol = model_is_quantized(m) ? 0.03 : 0.01;
     ref_logits r;
     if (!ref_load(ref_path, &r)) {
         test_fail_at(__FILE__, __LINE__, "cannot read %s", ref_path);
         return;
     }
+    char why[160];
+    CHECKF(!parity_probe_degenerate(&r, why, sizeof why), "%s: a degenerate probe: %s", label, why);
     parity_result pr;
     CHECKF(parity_check(m, pool, &r, tol, &pr), "%s: forward failed", label);
     CHECKF(pr.bad == 0, "%s: %d of %d logits off by more than %g (max %.4f)", label, pr.bad,
@@ -141,4 +173,83 @@ void parity_test_file(const md_model *m, kn_pool *pool, const char *ref_path, co
         fprintf(stderr, "  routing near-ties excused: %d", pr.ties);
     fputc('\n', stderr);
     ref_free(&r);
+}
+
+/* ---- the ISA levels --------------------------------------------------- */
+
+const char *const parity_isa_names[KN_ISA_COUNT] = {"scalar", "avx2", "avx512"};
+
+int parity_isa_child(int argc, char **argv)
+{
+    if (argc != 3 || strcmp(argv[1], "--isa"))
+        return -1;
+    static char tag[16];
+    for (int l = 0; l < KN_ISA_COUNT; l++)
+        if (!strcmp(argv[2], parity_isa_names[l])) {
+            snprintf(tag, sizeof tag, " @%s", parity_isa_names[l]);
+            isa_tag = tag;
+            return l;
+        }
+    return -1;
+}
+
+void parity_isa_check_child(kn_isa level)
+{
+    CHECKF(kn_active_isa() == level, "asked for VT_ISA=%s, running at %s",
+           parity_isa_names[level], parity_isa_names[kn_active_isa()]);
+}
+
+extern char **environ;
+
+/* Runs "/proc/self/exe --isa NAME" with VT_ISA=NAME, its stdout joined to
+ * stderr (so that the parent's summary line is the last one); returns its
+ * wait status, or -1 if it could not be started. */
+static int spawn_level(const char *argv0, const char *name)
+{
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + 2, sizeof *env), isa[64];
+    if (!env)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "VT_ISA=", 7))
+            env[k++] = environ[i];
+    snprintf(isa, sizeof isa, "VT_ISA=%s", name);
+    env[k++] = isa;
+    env[k] = NULL;
+    char *args[] = {(char *)argv0, "--isa", (char *)name, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, 2, 1);
+    fflush(NULL);
+    pid_t pid;
+    int rc = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, args, env), st = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    free(env);
+    if (rc) {
+        fprintf(stderr, "  cannot start %s --isa %s: %s\n", argv0, name, strerror(rc));
+        return -1;
+    }
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return st;
+}
+
+void parity_isa_level(const char *argv0, kn_isa level)
+{
+    const char *name = parity_isa_names[level];
+    if (!kn_traits_isa(VT_TYPE_F32, level)) {
+        test_skip_hw("the CPU lacks %s: parity at VT_ISA=%s not run", name, name);
+        return;
+    }
+    if (kn_active_isa() == level) {
+        fprintf(stderr, "  isa %s: the full set above ran at this level\n", name);
+        return;
+    }
+    fprintf(stderr, "  isa %s: the subset, in a child process with VT_ISA=%s\n", name, name);
+    int st = spawn_level(argv0, name);
+    CHECKF(st == 0, "the run at VT_ISA=%s failed (wait status %d)", name, st);
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kernels/kernels.h"
 #include "model/model.h"
 
 typedef struct {
@@ -48,8 +49,36 @@ bool model_is_quantized(const md_model *m);
 bool parity_check(const md_model *m, kn_pool *pool, const ref_logits *r, double tol,
                   parity_result *out);
 
+/* A probe that cannot fail: llama.cpp's top-1 is the input token itself at
+ * more than half the positions (the output is the token's own embedding
+ * coming back, as with tied embeddings and a small residual), or some
+ * logit's magnitude is past PARITY_MAX_LOGIT (then a tolerance relative to
+ * |ref| is loose). Returns true, with the reason in why, if r is such a
+ * probe. */
+#define PARITY_MAX_LOGIT 32.0
+bool parity_probe_degenerate(const ref_logits *r, char *why, size_t why_size);
+
 /* The whole test of one reference file: runs it, records failures with the
  * test harness (CHECK) and prints one summary line labelled `label`. */
 void parity_test_file(const md_model *m, kn_pool *pool, const char *ref_path, const char *label);
+
+/* ---- the ISA levels ----
+ * A parity program runs its full set at the level kn_init() picked, then
+ * itself again as "PROGRAM --isa LEVEL" (VT_ISA=LEVEL) for every other level
+ * the CPU has, where it runs a subset. */
+extern const char *const parity_isa_names[KN_ISA_COUNT];
+
+/* The level asked for by "--isa LEVEL" in argv, or -1 if this is not a
+ * child run. */
+int parity_isa_child(int argc, char **argv);
+
+/* In a child run: records a failure unless kn_init() picked `level`. */
+void parity_isa_check_child(kn_isa level);
+
+/* In the parent, one test per level: nothing to do if `level` is the active
+ * one (the full set ran at it); a skip naming the level if the CPU lacks it;
+ * otherwise this program (/proc/self/exe, argv0 as its name) runs again with
+ * "--isa LEVEL" and VT_ISA=LEVEL, and its failure is a failure here. */
+void parity_isa_level(const char *argv0, kn_isa level);
 
 #endif

@@ -4,7 +4,13 @@
  * checked against llama.cpp's logits for the same files, computed once by
  * tools/make_parity_refs.sh and committed as JSON. This also checks that
  * gen-model and quantize are deterministic and write files that llama.cpp
- * reads the same way vitamin does. Needs no ../shared.
+ * reads the same way vitamin does. Needs no ../shared. The full set runs at
+ * the ISA level kn_init() picks; a subset (dense and MoE, F16 and the main
+ * quantized kernels, both attention recipes: the short prompt is under and
+ * the long one over ggml's 64-token flash-attention switch) runs again at
+ * every other level the CPU has, in a child process with VT_ISA set. The
+ * llama-rope-* models carry rope frequency factors (rope_freqs.weight) and
+ * linear rope scaling, checked over 256 positions as well.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +20,20 @@
 #include "test.h"
 
 static kn_pool *pool;
+static int child_level = -1; /* the level of a child run, or -1 */
+static char *argv0;
+
+/* The models of a child run, one per kernel family (and MoE). */
+static const char *const isa_subset[] = {"llama-f16", "llama-q4_k_m", "qwen3moe-q8_0",
+                                         "mixtral-q5_k_m"};
+
+static bool in_subset(const char *name)
+{
+    for (size_t i = 0; i < sizeof isa_subset / sizeof isa_subset[0]; i++)
+        if (!strcmp(name, isa_subset[i]))
+            return true;
+    return false;
+}
 
 static int run(const char *cmd)
 {
@@ -50,8 +70,10 @@ static void check_one(const char *name, const char *vocab, const char *type, con
         test_fail_at(__FILE__, __LINE__, "%s: %s", name, vt_last_error());
         return;
     }
-    const char *kinds[] = {"short", "long"};
-    for (int k = 0; k < 2; k++) {
+    /* models named *rope* also get 256 tokens, where frequency factors and
+     * rope scaling show */
+    const char *kinds[] = {"short", "long", "xlong"};
+    for (int k = 0; k < (strstr(name, "rope") ? 3 : 2); k++) {
         char ref[512], label[256];
         snprintf(ref, sizeof ref, "tests/data/parity/%s.%s.ref.json", name, kinds[k]);
         snprintf(label, sizeof label, "%s (%s) %s", name, type, kinds[k]);
@@ -77,17 +99,42 @@ static void test_generated_models(void)
         if (line[0] == '#' || sscanf(line, "%63s %63s %31s %n", name, vocab, type, &off) != 3)
             continue;
         line[strcspn(line, "\n")] = 0;
+        if (child_level >= 0 && !in_subset(name))
+            continue;
         check_one(name, vocab, type, line + off);
         n++;
     }
     fclose(f);
-    CHECKF(n >= 15, "only %d generated models listed", n);
+    if (child_level >= 0)
+        CHECKF(n == (int)(sizeof isa_subset / sizeof isa_subset[0]),
+               "%d of the ISA subset's models found", n);
+    else
+        CHECKF(n >= 15, "only %d generated models listed", n);
 }
 
-int main(void)
+static void test_isa_level(void) { parity_isa_check_child((kn_isa)child_level); }
+static void test_scalar(void) { parity_isa_level(argv0, KN_ISA_SCALAR); }
+static void test_avx2(void) { parity_isa_level(argv0, KN_ISA_AVX2); }
+static void test_avx512(void) { parity_isa_level(argv0, KN_ISA_AVX512); }
+
+int main(int argc, char **argv)
 {
+    argv0 = argv[0];
+    child_level = parity_isa_child(argc, argv);
     pool = kn_pool_create(2);
+    if (child_level >= 0) {
+        RUN_TEST(test_isa_level);
+        RUN_TEST(test_generated_models);
+        kn_pool_destroy(pool);
+        return test_finish(child_level == KN_ISA_SCALAR ? "parity_generated_scalar"
+                           : child_level == KN_ISA_AVX2 ? "parity_generated_avx2"
+                                                        : "parity_generated_avx512");
+    }
+    fprintf(stderr, "  full set at %s\n", parity_isa_names[kn_active_isa()]);
     RUN_TEST(test_generated_models);
+    RUN_TEST(test_scalar);
+    RUN_TEST(test_avx2);
+    RUN_TEST(test_avx512);
     kn_pool_destroy(pool);
     return test_finish("parity_generated");
 }

@@ -22,6 +22,7 @@ typedef struct {
     int64_t ne[3];
     vt_type type;
     float mean, std;
+    bool lognormal; /* values exp(mean + std * normal) (positive), else mean + std * normal */
 } gen_tensor;
 
 typedef struct {
@@ -52,7 +53,16 @@ static void help(FILE *out)
             "  --shared-ff N        shared-expert feed-forward length (qwen2moe; default ff)\n"
             "  --ctx N              context_length metadata (default 4096)\n"
             "  --rope-base F        rope frequency base (default 10000)\n"
+            "  --rope-freqs F       write rope_freqs.weight (Llama 3.1 style per-pair\n"
+            "                       frequency factors; random, mostly in [1, F])\n"
+            "  --rope-linear F      linear rope scaling: rope.scaling.type = linear,\n"
+            "                       rope.scaling.factor = F\n"
             "  --tied               no output.weight (output shares token_embd)\n"
+            "  --embd-std F         standard deviation of token_embd (default 1); with --tied\n"
+            "                       a small one keeps the output from being the input token's\n"
+            "                       own embedding coming back\n"
+            "  --output-norm F      scale of output_norm.weight (mean F, deviation F/10;\n"
+            "                       default 1), the size of the logits\n"
             "  --type T             tensor type of matrices: f32, f16, bf16 or any quantized\n"
             "                       type vitamin can write (default f16)\n"
             "  --seed N             random seed (default 1)\n"
@@ -79,6 +89,7 @@ static bool add(gen_spec *s, vt_type type, float mean, float std, uint32_t nd, i
     t->type = nd == 1 ? VT_TYPE_F32 : type;
     t->mean = mean;
     t->std = std;
+    t->lognormal = false;
     return true;
 }
 
@@ -107,8 +118,11 @@ static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
     size_t rs = kn_row_size(t->type, cols);
     vt_err e = VT_OK;
     for (int64_t r = 0; r < rows && !e; r++) {
-        for (int64_t i = 0; i < cols; i++)
+        for (int64_t i = 0; i < cols; i++) {
             row[i] = t->mean + t->std * vt_rng_normal(&rng);
+            if (t->lognormal)
+                row[i] = expf(row[i]);
+        }
         e = kn_quantize_ref(t->type, row, (char *)dst + (size_t)r * rs, cols);
     }
     free(row);
@@ -118,7 +132,7 @@ static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
 typedef struct {
     const char *arch, *vocab, *out;
     long dim, layers, heads, kv_heads, head_dim, ff, experts, used, eff, sff, ctx, seed;
-    double rope_base;
+    double rope_base, embd_std, out_norm, rope_freqs, rope_linear;
     bool tied;
     int type;
 } gen_args;
@@ -130,10 +144,17 @@ static bool build_spec(const gen_args *a, int64_t n_vocab, gen_spec *s)
     vt_type T = (vt_type)a->type;
     int64_t d = a->dim, hd = a->head_dim, q = a->heads * hd, k = a->kv_heads * hd;
     float ws = 1.0f / sqrtf((float)d);
-    bool ok = add(s, T, 0, 1.0f, 2, d, n_vocab, 1, "token_embd.weight", 0) &&
-              add(s, T, 1, 0.1f, 1, d, 1, 1, "output_norm.weight", 0);
+    float es = (float)a->embd_std, on = (float)a->out_norm;
+    bool ok = add(s, T, 0, es, 2, d, n_vocab, 1, "token_embd.weight", 0) &&
+              add(s, T, on, 0.1f * on, 1, d, 1, 1, "output_norm.weight", 0);
     if (!a->tied)
         ok = ok && add(s, T, 0, ws * 3, 2, d, n_vocab, 1, "output.weight", 0);
+    if (ok && a->rope_freqs > 0) { /* factors mostly in [1, F], median sqrt(F) */
+        float lf = logf((float)a->rope_freqs);
+        ok = add(s, VT_TYPE_F32, lf / 2, lf / 4, 1, a->head_dim / 2, 1, 1, "rope_freqs.weight", 0);
+        if (ok)
+            s->t[s->n - 1].lognormal = true;
+    }
     for (int l = 0; ok && l < a->layers; l++) {
         ok = add(s, T, 1, 0.1f, 1, d, 1, 1, "blk.%d.attn_norm.weight", l) &&
              add(s, T, 0, ws, 2, d, q, 1, "blk.%d.attn_q.weight", l) &&
@@ -216,6 +237,10 @@ static vt_err write_model(const gen_args *a)
     if (!strcmp(a->arch, "qwen2moe") &&
         (e = gguf_writer_set_u32(w, KEY("expert_shared_feed_forward_length"), (uint32_t)a->sff)))
         goto done;
+    if (a->rope_linear > 0 &&
+        ((e = gguf_writer_set_str(w, KEY("rope.scaling.type"), "linear")) ||
+         (e = gguf_writer_set_f32(w, KEY("rope.scaling.factor"), (float)a->rope_linear))))
+        goto done;
 #undef KEY
     for (int64_t i = 0; i < gguf_n_kv(vf); i++) {
         gguf_str k = gguf_kv_key(vf, i);
@@ -248,7 +273,7 @@ done:
 int cmd_gen_model(int argc, char **argv)
 {
     gen_args a = {.dim = 256, .layers = 2, .heads = 8, .ctx = 4096, .seed = 1, .used = 2,
-                  .rope_base = 10000, .type = VT_TYPE_F16};
+                  .rope_base = 10000, .embd_std = 1, .out_norm = 1, .type = VT_TYPE_F16};
     static const struct {
         const char *opt;
         size_t off;
@@ -294,6 +319,23 @@ int cmd_gen_model(int argc, char **argv)
         } else if (!strcmp(o, "--rope-base")) {
             if (!cli_parse_float(o, argv[++i], &a.rope_base) || a.rope_base <= 0)
                 return 2;
+        } else if (!strcmp(o, "--rope-freqs") || !strcmp(o, "--rope-linear")) {
+            double v;
+            if (!cli_parse_float(o, argv[++i], &v) || !(v >= 1)) {
+                fprintf(stderr, "vitamin gen-model: %s must be at least 1\n", o);
+                return 2;
+            }
+            *(!strcmp(o, "--rope-freqs") ? &a.rope_freqs : &a.rope_linear) = v;
+        } else if (!strcmp(o, "--embd-std")) {
+            if (!cli_parse_float(o, argv[++i], &a.embd_std) || !(a.embd_std > 0)) {
+                fprintf(stderr, "vitamin gen-model: --embd-std must be positive\n");
+                return 2;
+            }
+        } else if (!strcmp(o, "--output-norm")) {
+            if (!cli_parse_float(o, argv[++i], &a.out_norm) || !(a.out_norm > 0)) {
+                fprintf(stderr, "vitamin gen-model: --output-norm must be positive\n");
+                return 2;
+            }
         } else if (!strcmp(o, "--type")) {
             a.type = kn_type_from_name(argv[++i]);
             if (a.type < 0) {
