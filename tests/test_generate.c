@@ -1,6 +1,7 @@
 /*
- * test_generate.c - text generation end to end: the engine session
- * (src/engine) and the `vitamin run` / `vitamin chat` commands.
+ * test_generate.c - text generation end to end: the engine (src/engine,
+ * one request at a time, as `vitamin run` submits it) and the `vitamin run`
+ * / `vitamin chat` commands.
  *
  * Greedy parity with llama.cpp: for every case of tests/data/generate/
  * cases.txt (fixture models from ../shared, and models made here with
@@ -15,7 +16,8 @@
  * sometimes almost equal, and the last-digit differences between two correct
  * implementations (summation order, SIMD width) can swap them. When the
  * engine's greedy tokens leave llama.cpp's at step d, the rest of the case is
- * teacher-forced: from d on, llama.cpp's tokens are fed one by one and at
+ * teacher-forced (md_forward, the prompt in one pass and then one token per
+ * pass, as generation runs them): from d on, llama.cpp's tokens are fed one by one and at
  * every step i >= d vitamin's argmax must be llama.cpp's token, or else
  * llama.cpp's top-2 logits at i must be within 1% ((l1 - l2) / |l1| < 0.01)
  * and vitamin's argmax llama.cpp's runner-up: an excused step, printed and
@@ -30,9 +32,10 @@
  * text must also equal).
  *
  * Also: a seeded run at temperature > 0 is reproducible; chat answers two
- * piped turns and the second one reuses the KV cache of the first (checked
- * against the exact token counts of the two renderings); the session's
- * context limit, prefix reuse and chunked prompts.
+ * piped turns and the second one reuses the KV cache of the first through
+ * the engine's prefix cache (every full block of the first turn's prompt,
+ * checked against the exact token counts of the two renderings); the
+ * context limit.
  */
 #include <fcntl.h>
 #include <jansson.h>
@@ -128,24 +131,98 @@ typedef struct {
     size_t len;
 } collected;
 
-static bool collect(void *user, int32_t token, const char *text, size_t len)
+/* Greedy generation of max_tokens tokens through the engine, as `vitamin
+ * run --temp 0 -n max_tokens` does it; false after a failure. */
+static bool engine_greedy(const loaded *l, const int32_t *prompt, int n_prompt, int max_tokens,
+                          collected *got)
 {
-    collected *c = user;
-    if (token >= 0 && c->n < 512)
-        c->ids[c->n++] = token;
-    if (c->len + len < sizeof c->text) {
-        memcpy(c->text + c->len, text, len);
-        c->len += len;
+    vt_engine_config cfg = {.kv_tokens = 256, .manual_step = true};
+    vt_engine *e = eng_create(l->m, l->tok, pool, &cfg);
+    if (!e)
+        return false;
+    vt_request_params p = vt_request_params_default();
+    p.prompt = prompt;
+    p.n_prompt = n_prompt;
+    p.max_tokens = max_tokens;
+    p.temperature = 0;
+    vt_request *r = NULL;
+    bool ok = vt_submit(e, &p, &r) == VT_OK, busy = ok, done = false;
+    while (ok && !done) {
+        if (busy && vt_engine_step(e, &busy)) {
+            ok = false;
+            break;
+        }
+        vt_event ev;
+        int rc;
+        while ((rc = vt_request_next(r, &ev, 0)) == 1) {
+            if (ev.kind == VT_EV_TOKEN && ev.token >= 0 && got->n < 512)
+                got->ids[got->n++] = ev.token;
+            if ((ev.kind == VT_EV_TOKEN || ev.kind == VT_EV_FINISH) &&
+                got->len + ev.len < sizeof got->text) {
+                memcpy(got->text + got->len, ev.text, ev.len);
+                got->len += ev.len;
+            }
+            if (ev.kind == VT_EV_ERROR) {
+                vt_fail(ev.error, "%s", ev.text);
+                ok = false;
+            }
+        }
+        done = rc < 0;
+        if (!busy && !done && rc == 0) {
+            vt_fail(VT_ERR_INTERNAL, "the engine is idle but the request did not end");
+            ok = false;
+        }
     }
-    return true;
+    vt_request_free(r);
+    vt_engine_destroy(e);
+    return ok;
 }
 
-static smp_params greedy(int32_t max_tokens)
+/* Teacher forcing: one sequence fed token by token through md_forward, as
+ * decoding runs it (one token per pass), for the logits after each. */
+typedef struct {
+    md_kv *kv;
+    md_ctx *ctx;
+    int32_t table[64];
+    int64_t n_past;
+    float *logits;
+} forced;
+
+static bool forced_open(forced *f, const loaded *l)
 {
-    smp_params p = smp_params_default();
-    p.temperature = 0;
-    p.max_tokens = max_tokens;
-    return p;
+    memset(f, 0, sizeof *f);
+    for (int i = 0; i < 64; i++)
+        f->table[i] = i;
+    f->logits = malloc(sizeof *f->logits * (size_t)l->m->hp.n_vocab);
+    return f->logits && !md_kv_create(l->m, 64, 16, &f->kv) && !md_ctx_create(l->m, pool, &f->ctx);
+}
+
+static void forced_close(forced *f)
+{
+    md_ctx_destroy(f->ctx);
+    md_kv_destroy(f->kv);
+    free(f->logits);
+}
+
+/* Feeds tokens[0..n) in one pass (a prompt) or one pass each (one_by_one). */
+static bool forced_feed(forced *f, const int32_t *tokens, int64_t n, bool one_by_one)
+{
+    md_seq sq = {f->table, 64};
+    int32_t pos[512], seq[512] = {0};
+    for (int64_t done = 0; done < n;) {
+        int64_t k = one_by_one ? 1 : n;
+        if (f->n_past + k > 64 * 16 || k > 512)
+            return false;
+        for (int64_t i = 0; i < k; i++)
+            pos[i] = (int32_t)(f->n_past + i);
+        md_batch b = {.n_tokens = k, .tokens = tokens + done, .pos = pos, .seq = seq,
+                      .n_seqs = 1, .seqs = &sq};
+        if (md_forward(f->ctx, f->kv, &b, f->logits))
+            return false;
+        f->n_past += k;
+        done += k;
+    }
+    return true;
 }
 
 /* ---- greedy parity with llama.cpp ---- */
@@ -257,20 +334,22 @@ static int32_t argmax(const float *l, int64_t n)
  * that vitamin's argmax is llama.cpp's choice at every step, except at a
  * near-tie where it is llama.cpp's runner-up (counted in pc->tie and
  * *case_ties). False on a real mismatch. */
-static bool forced_steps(eng_session *s, const char *name, const int32_t *prompt, int n_prompt,
+static bool forced_steps(const loaded *ld, const char *name, const int32_t *prompt, int n_prompt,
                          const int32_t *want, int n_want, const json_t *top2, int d,
                          int64_t nv, parity_count *pc, int *case_ties)
 {
-    /* the history holds the prompt and vitamin's tokens; back to the state
-     * before step d, re-running its last token for the logits */
-    eng_truncate(s, n_prompt + d - 1);
-    int32_t last = d ? want[d - 1] : prompt[n_prompt - 1];
-    if (eng_feed(s, &last, 1)) {
+    /* the prompt in one pass and the first d tokens one by one, as
+     * generation ran them, then llama.cpp's tokens from step d on */
+    forced f;
+    bool ok = forced_open(&f, ld) && forced_feed(&f, prompt, n_prompt, false) &&
+              forced_feed(&f, want, d, true);
+    if (!ok) {
         test_fail_at(__FILE__, __LINE__, "%s: %s", name, vt_last_error());
+        forced_close(&f);
         return false;
     }
     for (int i = d; i < n_want; i++) {
-        const float *l = eng_logits(s);
+        const float *l = f.logits;
         int32_t mine = argmax(l, nv);
         if (mine != want[i]) {
             const json_t *t = json_array_get(top2, (size_t)i);
@@ -283,6 +362,7 @@ static bool forced_steps(eng_session *s, const char *name, const int32_t *prompt
                              "%s: vitamin's greedy token differs from llama.cpp's at step %d of %d "
                              "(vitamin %d, llama.cpp %d; llama.cpp's top-2 margin %.4f)",
                              name, i, n_want, mine, want[i], margin);
+                forced_close(&f);
                 return false;
             }
             pc->tie++;
@@ -293,11 +373,13 @@ static bool forced_steps(eng_session *s, const char *name, const int32_t *prompt
             fprintf(stderr, "  greedy %-16s near-tie at step %d of %d (margin %.4f): excused\n",
                     name, i, n_want, margin);
         }
-        if (i + 1 < n_want && eng_feed(s, &want[i], 1)) {
+        if (i + 1 < n_want && !forced_feed(&f, &want[i], 1, true)) {
             test_fail_at(__FILE__, __LINE__, "%s: %s", name, vt_last_error());
+            forced_close(&f);
             return false;
         }
     }
+    forced_close(&f);
     return true;
 }
 
@@ -335,14 +417,9 @@ static void check_case(const gen_case *c, const char *path, parity_count *pc)
     free(ids);
 
     /* greedy generation through the engine, as `vitamin run -n N` does it */
-    eng_session *s = NULL;
-    eng_options o = {.n_ctx = 256, .pool = pool};
     collected got = {0};
-    eng_result res;
     CHECKF(n_want <= c->n, "%s: %d reference tokens for at most %d", c->name, n_want, c->n);
-    smp_params p = greedy(c->n);
-    if (eng_session_create(l.m, l.tok, &o, &s) || eng_feed(s, prompt, n_prompt) ||
-        eng_generate(s, &p, collect, &got, &res)) {
+    if (!engine_greedy(&l, prompt, n_prompt, c->n, &got)) {
         test_fail_at(__FILE__, __LINE__, "%s: %s", c->name, vt_last_error());
         goto out_model;
     }
@@ -353,14 +430,12 @@ static void check_case(const gen_case *c, const char *path, parity_count *pc)
     bool full = d == n_want && got.n == n_want;
     if (full)
         pc->full++;
-    else if (!forced_steps(s, c->name, prompt, n_prompt, want, n_want, top2, d, l.m->hp.n_vocab, pc,
-                           &case_ties))
+    else if (!forced_steps(&l, c->name, prompt, n_prompt, want, n_want, top2, d, l.m->hp.n_vocab,
+                           pc, &case_ties))
         goto out_model;
     int cap = 1 + n_want / 16;
     CHECKF(case_ties <= cap, "%s: %d near-ties excused in %d steps, at most %d allowed", c->name,
            case_ties, n_want, cap);
-    eng_session_destroy(s);
-    s = NULL;
 
     /* `vitamin run --temp 0` prints the pieces of the engine's tokens:
      * llama.cpp's where they matched in full, else the engine's own */
@@ -397,7 +472,6 @@ static void check_case(const gen_case *c, const char *path, parity_count *pc)
     free(out);
     free(err);
 out_model:
-    eng_session_destroy(s);
     unload(&l);
 out_ref:
     json_decref(ref);
@@ -441,8 +515,6 @@ static void test_greedy_fixture_models(void)
     run_cases(true);
 }
 
-/* ---- the session ---- */
-
 /* gen-llama, made on first use; NULL after a failure or a named skip. */
 static const char *small_model(void)
 {
@@ -455,129 +527,6 @@ static const char *small_model(void)
     test_fail_at(__FILE__, __LINE__, "tests/data/generate/cases.txt has no gen-llama model");
     return NULL;
 }
-
-static bool logits_close(const float *a, const float *b, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        if (fabsf(a[i] - b[i]) > 1e-3f * (1 + fabsf(b[i])))
-            return false;
-    return true;
-}
-
-static void test_session(void)
-{
-    const char *path = small_model();
-    loaded l;
-    if (!path || !load(path, &l))
-        return;
-    int64_t nv = l.m->hp.n_vocab;
-    int32_t toks[40];
-    for (int i = 0; i < 40; i++)
-        toks[i] = 100 + 37 * i;
-    float *ref = NULL;
-    CHECK(!md_eval(l.m, pool, toks, 40, false, &ref, NULL));
-
-    /* default context: min(training context, 4096); bad options */
-    eng_session *s = NULL;
-    CHECK(!eng_session_create(l.m, l.tok, NULL, &s));
-    CHECK_EQ_INT(eng_n_ctx(s), 4096);
-    CHECK(eng_logits(s) == NULL);
-    eng_result res;
-    smp_params p = greedy(4);
-    CHECK(eng_generate(s, &p, NULL, NULL, &res) == VT_ERR_INVALID);
-    eng_session_destroy(s);
-    eng_session_destroy(NULL);
-    eng_options bad = {.n_ctx = -1};
-    CHECK(eng_session_create(l.m, l.tok, &bad, &s) == VT_ERR_INVALID && s == NULL);
-
-    /* chunked prompt (7 per pass) = one pass */
-    eng_options o = {.n_ctx = 48, .n_batch = 7, .pool = pool};
-    CHECK(!eng_session_create(l.m, l.tok, &o, &s));
-    CHECK(!eng_feed(s, toks, 40));
-    CHECK(eng_logits(s) && ref && logits_close(eng_logits(s), ref, nv));
-    eng_stats st = eng_get_stats(s);
-    CHECK_EQ_INT(st.n_prompt, 40);
-
-    /* prefix reuse: the first 25 tokens stay, 15 new ones are run */
-    int32_t alt[40];
-    memcpy(alt, toks, sizeof alt);
-    alt[25] = 5;
-    int64_t reused = -1, n_hist;
-    CHECK(!eng_sync(s, alt, 40, &reused));
-    CHECK_EQ_INT(reused, 25);
-    CHECK_EQ_INT(eng_get_stats(s).n_prompt, 55);
-    CHECK(!eng_sync(s, toks, 40, &reused)); /* back: again from 25 */
-    CHECK_EQ_INT(reused, 25);
-    CHECK(eng_logits(s) && logits_close(eng_logits(s), ref, nv));
-    CHECK(!eng_sync(s, toks, 40, &reused)); /* identical: the last token is re-run */
-    CHECK_EQ_INT(reused, 39);
-
-    /* the context fills: 40 + 8 = 48 slots; the 9th token finds it full */
-    p = greedy(-1);
-    collected got = {0};
-    CHECK(!eng_generate(s, &p, collect, &got, &res));
-    CHECK_EQ_INT(res.finish, ENG_FINISH_CONTEXT);
-    CHECK(!strcmp(eng_finish_reason(res.finish), "length"));
-    CHECK_EQ_INT(res.n_generated, 9);
-    CHECK_EQ_INT(got.n, 9);
-    const int32_t *hist = eng_tokens(s, &n_hist);
-    CHECK_EQ_INT(n_hist, 48);
-    CHECK(n_hist == 48 && !memcmp(hist + 40, got.ids, 8 * sizeof(int32_t)));
-    CHECK(eng_feed(s, toks, 1) == VT_ERR_RANGE);
-    CHECKF(strstr(vt_last_error(), "context"), "%s", vt_last_error());
-    CHECK(!eng_sync(s, toks, 40, &reused)); /* a full cache can go back */
-    CHECK_EQ_INT(reused, 39);
-
-    /* max_tokens: the last token is not fed; truncation */
-    eng_truncate(s, 10);
-    CHECK(eng_logits(s) == NULL);
-    eng_tokens(s, &n_hist);
-    CHECK_EQ_INT(n_hist, 10);
-    CHECK(!eng_feed(s, toks + 10, 30));
-    CHECK(logits_close(eng_logits(s), ref, nv));
-    p = greedy(3);
-    CHECK(!eng_generate(s, &p, NULL, NULL, &res));
-    CHECK_EQ_INT(res.finish, ENG_FINISH_LENGTH);
-    eng_tokens(s, &n_hist);
-    CHECK_EQ_INT(n_hist, 42);
-
-    /* a prompt longer than the context: VT_ERR_RANGE, nothing changed */
-    int32_t many[60] = {0};
-    eng_truncate(s, 0);
-    CHECK(eng_feed(s, many, 60) == VT_ERR_RANGE);
-    CHECK(eng_sync(s, many, 60, NULL) == VT_ERR_RANGE);
-    int32_t badtok = (int32_t)nv;
-    CHECK(eng_feed(s, &badtok, 1) == VT_ERR_RANGE);
-    eng_tokens(s, &n_hist);
-    CHECK_EQ_INT(n_hist, 0);
-
-    /* a stop string ends generation and is not emitted */
-    CHECK(!eng_feed(s, toks, 10));
-    p = greedy(16);
-    got = (collected){0};
-    CHECK(!eng_generate(s, &p, collect, &got, &res));
-    CHECKF(got.len > 4, "only %zu bytes generated", got.len);
-    if (got.len > 4) {
-        char stop[3] = {got.text[2], got.text[3], 0};
-        size_t at = (size_t)(strstr(got.text, stop) - got.text); /* at most 2 */
-        const char *stops[] = {stop};
-        eng_truncate(s, 0);
-        CHECK(!eng_feed(s, toks, 10)); /* the same pass as above: the same logits */
-        p.stop = stops;
-        p.n_stop = 1;
-        collected got2 = {0};
-        CHECK(!eng_generate(s, &p, collect, &got2, &res));
-        CHECK_EQ_INT(res.finish, ENG_FINISH_STOP);
-        CHECK_EQ_INT(res.stop_index, 0);
-        CHECK_EQ_INT(got2.len, at);
-        CHECK(!memcmp(got2.text, got.text, got2.len));
-    }
-    eng_session_destroy(s);
-    free(ref);
-    unload(&l);
-}
-
-/* ---- the commands ---- */
 
 static void test_run_command(void)
 {
@@ -781,7 +730,6 @@ int main(void)
     read_cases();
     RUN_TEST(test_greedy_generated_models);
     RUN_TEST(test_greedy_fixture_models);
-    RUN_TEST(test_session);
     RUN_TEST(test_run_command);
     RUN_TEST(test_chat_command);
     kn_pool_destroy(pool);
