@@ -4,7 +4,8 @@
  * allocations, over the GGUF reader (gguf_open on real model and vocabulary
  * files), the tokenizer (tok_load on SPM and BPE vocabularies), the model
  * loader (md_load_gguf) and the template interpreter (tpl_compile then
- * tpl_render of the fixture templates). Every run must return VT_ERR_NOMEM
+ * tpl_render of the fixture templates), and tok_encode + tok_detokenize of a
+ * text with special tokens on each vocabulary. Every run must return VT_ERR_NOMEM
  * (with a message) when an allocation failed and VT_OK when none did, leave
  * its out-pointer NULL on failure, and free everything it allocated: the
  * wrappers count live blocks, which must be back to where they were once the
@@ -249,6 +250,30 @@ static vt_err op_tok_load(const void *arg)
     return e;
 }
 
+static const char enc_text[] = "Hello world!  It's 2026: 12345 tokens\n\tünïcödé 한국어 テスト 🎉 "
+                               "<s>x</s><|im_start|>user<|im_end|><|endoftext|>";
+
+/* tok_encode (special tokens parsed) and tok_detokenize of the result */
+static vt_err op_tok_encode(const void *arg)
+{
+    int32_t *ids = (int32_t *)1;
+    size_t n = 0;
+    vt_err e = tok_encode(arg, enc_text, sizeof enc_text - 1, true, true, &ids, &n);
+    if (e) {
+        CHECK(ids == NULL);
+        return e;
+    }
+    char *text = (char *)1;
+    size_t len;
+    e = tok_detokenize(arg, ids, n, false, true, &text, &len);
+    if (e)
+        CHECK(text == NULL);
+    else
+        free(text);
+    free(ids);
+    return e;
+}
+
 static vt_err op_md_load(const void *arg)
 {
     md_model *m = (md_model *)1;
@@ -355,6 +380,12 @@ static void test_tok_load(void)
         char name[128];
         snprintf(name, sizeof name, "tok_load %s", vocabs[i]);
         inject(name, op_tok_load, g);
+        tok_tokenizer *t;
+        if (tok_load(g, &t) == VT_OK) {
+            snprintf(name, sizeof name, "tok_encode+tok_detokenize %s", vocabs[i]);
+            inject(name, op_tok_encode, t);
+            tok_destroy(t);
+        }
         gguf_close(g);
     }
 }
