@@ -10,6 +10,7 @@
 
 #include "chat/chat.h"
 #include "template/template.h"
+#include "util/util.h"
 
 struct chat_fmt {
     const tok_tokenizer *tok;
@@ -17,32 +18,6 @@ struct chat_fmt {
     char *bos, *eos; /* the special tokens' texts, or NULL */
 };
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n)
-{
-    if (b->oom || !n)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
 
 vt_err chat_template_source(const gguf_file *f, const char *path, char **src, size_t *len)
 {
@@ -52,11 +27,11 @@ vt_err chat_template_source(const gguf_file *f, const char *path, char **src, si
         FILE *fp = fopen(path, "rb");
         if (!fp)
             return vt_fail(VT_ERR_IO, "cannot open %s", path);
-        buf b = {0};
+        vt_buf b = {0};
         char chunk[4096];
         size_t got;
         while ((got = fread(chunk, 1, sizeof chunk, fp)) > 0)
-            buf_add(&b, chunk, got);
+            vt_buf_add(&b, chunk, got);
         bool bad = ferror(fp);
         fclose(fp);
         if (b.oom) {
@@ -209,11 +184,11 @@ size_t chat_utf8_len(const unsigned char *s, size_t n)
 
 bool chat_add_message(json_t *messages, const char *role, const char *content, size_t len)
 {
-    buf b = {0};
+    vt_buf b = {0};
     const unsigned char *u = (const unsigned char *)content;
     for (size_t i = 0; i < len;) {
         size_t k = chat_utf8_len(u + i, len - i);
-        buf_add(&b, k ? content + i : "\xef\xbf\xbd", k ? k : 3);
+        vt_buf_add(&b, k ? content + i : "\xef\xbf\xbd", k ? k : 3);
         i += k ? k : 1;
     }
     json_t *msg = b.oom ? NULL

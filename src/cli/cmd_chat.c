@@ -25,10 +25,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat/chat.h"
 #include "cli.h"
 #include "engine/engine.h"
-#include "chat/chat.h"
 #include "tokenizer/tokenizer.h"
+#include "util/util.h"
 
 static void help(FILE *out)
 {
@@ -52,32 +53,6 @@ static void help(FILE *out)
             4096, cli_sampling_help);
 }
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n)
-{
-    if (b->oom || !n)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
 
 static volatile sig_atomic_t interrupted;
 
@@ -89,7 +64,7 @@ static void on_sigint(int sig)
 
 static bool on_text(void *user, const char *text, size_t len)
 {
-    buf_add(user, text, len);
+    vt_buf_add(user, text, len);
     if (len) {
         fwrite(text, 1, len, stdout);
         fflush(stdout);
@@ -138,7 +113,7 @@ static int turn(chat *c, const char *line, size_t len)
         json_array_remove(c->messages, json_array_size(c->messages) - 1);
         return 0;
     }
-    buf reply = {0};
+    vt_buf reply = {0};
     vt_usage u;
     interrupted = 0;
     vt_finish f = cli_stream("chat", r, on_text, &reply, &interrupted, &u);

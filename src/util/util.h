@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -119,5 +120,35 @@ static inline float vt_rng_uniform(vt_rng *r)
 
 /* Standard normal (Box-Muller; one value per call). */
 float vt_rng_normal(vt_rng *r);
+
+/* A growable byte buffer, always NUL-terminated once non-empty. An
+ * allocation failure sets oom and makes later adds no-ops, so a caller
+ * checks once at the end. Free p with free(). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} vt_buf;
+
+static inline void vt_buf_add(vt_buf *b, const char *s, size_t n)
+{
+    if (b->oom || !n)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
 
 #endif
