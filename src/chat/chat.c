@@ -18,7 +18,6 @@ struct chat_fmt {
     char *bos, *eos; /* the special tokens' texts, or NULL */
 };
 
-
 vt_err chat_template_source(const gguf_file *f, const char *path, char **src, size_t *len)
 {
     *src = NULL;
