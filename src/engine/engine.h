@@ -26,6 +26,11 @@
 #include "tokenizer/tokenizer.h"
 #include "vitamin.h"
 
+/* The histogram of tokens per forward pass: bucket i counts steps of at
+ * most ENG_STEP_BOUNDS[i] tokens (the last bucket: any more). */
+#define ENG_STEP_HIST_N 12
+#define ENG_STEP_BOUNDS {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048}
+
 /* Counters of the engine's work, for metrics; a consistent snapshot. */
 typedef struct {
     int64_t steps;           /* forward passes */
@@ -37,6 +42,7 @@ typedef struct {
     int64_t preemptions;
     kv_stats kv;
     double t_forward;        /* seconds in md_forward */
+    int64_t step_hist[ENG_STEP_HIST_N + 1]; /* steps by tokens (ENG_STEP_BOUNDS; last: more) */
 } eng_counters;
 
 /* An engine over a model, tokenizer and thread pool that the caller already

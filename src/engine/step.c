@@ -321,6 +321,13 @@ vt_err eng_step(vt_engine *e, bool *busy)
         return err;
     }
     e->stats.steps++;
+    {
+        static const int64_t bounds[ENG_STEP_HIST_N] = ENG_STEP_BOUNDS;
+        int h = 0;
+        while (h < ENG_STEP_HIST_N && n > bounds[h])
+            h++;
+        e->stats.step_hist[h]++;
+    }
     e->stats.prompt_tokens += st.n_prefill_tokens;
     e->stats.decode_tokens += st.n_decode_tokens;
 
