@@ -66,6 +66,8 @@ static void help(FILE *out)
             "  --type T             tensor type of matrices: f32, f16, bf16 or any quantized\n"
             "                       type vitamin can write (default f16)\n"
             "  --seed N             random seed (default 1)\n"
+            "  --chat-template FILE store FILE (Jinja) as tokenizer.chat_template, replacing\n"
+            "                       the vocabulary's\n"
             "  -h, --help           this help\n");
 }
 
@@ -130,7 +132,7 @@ static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
 }
 
 typedef struct {
-    const char *arch, *vocab, *out;
+    const char *arch, *vocab, *out, *chat_template;
     long dim, layers, heads, kv_heads, head_dim, ff, experts, used, eff, sff, ctx, seed;
     double rope_base, embd_std, out_norm, rope_freqs, rope_linear;
     bool tied;
@@ -193,6 +195,40 @@ static bool build_spec(const gen_args *a, int64_t n_vocab, gen_spec *s)
     return ok;
 }
 
+/* The whole of a text file, NUL-terminated (malloc'd); NULL on failure
+ * (vt_last_error). */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        vt_fail(VT_ERR_IO, "cannot open %s", path);
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (len < cap - 1)
+            break;
+        char *nb = realloc(buf, cap *= 2);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+        }
+        buf = nb;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        vt_fail(bad ? VT_ERR_IO : VT_ERR_NOMEM, "cannot read %s", path);
+        return NULL;
+    }
+    buf[len] = 0;
+    return buf;
+}
+
 static vt_err write_model(const gen_args *a)
 {
     gguf_file *vf = NULL;
@@ -244,7 +280,16 @@ static vt_err write_model(const gen_args *a)
 #undef KEY
     for (int64_t i = 0; i < gguf_n_kv(vf); i++) {
         gguf_str k = gguf_kv_key(vf, i);
-        if (k.len > 10 && !memcmp(k.ptr, "tokenizer.", 10) && (e = gguf_writer_copy_kv(w, vf, i)))
+        bool tpl = k.len == 23 && !memcmp(k.ptr, "tokenizer.chat_template", 23);
+        if (k.len > 10 && !memcmp(k.ptr, "tokenizer.", 10) && !(tpl && a->chat_template) &&
+            (e = gguf_writer_copy_kv(w, vf, i)))
+            goto done;
+    }
+    if (a->chat_template) {
+        char *t = read_text(a->chat_template);
+        e = t ? gguf_writer_set_str(w, "tokenizer.chat_template", t) : VT_ERR_IO;
+        free(t);
+        if (e)
             goto done;
     }
     if (!build_spec(a, (int64_t)toks->arr_n, &spec)) {
@@ -312,6 +357,8 @@ int cmd_gen_model(int argc, char **argv)
                 return 2;
         } else if (!strcmp(o, "--arch")) {
             a.arch = argv[++i];
+        } else if (!strcmp(o, "--chat-template")) {
+            a.chat_template = argv[++i];
         } else if (!strcmp(o, "--vocab")) {
             a.vocab = argv[++i];
         } else if (!strcmp(o, "-o") || !strcmp(o, "--output")) {
