@@ -15,6 +15,7 @@
  * stderr: a redrawn line on a terminal, plain summary lines otherwise.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +93,44 @@ typedef struct {
     uint64_t id_seed;
     uint64_t id_counter;
     int64_t n_ok, n_err, gen_tokens;
+    /* the engine thread's wake-up: a counter of event batches */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t events;
 } batch;
+
+/* vt_request_params.on_event: runs on the engine thread. */
+static void on_event(void *ctx)
+{
+    batch *b = ctx;
+    pthread_mutex_lock(&b->mu);
+    b->events++;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Waits until events arrived after `seen` was read (or timeout_ms). */
+static void wait_events(batch *b, uint64_t seen, int timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)timeout_ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&b->mu);
+    while (b->events == seen)
+        if (pthread_cond_timedwait(&b->cv, &b->mu, &ts))
+            break;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static uint64_t events_now(batch *b)
+{
+    pthread_mutex_lock(&b->mu);
+    uint64_t n = b->events;
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
 
 static void make_id(batch *b, const char *prefix, char *buf, size_t n)
 {
@@ -214,6 +252,8 @@ static void slot_start(batch *b, slot *s, const char *text, size_t len, int64_t 
         } else {
             for (int32_t i = 0; i < s->rq->n_prompts; i++) {
                 vt_request_params p = oai_request_params(s->rq, i);
+                p.on_event = on_event;
+                p.on_event_ctx = b;
                 if (vt_submit(b->e, &p, &s->reqs[i])) {
                     oai_error_set(&err, 400, "invalid_request_error", NULL, NULL, "%s",
                                   vt_last_error());
@@ -355,7 +395,8 @@ static int run(batch *b, FILE *in, FILE *out, const char *in_path, const char *o
         }
         if (rc)
             break;
-        /* collect: poll everything; wait a little on the oldest if idle */
+        /* collect: poll everything; sleep until the engine has news if idle */
+        uint64_t seen = events_now(b);
         bool any = false;
         for (int k = 0; k < count; k++) {
             slot *s = &w[(head + k) % window];
@@ -363,7 +404,7 @@ static int run(batch *b, FILE *in, FILE *out, const char *in_path, const char *o
                 any |= slot_poll(b, s, 0);
         }
         if (!any && count > 0 && !w[head].out)
-            slot_poll(b, &w[head], 50);
+            wait_events(b, seen, 100);
         /* write what is ready, in order */
         while (count > 0 && w[head].out) {
             char *text = json_dumps(w[head].out, JSON_COMPACT);
@@ -495,7 +536,8 @@ int cmd_run_batch(int argc, char **argv)
         goto done;
     }
     batch b = {.e = e, .ctx = {.engine = e, .chat = chat}, .tok = tok, .seen = json_object(),
-               .id_seed = (uint64_t)(vt_now() * 1e6) ^ ((uint64_t)getpid() << 32)};
+               .id_seed = (uint64_t)(vt_now() * 1e6) ^ ((uint64_t)getpid() << 32),
+               .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     if (!b.seen) {
         fprintf(stderr, "vitamin run-batch: out of memory\n");
         goto done;
