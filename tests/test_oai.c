@@ -731,6 +731,37 @@ static void test_errors_and_bytes(void)
     oai_request_free(r);
 }
 
+/* min_tokens through the whole path: with EOS pushed to the top by
+ * logit_bias, a request ends at once, and with min_tokens 3 only after 3
+ * other tokens (end tokens banned until then). */
+static void test_min_tokens_end_to_end(void)
+{
+    if (!ready())
+        return;
+    int32_t eos = tok_eos(tok);
+    CHECK(eos != TOK_NULL);
+    for (int mt = 0; mt <= 3; mt += 3) {
+        char body[256];
+        snprintf(body, sizeof body,
+                 "{\"prompt\":\"Hello\",\"max_tokens\":10,\"temperature\":0,"
+                 "\"logit_bias\":{\"%d\":100},\"min_tokens\":%d}",
+                 (int)eos, mt);
+        oai_request *r = parse_ok(OAI_COMPLETIONS, body);
+        if (!r)
+            return;
+        oai_response *resp = oai_response_create(r, tok, NULL, 1);
+        run_request(r, resp, NULL);
+        oai_error err;
+        json_t *b = oai_response_body(resp, &err);
+        json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
+        CHECK(!strcmp(json_string_value(json_object_get(c0, "finish_reason")), "stop"));
+        CHECK_EQ_INT(oai_response_usage(resp).completion_tokens, mt + 1); /* the EOS counts */
+        json_decref(b);
+        oai_response_free(resp);
+        oai_request_free(r);
+    }
+}
+
 int main(void)
 {
     RUN_TEST(test_setup);
@@ -741,6 +772,7 @@ int main(void)
     RUN_TEST(test_completion_body);
     RUN_TEST(test_chat_body_and_stream);
     RUN_TEST(test_errors_and_bytes);
+    RUN_TEST(test_min_tokens_end_to_end);
     vt_engine_destroy(eng);
     chat_fmt_destroy(chat);
     tok_destroy(tok);
