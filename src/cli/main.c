@@ -14,6 +14,7 @@ static const struct {
 } commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"chat", cmd_chat, "interactive chat using the model's template"},
+    {"serve", cmd_serve, "serve the model over HTTP (OpenAI-compatible API)"},
     {"run-batch", cmd_run_batch, "run an OpenAI Batch API file (JSONL) through the engine"},
     {"info", cmd_info, "describe a GGUF model (architecture, tensors, memory)"},
     {"logits", cmd_logits, "print next-token logits for a token list (JSON)"},

@@ -1,0 +1,163 @@
+/*
+ * server_int.h - what the server's files share (http.c: libmicrohttpd,
+ * connections, wake-ups; routes.c: the routes and the simple endpoints;
+ * stream.c: generation requests, non-streaming and as server-sent events;
+ * metrics.c; auth.c). Everything runs on libmicrohttpd's one polling thread
+ * except the engine's on_event callback (srv_on_event), srv_stop, and the
+ * metrics' counters, which take their own locks.
+ */
+#ifndef VT_SERVER_INT_H
+#define VT_SERVER_INT_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/engine.h"
+#include "server/oai.h"
+#include "server/server.h"
+
+/* ---- auth.c ---- */
+typedef struct srv_auth srv_auth;
+/* The key file; NULL *out and the error (vt_last_error) on failure. */
+vt_err srv_auth_load(const char *path, srv_auth **out);
+void srv_auth_free(srv_auth *a); /* NULL is a no-op */
+/* The user of the key equal to token[0..len) (borrowed), or NULL; every key
+ * is compared, each in constant time. */
+const char *srv_auth_check(const srv_auth *a, const char *token, size_t len, bool *admin);
+
+/* ---- metrics.c ---- */
+typedef struct srv_metrics srv_metrics;
+srv_metrics *srv_metrics_create(void); /* NULL on OOM */
+void srv_metrics_destroy(srv_metrics *m);
+/* One HTTP request ended (generation: a completions/chat request, whose
+ * seconds go to the e2e histogram when it succeeded). */
+void srv_metrics_request(srv_metrics *m, const char *endpoint, int status, double seconds,
+                         bool generation);
+/* One engine request ended with usage u over n completions. */
+void srv_metrics_usage(srv_metrics *m, const vt_usage *u, int32_t n);
+/* The Prometheus text (malloc'd, *len bytes), or NULL on OOM. */
+char *srv_metrics_render(srv_metrics *m, vt_engine *e, size_t *len);
+
+/* ---- http.c ---- */
+typedef enum {
+    R_NONE = 0,
+    R_HEALTH,
+    R_METRICS,
+    R_MODELS,
+    R_MODEL,
+    R_COMPLETIONS,
+    R_CHAT,
+    R_TOKENIZE,
+    R_DETOKENIZE,
+    R_EMBEDDINGS,
+    R_ROOT,
+} srv_route;
+
+typedef enum { PH_NEW = 0, PH_BODY, PH_WAIT, PH_STREAM, PH_DONE } srv_phase;
+
+typedef struct srv_conn srv_conn;
+
+/* Where the engine's on_event finds a request's connection: slots owned by
+ * connections, named by (slot, generation) so that a late callback for a
+ * connection that is gone finds nothing. */
+typedef struct {
+    uint64_t gen;
+    srv_conn *conn; /* NULL: free */
+    bool suspended; /* we suspended conn and nobody resumed it yet */
+    bool pending;   /* events arrived since the connection last looked */
+    int next_free;
+} srv_waker;
+
+struct srv_server {
+    srv_config cfg;
+    char *host, *model_name;
+    vt_engine *e;
+    const tok_tokenizer *tok;
+    const chat_fmt *chat;
+    oai_ctx octx;
+    struct MHD_Daemon *d;
+    int port;
+    srv_auth *auth;
+    srv_metrics *metrics;
+    int64_t created;
+    atomic_bool stopping;
+    pthread_mutex_t mu; /* wakers, the live list, n_inflight */
+    srv_waker *wakers;
+    int n_wakers, free_waker;
+    srv_conn *live;     /* connections holding engine requests */
+    int n_inflight;     /* engine requests not yet done */
+};
+
+struct srv_conn {
+    srv_server *s;
+    struct MHD_Connection *c;
+    double t0;
+    char method[16], path[160];
+    srv_route route;
+    const char *label; /* the endpoint label in metrics */
+    srv_phase phase;
+    int status;        /* of the response queued */
+    bool has_early;    /* an error decided from the headers */
+    oai_error early;
+    char *body;
+    size_t len, cap;
+    bool too_big;
+    char user[136];
+    bool admin;
+    /* generation (stream.c) */
+    oai_request *rq;
+    oai_response *resp;
+    vt_request **reqs;
+    bool *req_done;
+    int32_t n_reqs, n_done;
+    int inflight;      /* engine requests counted in s->n_inflight */
+    int waker;         /* slot, or -1 */
+    int64_t prompt_tokens, completion_tokens;
+    char *out;         /* stream bytes not yet sent */
+    size_t out_len, out_off, out_cap;
+    bool stream_end;
+    srv_conn *next, *prev;
+    bool listed;
+};
+
+/* Queue a JSON body (v stolen) / an error object / a formatted error, and
+ * mark the connection answered. MHD_NO if MHD refused the response. */
+enum MHD_Result srv_send_json(srv_conn *k, int status, json_t *v);
+enum MHD_Result srv_send_error(srv_conn *k, const oai_error *err);
+enum MHD_Result srv_send_errorf(srv_conn *k, int status, const char *type, const char *param,
+                                const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+enum MHD_Result srv_send_text(srv_conn *k, int status, const char *type, char *text, size_t len);
+
+/* Takes a waker slot and lists k as live with n engine requests in
+ * flight; false when n would exceed --max-queue (or no slot is free). */
+bool srv_conn_track(srv_conn *k, int n);
+/* k's engine requests are all done: no longer counted in flight. */
+void srv_conn_settle(srv_conn *k);
+/* Before reading k's events: forget earlier wake-ups. */
+void srv_conn_begin_drain(srv_conn *k);
+/* Nothing left to read: suspends k until the next event (true), or false if
+ * an event arrived meanwhile (read again). */
+bool srv_conn_wait(srv_conn *k);
+/* The engine's on_event (ctx: a waker's slot and generation). */
+void srv_on_event(void *ctx);
+void *srv_conn_event_ctx(const srv_conn *k);
+
+/* ---- routes.c ---- */
+/* The route of a path; *method the method it takes, *label its metrics
+ * label, *auth whether it needs a key. */
+srv_route srv_route_find(const char *path, const char **method, const char **label, bool *auth);
+/* Answers a complete request (body read). */
+enum MHD_Result srv_route_handle(srv_conn *k);
+
+/* ---- stream.c ---- */
+/* Validates and submits a completions/chat request; answers it (errors, or
+ * at once when done) or leaves k waiting (non-streaming) or streaming. */
+enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep);
+/* A waiting non-streaming request was resumed: collect, answer or wait. */
+enum MHD_Result srv_generate_resume(srv_conn *k);
+/* Frees k's generation state (its engine requests are freed, aborting them). */
+void srv_generate_free(srv_conn *k);
+
+#endif
