@@ -301,11 +301,73 @@ static void test_exit_status(void)
     CHECK(system(cmd) == 0);
 }
 
+/* The model's own template (gen-model --chat-template) serves chat lines
+ * without --chat-template; a model without one answers each chat line with
+ * a 400 naming the missing template, and still runs its completions lines. */
+static void test_model_template(void)
+{
+    if (!ready())
+        return;
+    char with[600], in[600], out[600], cmd[4096];
+    snprintf(with, sizeof with, "%s/rb-tmpl.gguf", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "%s gen-model --arch llama --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 "
+             "--type q8_0 --vocab tests/data/vocab/ggml-vocab-llama-spm.gguf --chat-template %s "
+             "-o %s",
+             test_vitamin_bin(), tmpl_path, with);
+    CHECKF(system(cmd) == 0, "`%s` failed", cmd);
+    snprintf(in, sizeof in, "%s/chat.jsonl", test_tmpdir());
+    snprintf(out, sizeof out, "%s/chat.out", test_tmpdir());
+    FILE *f = fopen(in, "w");
+    if (!f)
+        return;
+    fputs("{\"custom_id\":\"c1\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\","
+          "\"body\":{\"messages\":[{\"role\":\"user\",\"content\":\"Hi there\"}],"
+          "\"max_tokens\":4,\"temperature\":0}}\n"
+          "{\"custom_id\":\"c2\",\"method\":\"POST\",\"url\":\"/v1/completions\","
+          "\"body\":{\"prompt\":\"Hi\",\"max_tokens\":2}}\n", f);
+    fclose(f);
+    for (int pass = 0; pass < 2; pass++) {
+        snprintf(cmd, sizeof cmd, "%s run-batch -m %s -i %s -o %s -t 2 2>/dev/null",
+                 test_vitamin_bin(), pass ? model_path : with, in, out);
+        int rc = system(cmd);
+        CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+        size_t len;
+        char *t = test_read_file(out, &len);
+        char *nl = t ? strchr(t, '\n') : NULL;
+        json_t *a = nl ? json_loadb(t, (size_t)(nl - t), 0, NULL) : NULL;
+        json_t *b = nl ? json_loads(nl + 1, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+        CHECK(a && b);
+        json_t *ra = json_object_get(a, "response"), *rb = json_object_get(b, "response");
+        CHECK_EQ_INT(json_integer_value(json_object_get(rb, "status_code")), 200);
+        if (pass == 0) {
+            CHECK_EQ_INT(json_integer_value(json_object_get(ra, "status_code")), 200);
+            json_t *u = json_object_get(json_object_get(ra, "body"), "usage");
+            json_t *msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", "Hi there");
+            int32_t *ids;
+            size_t n;
+            CHECK(chat_prompt(chat, msgs, true, NULL, &ids, &n) == VT_OK);
+            CHECK_EQ_INT(json_integer_value(json_object_get(u, "prompt_tokens")), (long long)n);
+            free(ids);
+            json_decref(msgs);
+        } else {
+            CHECK_EQ_INT(json_integer_value(json_object_get(ra, "status_code")), 400);
+            const char *m = json_string_value(json_object_get(
+                json_object_get(json_object_get(ra, "body"), "error"), "message"));
+            CHECKF(m && strstr(m, "no chat template"), "message: %s", m ? m : "(none)");
+        }
+        json_decref(a);
+        json_decref(b);
+        free(t);
+    }
+}
+
 int main(void)
 {
     RUN_TEST(test_setup);
     RUN_TEST(test_batch_file);
     RUN_TEST(test_exit_status);
+    RUN_TEST(test_model_template);
     chat_fmt_destroy(chat);
     tok_destroy(tok);
     md_destroy(model);
