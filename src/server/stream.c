@@ -83,7 +83,6 @@ static bool drain(srv_conn *k, bool stream)
             if (ev.kind == VT_EV_DONE) {
                 k->req_done[i] = true;
                 k->n_done++;
-                k->prompt_tokens += ev.usage.prompt_tokens;
                 k->completion_tokens += ev.usage.completion_tokens;
                 srv_metrics_usage(k->s->metrics, &ev.usage, k->rq->params.n);
             }
@@ -153,6 +152,8 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep)
         free(rq->user);
         rq->user = strdup(k->user);
     }
+    for (int32_t i = 0; i < rq->n_prompts; i++)
+        k->prompt_tokens += rq->prompts[i].n;
     if (!srv_conn_track(k, rq->n_prompts))
         return srv_send_errorf(k, 429, "rate_limit_error", NULL, "queue_full",
                                "the server is busy (%d requests held at most); try again later",
