@@ -103,6 +103,16 @@ typedef struct {
      * is; every result is bit-identical to vec_dot's. */
     void (*vec_dot_rows)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
                          float *out);
+    /* nr weight rows against nt activation rows (the GEMM tile of prefill
+     * and batched decode): out[k * out_stride + i] = vec_dot(n, w + i *
+     * w_stride, a + k * a_stride) for i < nr, k < nt (strides in bytes, out
+     * in floats; any nr, nt >= 0). Register-blocked over rows and tokens, so
+     * each weight block loaded serves several tokens and each activation
+     * block several rows. Every result is bit-identical to vec_dot's. NULL
+     * where a level has no such kernel for the type (kn_matmul then uses
+     * vec_dot_n). */
+    void (*gemm)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
+                 size_t a_stride, int nt, float *out, size_t out_stride);
 } kn_traits;
 
 /* Selects SIMD kernels for this CPU (idempotent, thread-safe). The environment

@@ -6,9 +6,11 @@
  * output is then split into chunks of weight rows handed out dynamically to
  * the pool's threads; a chunk runs over the tokens in tiles, so that a weight
  * row is read from memory once per tile of tokens and stays in L1 while it is
- * dotted with every activation row of the tile. A single token (decode) runs
- * whole chunks of rows through vec_dot_rows; one to three tokens split the
- * rows into one contiguous part per thread (see below).
+ * dotted with every activation row of the tile: through the type's gemm
+ * kernel where the level has one (register-blocked rows x tokens), else
+ * vec_dot_n row by row. A single token (decode) runs whole chunks of rows
+ * through vec_dot_rows; one to three tokens split the rows into one
+ * contiguous part per thread (see below).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -96,6 +98,15 @@ static void mm_rows(const mm_job *c, int64_t r0, int64_t r1)
             n = r1 - r < INT32_MAX ? r1 - r : INT32_MAX;
             c->tr->vec_dot_rows(c->cols, c->w + (size_t)r * c->w_row, c->w_row, (int)n, c->a,
                                 c->y + r);
+        }
+        return;
+    }
+    if (c->tr->gemm) { /* register-blocked tiles of rows x tokens */
+        for (int64_t t0 = 0; t0 < c->ntok; t0 += TOK_TILE) {
+            int64_t nt = c->ntok - t0 < TOK_TILE ? c->ntok - t0 : TOK_TILE;
+            c->tr->gemm(c->cols, c->w + (size_t)r0 * c->w_row, c->w_row, (int)(r1 - r0),
+                        c->a + (size_t)t0 * c->a_row, c->a_row, (int)nt, c->y + t0 * c->ldy + r0,
+                        (size_t)c->ldy);
         }
         return;
     }

@@ -218,5 +218,6 @@ float kn_ref_dot_q6_K(int64_t n, const void *w, const void *a);
 void kn_quants_avx2_fill(kn_traits *tab);
 void kn_quants_avx512_fill(kn_traits *tab);
 void kn_gemv_avx512_fill(kn_traits *tab); /* vec_dot_rows (gemv_avx512.c) */
+void kn_gemm_avx512_fill(kn_traits *tab); /* gemm (gemm_avx512.c) */
 
 #endif

@@ -1,0 +1,180 @@
+/*
+ * test_gemm.c - the GEMM tiles (traits gemm, kernels/gemm_*.c): at every ISA
+ * level the CPU has, for every type with a gemm kernel there, each output of
+ * gemm is bit-identical (memcmp) to vec_dot of that row and activation row,
+ * over tile shapes with ragged tails of rows and tokens, row lengths with
+ * and without leftover blocks, strided activations and outputs; and
+ * kn_matmul over batches of 2..70 tokens (the gemm path) equals vec_dot too,
+ * with one and two threads. Weights are random values quantized with the
+ * reference quantizers, activations random values quantized with the level's
+ * from_float.
+ */
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "test.h"
+#include "util/util.h"
+
+static const vt_type types[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K, VT_TYPE_Q4_0,
+                                VT_TYPE_Q5_0, VT_TYPE_Q5_K, VT_TYPE_F16};
+
+static void fill_random(vt_rng *rng, float *x, int64_t n, float scale)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = scale * ((float)(vt_rng_next(rng) % 20001) / 10000.0f - 1.0f);
+}
+
+/* Random weights (rows x cols, type t) and activations (nt x cols, t's
+ * dot_type at level tr); the caller frees *w and *a. */
+static bool make_data(const kn_traits *tr, vt_type t, int64_t rows, int64_t cols, int nt,
+                      vt_rng *rng, char **w, size_t *w_row, char **a, size_t *a_row)
+{
+    const kn_traits *dt = kn_traits_isa(tr->dot_type, KN_ISA_SCALAR);
+    *w_row = kn_row_size(t, cols);
+    *a_row = kn_row_size(tr->dot_type, cols);
+    float *f = malloc(sizeof(float) * (size_t)(cols * (rows > nt ? rows : nt)));
+    *w = malloc(*w_row * (size_t)rows);
+    *a = malloc(*a_row * (size_t)nt);
+    if (!f || !*w || !*a || !dt || !dt->from_float) {
+        free(f);
+        return false;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        fill_random(rng, f, cols, 1.0f + (float)(r % 5));
+        if (kn_quantize_ref(t, f, *w + (size_t)r * *w_row, cols) != VT_OK) {
+            free(f);
+            return false;
+        }
+    }
+    for (int k = 0; k < nt; k++) {
+        fill_random(rng, f, cols, 0.5f + (float)(k % 3));
+        dt->from_float(f, *a + (size_t)k * *a_row, cols);
+    }
+    free(f);
+    return true;
+}
+
+static int levels_with_gemm;
+
+static void test_gemm_bit_identical(void)
+{
+    const int row_counts[] = {1, 2, 3, 4, 5, 7, 8, 9};
+    const int tok_counts[] = {1, 2, 3, 4, 5, 6, 8, 13};
+    vt_rng rng = {42};
+    for (int isa = 0; isa < KN_ISA_COUNT; isa++) {
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            const kn_traits *tr = kn_traits_isa(types[ti], (kn_isa)isa);
+            if (!tr || !tr->gemm)
+                continue;
+            levels_with_gemm++;
+            const int64_t blck = kn_type_get(types[ti])->blck;
+            /* lengths with 0..3 blocks past a multiple of four */
+            const int64_t lens[] = {blck * (blck == 32 ? 8 : 1), blck * (blck == 32 ? 9 : 2),
+                                    blck * (blck == 32 ? 7 : 3), blck * (blck == 32 ? 66 : 8)};
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                const int64_t cols = lens[li];
+                char *w = NULL, *a = NULL;
+                size_t w_row, a_row;
+                CHECK(make_data(tr, types[ti], 9, cols, 13, &rng, &w, &w_row, &a, &a_row));
+                if (!w || !a) {
+                    free(w);
+                    free(a);
+                    return;
+                }
+                int bad = 0;
+                for (size_t ri = 0; ri < sizeof row_counts / sizeof row_counts[0]; ri++)
+                    for (size_t ki = 0; ki < sizeof tok_counts / sizeof tok_counts[0]; ki++) {
+                        const int nr = row_counts[ri], nt = tok_counts[ki];
+                        const size_t os = (size_t)nr + 3; /* a strided output */
+                        float out[16 * 16], want[16 * 16];
+                        memset(out, 0, sizeof out);
+                        memset(want, 0, sizeof want);
+                        for (int k = 0; k < nt; k++)
+                            for (int i = 0; i < nr; i++)
+                                want[(size_t)k * os + i] = tr->vec_dot(
+                                    cols, w + (size_t)i * w_row, a + (size_t)k * a_row);
+                        tr->gemm(cols, w, w_row, nr, a, a_row, nt, out, os);
+                        if (memcmp(out, want, sizeof out)) {
+                            if (bad++ < 3)
+                                test_fail_at(__FILE__, __LINE__,
+                                             "%s at level %d: gemm %d x %d over %lld values "
+                                             "differs from vec_dot",
+                                             kn_type_get(types[ti])->name, isa, nr, nt,
+                                             (long long)cols);
+                        }
+                    }
+                free(w);
+                free(a);
+            }
+        }
+    }
+    /* the kernels of this file must exist where the CPU can run them */
+    if (kn_traits_isa(VT_TYPE_Q8_0, KN_ISA_AVX512)) {
+        CHECK(kn_traits_isa(VT_TYPE_Q8_0, KN_ISA_AVX512)->gemm != NULL);
+    }
+}
+
+/* kn_matmul over batches (the gemm path of the active level) against
+ * vec_dot, bit for bit. */
+static void test_matmul_batches(void)
+{
+    const int toks[] = {2, 3, 4, 5, 17, 32, 33, 70};
+    kn_pool *pool2 = kn_pool_create(2);
+    CHECK(pool2 != NULL);
+    vt_rng rng = {7};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const vt_type t = types[ti];
+        const kn_traits *tr = kn_traits_get(t);
+        const kn_traits *dt = tr ? kn_traits_get(tr->dot_type) : NULL;
+        if (!tr || !dt)
+            continue;
+        const int64_t rows = 37, cols = kn_type_get(t)->blck == 32 ? 32 * 11 : 256 * 2;
+        const size_t w_row = kn_row_size(t, cols), a_row = kn_row_size(tr->dot_type, cols);
+        float *f = malloc(sizeof(float) * (size_t)(cols * 70));
+        float *y = malloc(sizeof(float) * (size_t)(rows * 70));
+        char *w = malloc(w_row * (size_t)rows), *aq = malloc(a_row);
+        CHECK(f && y && w && aq);
+        if (!f || !y || !w || !aq) {
+            free(f);
+            free(y);
+            free(w);
+            free(aq);
+            break;
+        }
+        for (int64_t r = 0; r < rows; r++) {
+            fill_random(&rng, f, cols, 1.0f);
+            CHECK(kn_quantize_ref(t, f, w + (size_t)r * w_row, cols) == VT_OK);
+        }
+        fill_random(&rng, f, cols * 70, 2.0f);
+        for (int p = 0; p < 2; p++)
+            for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
+                const int nt = toks[k];
+                memset(y, 0, sizeof(float) * (size_t)(rows * 70));
+                CHECK(kn_matmul(p ? pool2 : NULL, t, w, rows, cols, f, nt, y, rows) == VT_OK);
+                int bad = 0;
+                for (int j = 0; j < nt; j++) {
+                    dt->from_float(f + (size_t)j * cols, aq, cols);
+                    for (int64_t r = 0; r < rows; r++) {
+                        float want = tr->vec_dot(cols, w + (size_t)r * w_row, aq);
+                        bad += memcmp(&want, &y[(size_t)j * rows + r], sizeof want) != 0;
+                    }
+                }
+                CHECKF(bad == 0, "%s: kn_matmul with %d tokens (%d threads): %d results differ "
+                                 "from vec_dot", kn_type_get(t)->name, nt, p + 1, bad);
+            }
+        free(f);
+        free(y);
+        free(w);
+        free(aq);
+    }
+    kn_pool_destroy(pool2);
+}
+
+int main(void)
+{
+    kn_init();
+    RUN_TEST(test_gemm_bit_identical);
+    RUN_TEST(test_matmul_batches);
+    printf("test_gemm: %d (type, level) pairs with a gemm kernel\n", levels_with_gemm);
+    return test_finish("test_gemm");
+}
