@@ -148,7 +148,7 @@ out.errors.rate = await errorName(client.completions.create({ model, prompt, max
 let got = 0, t_abort = 0;
 try {
   for await (const c of big) {
-    if (++got === 3) { t_abort = Date.now(); big.controller.abort(); }
+    if (++got === 3) { t_abort = Date.now(); big.controller.abort(); break; }
   }
 } catch (e) { /* APIUserAbortError */ }
 let used = NaN, running = NaN;
