@@ -5,7 +5,8 @@
  * files), the tokenizer (tok_load on SPM and BPE vocabularies), the model
  * loader (md_load_gguf) and the template interpreter (tpl_compile then
  * tpl_render of the fixture templates), and tok_encode + tok_detokenize of a
- * text with special tokens on each vocabulary. Every run must return VT_ERR_NOMEM
+ * text with special tokens on each vocabulary, md_eval of a few tokens, and
+ * the GGUF writer. Every run must return VT_ERR_NOMEM
  * (with a message) when an allocation failed and VT_OK when none did, leave
  * its out-pointer NULL on failure, and free everything it allocated: the
  * wrappers count live blocks, which must be back to where they were once the
@@ -285,6 +286,54 @@ static vt_err op_md_load(const void *arg)
     return e;
 }
 
+/* md_eval of three tokens (KV cache, runner, forward pass; one thread) */
+static vt_err op_md_eval(const void *arg)
+{
+    const md_model *m = arg;
+    int32_t tokens[3] = {1, 2, 3};
+    float *logits = (float *)1, *margins = NULL;
+    vt_err e = md_eval(m, NULL, tokens, 3, true, &logits, &margins);
+    if (!e) {
+        free(logits);
+        free(margins);
+    }
+    return e;
+}
+
+static vt_err zero_fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
+{
+    (void)ctx;
+    (void)name;
+    memset(dst, 0, nbytes);
+    return VT_OK;
+}
+
+/* the GGUF writer: keys of every kind, a borrowed and a filled tensor, written out */
+static vt_err op_writer(const void *arg)
+{
+    static const float data[64];
+    static const int32_t arr[5] = {1, 2, 3, 4, 5};
+    static const gguf_str strs[3] = {{"a", 1}, {"bc", 2}, {"def", 3}};
+    gguf_writer *w = gguf_writer_create();
+    if (!w)
+        return vt_fail(VT_ERR_NOMEM, "gguf_writer_create: out of memory");
+    int64_t ne[GGUF_MAX_DIMS] = {64, 1, 1, 1}, ne2[GGUF_MAX_DIMS] = {32, 4, 1, 1};
+    vt_err e;
+    if ((e = gguf_writer_set_str(w, "general.architecture", "llama")) ||
+        (e = gguf_writer_set_u32(w, "llama.block_count", 2)) ||
+        (e = gguf_writer_set_f32(w, "llama.rope.freq_base", 1e4f)) ||
+        (e = gguf_writer_set_str(w, "general.architecture", "qwen2")) ||
+        (e = gguf_writer_set_arr(w, "a.ints", GGUF_T_INT32, arr, 5)) ||
+        (e = gguf_writer_set_arr_str(w, "a.strs", strs, 3)) ||
+        (e = gguf_writer_add_tensor(w, "t.borrowed", VT_TYPE_F32, 1, ne, data, NULL, NULL)) ||
+        (e = gguf_writer_add_tensor(w, "t.filled", VT_TYPE_F32, 2, ne2, NULL, zero_fill, NULL)) ||
+        (e = gguf_writer_write(w, arg))) {
+        /* e says which step failed */
+    }
+    gguf_writer_destroy(w);
+    return e;
+}
+
 typedef struct {
     const char *src;
     size_t len;
@@ -405,7 +454,19 @@ static void test_md_load(void)
         return;
     }
     inject("md_load_gguf mixtral-moe", op_md_load, g);
+    md_model *m;
+    if (md_load_gguf(g, &m) == VT_OK) {
+        inject("md_eval mixtral-moe", op_md_eval, m);
+        md_destroy(m);
+    }
     gguf_close(g);
+}
+
+static void test_writer(void)
+{
+    char p[1024];
+    snprintf(p, sizeof p, "%s/w.gguf", test_tmpdir());
+    inject("gguf_writer", op_writer, p);
 }
 
 static void test_templates(void)
@@ -464,6 +525,7 @@ int main(void)
     RUN_TEST(test_gguf_open);
     RUN_TEST(test_tok_load);
     RUN_TEST(test_md_load);
+    RUN_TEST(test_writer);
     RUN_TEST(test_templates);
     return test_finish("test_alloc_fail");
 }
