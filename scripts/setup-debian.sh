@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs what vitamin needs to build and test on Debian (run as root, or
-# with sudo available). Safe to run again.
+# with sudo available). Safe to run again. chromium: the browser test of
+# vitamin serve's chat page (tests/test_page.c, via playwright-core).
 set -eu
-pkgs="build-essential libjansson-dev libmicrohttpd-dev libsqlite3-dev clang python3"
+pkgs="build-essential libjansson-dev libmicrohttpd-dev libsqlite3-dev clang python3 chromium"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
