@@ -7,7 +7,8 @@
 # harness runs FUZZ_SMOKE_RUNS inputs (default 2000, at most
 # FUZZ_SMOKE_SECONDS, default 20 s) over its seeds, into a scratch corpus.
 # Exit status: 0 only if every fuzz/fuzz_*.c was built and its run ended
-# without a finding.
+# without a finding. A harness this script has no seed source for runs from
+# an empty corpus (add a line to seeds() for it).
 fb=${1:-build-fuzz}; bd=${2:-build}
 runs=${FUZZ_SMOKE_RUNS:-2000}; secs=${FUZZ_SMOKE_SECONDS:-20}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -30,10 +31,13 @@ for src in fuzz/fuzz_*.c; do
     fi
     s=$(seeds "$short")
     n=$(ls "$s" | wc -l | tr -d ' ')
-    if [ "$n" -eq 0 ]; then
-        echo "fuzz smoke: $name: no seeds (add its seed source to fuzz/smoke.sh)"
-        failed=$((failed + 1)); continue
-    fi
+    case "$short" in
+    gguf|model|vocab|tokenizer|template)
+        if [ "$n" -eq 0 ]; then # its seed source is broken
+            echo "fuzz smoke: $name: no seeds were written"; failed=$((failed + 1)); continue
+        fi ;;
+    *) [ "$n" -eq 0 ] && echo "fuzz smoke: $name: no seed source in fuzz/smoke.sh, empty corpus" ;;
+    esac
     mkdir -p "$tmp/corpus-$short" "$tmp/art-$short"
     "$fb/$name" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 \
         -artifact_prefix="$tmp/art-$short/" "$tmp/corpus-$short" "$s" > "$tmp/$short.log" 2>&1
