@@ -21,6 +21,14 @@
 #include "server/oai.h"
 #include "test.h"
 
+/* json_string_value, "" for a missing value (so that a failed CHECK never
+ * hands NULL to strcmp). */
+static const char *jstr_or_empty(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s ? s : "";
+}
+
 static md_model *model;
 static tok_tokenizer *tok;
 static vt_engine *eng;
@@ -494,10 +502,10 @@ static void test_completion_body(void)
         oai_request_free(r);
         return;
     }
-    CHECK(!strcmp(json_string_value(json_object_get(b, "object")), "text_completion"));
-    CHECK(!strcmp(json_string_value(json_object_get(b, "id")), oai_response_id(resp)));
+    CHECK(!strcmp(jstr_or_empty(json_object_get(b, "object")), "text_completion"));
+    CHECK(!strcmp(jstr_or_empty(json_object_get(b, "id")), oai_response_id(resp)));
     CHECK(json_integer_value(json_object_get(b, "created")) == 1234);
-    CHECK(!strcmp(json_string_value(json_object_get(b, "model")), "m"));
+    CHECK(!strcmp(jstr_or_empty(json_object_get(b, "model")), "m"));
     json_t *choices = json_object_get(b, "choices");
     CHECK_EQ_INT(json_array_size(choices), 4); /* 2 prompts x n = 2, prompt-major */
     for (size_t i = 0; i < json_array_size(choices); i++) {
@@ -557,7 +565,7 @@ static void test_completion_body(void)
     const char *text = json_string_value(json_object_get(json_array_get(json_object_get(b, "choices"), 0), "text"));
     char *want = greedy_text(r->prompts[0].ids, r->prompts[0].n, 3);
     CHECKF(text && !strncmp(text, "Hello", 5) && !strcmp(text + 5, want), "echo: %s", text);
-    CHECK(!strcmp(json_string_value(json_object_get(b, "id")), "cmpl-fixed"));
+    CHECK(!strcmp(jstr_or_empty(json_object_get(b, "id")), "cmpl-fixed"));
     CHECK(json_is_null(json_object_get(json_array_get(json_object_get(b, "choices"), 0), "logprobs")));
     free(want);
     json_decref(b);
@@ -580,10 +588,10 @@ static void test_chat_body_and_stream(void)
     oai_error err;
     json_t *b = oai_response_body(resp, &err);
     CHECK(b != NULL);
-    CHECK(!strcmp(json_string_value(json_object_get(b, "object")), "chat.completion"));
+    CHECK(!strcmp(jstr_or_empty(json_object_get(b, "object")), "chat.completion"));
     json_t *c = json_array_get(json_object_get(b, "choices"), 0);
     json_t *msg = json_object_get(c, "message");
-    CHECK(!strcmp(json_string_value(json_object_get(msg, "role")), "assistant"));
+    CHECK(!strcmp(jstr_or_empty(json_object_get(msg, "role")), "assistant"));
     const char *content = json_string_value(json_object_get(msg, "content"));
     char *want = greedy_text(r->prompts[0].ids, r->prompts[0].n, 8);
     CHECKF(content && !strcmp(content, want), "content '%s' vs '%s'", content, want);
@@ -601,7 +609,7 @@ static void test_chat_body_and_stream(void)
         CHECK_EQ_INT(json_array_size(top), 2);
         CHECK(json_real_value(json_object_get(json_array_get(top, 0), "logprob")) >=
               json_real_value(json_object_get(json_array_get(top, 1), "logprob")));
-        CHECK(!strcmp(json_string_value(json_object_get(json_array_get(top, 0), "token")), t));
+        CHECK(t && !strcmp(jstr_or_empty(json_object_get(json_array_get(top, 0), "token")), t));
     }
     CHECK(json_object_get(c, "finish_reason") && json_is_string(json_object_get(c, "finish_reason")));
     json_t *u = json_object_get(b, "usage");
@@ -632,14 +640,14 @@ static void test_chat_body_and_stream(void)
     int finals = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *ch = json_array_get(chunks, i);
-        CHECK(!strcmp(json_string_value(json_object_get(ch, "object")), "chat.completion.chunk"));
-        CHECK(!strcmp(json_string_value(json_object_get(ch, "id")), oai_response_id(resp)));
+        CHECK(!strcmp(jstr_or_empty(json_object_get(ch, "object")), "chat.completion.chunk"));
+        CHECK(!strcmp(jstr_or_empty(json_object_get(ch, "id")), oai_response_id(resp)));
         CHECK(json_is_null(json_object_get(ch, "usage"))); /* null until the usage chunk */
         json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
         json_t *d = json_object_get(c0, "delta");
         CHECK(json_is_object(d));
         if (i == 0)
-            CHECK(!strcmp(json_string_value(json_object_get(d, "role")), "assistant"));
+            CHECK(!strcmp(jstr_or_empty(json_object_get(d, "role")), "assistant"));
         else
             CHECK(!json_object_get(d, "role"));
         json_t *fr = json_object_get(c0, "finish_reason");
@@ -675,10 +683,10 @@ static void test_chat_body_and_stream(void)
         char t2[4096] = "";
         for (size_t i = 0; i < json_array_size(chunks); i++) {
             json_t *ch = json_array_get(chunks, i);
-            CHECK(!strcmp(json_string_value(json_object_get(ch, "object")), "text_completion"));
+            CHECK(!strcmp(jstr_or_empty(json_object_get(ch, "object")), "text_completion"));
             CHECK(!json_object_get(ch, "usage"));
             json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-            strncat(t2, json_string_value(json_object_get(c0, "text")), sizeof t2 - strlen(t2) - 1);
+            strncat(t2, jstr_or_empty(json_object_get(c0, "text")), sizeof t2 - strlen(t2) - 1);
             CHECK(json_is_string(json_object_get(c0, "finish_reason")) ==
                   (i + 1 == json_array_size(chunks)));
         }
@@ -717,9 +725,9 @@ static void test_errors_and_bytes(void)
     oai_error err;
     json_t *b = oai_response_body(resp, &err);
     json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
-    CHECK(!strcmp(json_string_value(json_object_get(c0, "text")), "a\xef\xbf\xbd\xef\xbf\xbd"));
+    CHECK(!strcmp(jstr_or_empty(json_object_get(c0, "text")), "a\xef\xbf\xbd\xef\xbf\xbd"));
     CHECK(json_is_null(json_object_get(c0, "finish_reason")));
-    CHECK(!strcmp(json_string_value(json_object_get(json_array_get(json_object_get(b, "choices"), 1),
+    CHECK(!strcmp(jstr_or_empty(json_object_get(json_array_get(json_object_get(b, "choices"), 1),
                                                     "finish_reason")),
                   "stop"));
     json_decref(b);
@@ -754,7 +762,7 @@ static void test_min_tokens_end_to_end(void)
         oai_error err;
         json_t *b = oai_response_body(resp, &err);
         json_t *c0 = json_array_get(json_object_get(b, "choices"), 0);
-        CHECK(!strcmp(json_string_value(json_object_get(c0, "finish_reason")), "stop"));
+        CHECK(!strcmp(jstr_or_empty(json_object_get(c0, "finish_reason")), "stop"));
         CHECK_EQ_INT(oai_response_usage(resp).completion_tokens, mt + 1); /* the EOS counts */
         json_decref(b);
         oai_response_free(resp);

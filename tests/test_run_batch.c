@@ -21,6 +21,14 @@
 #include "chat/chat.h"
 #include "model/model.h"
 #include "test.h"
+
+/* json_string_value, "" for a missing value (so that a failed CHECK never
+ * hands NULL to strcmp). */
+static const char *jstr_or_empty(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s ? s : "";
+}
 #include "tokenizer/tokenizer.h"
 
 static char model_path[512], tmpl_path[512];
@@ -194,7 +202,7 @@ static void test_batch_file(void)
         CHECK(id && !strncmp(id, "batch_req_", 10));
         json_t *cid = json_object_get(o, "custom_id");
         if (l->kind == 'c' || l->kind == 'h' || l->custom_id[0])
-            CHECKF(json_is_string(cid) && !strcmp(json_string_value(cid), l->custom_id),
+            CHECKF(json_is_string(cid) && !strcmp(jstr_or_empty(cid), l->custom_id),
                    "line %d: custom_id %s, want %s", k + 1, json_string_value(cid), l->custom_id);
         else
             CHECK(json_is_null(cid));
@@ -212,11 +220,11 @@ static void test_batch_file(void)
             json_t *e = json_object_get(body, "error");
             const char *msg = json_string_value(json_object_get(e, "message"));
             CHECKF(msg && strstr(msg, l->expect), "line %d: message %s", k + 1, msg);
-            CHECK(!strcmp(json_string_value(json_object_get(e, "type")), "invalid_request_error"));
+            CHECK(!strcmp(jstr_or_empty(json_object_get(e, "type")), "invalid_request_error"));
         } else {
             CHECK(json_is_null(err));
             CHECK_EQ_INT(json_integer_value(json_object_get(resp, "status_code")), 200);
-            CHECK(!strncmp(json_string_value(json_object_get(resp, "request_id")), "req_", 4));
+            CHECK(!strncmp(jstr_or_empty(json_object_get(resp, "request_id")), "req_", 4));
             json_t *c0 = json_array_get(json_object_get(body, "choices"), 0);
             json_t *u = json_object_get(body, "usage");
             long long pt = json_integer_value(json_object_get(u, "prompt_tokens"));
@@ -224,7 +232,7 @@ static void test_batch_file(void)
             CHECK_EQ_INT(json_integer_value(json_object_get(u, "total_tokens")), pt + ct);
             const char *fr = json_string_value(json_object_get(c0, "finish_reason"));
             if (l->kind == 'c') {
-                CHECK(!strcmp(json_string_value(json_object_get(body, "object")), "text_completion"));
+                CHECK(!strcmp(jstr_or_empty(json_object_get(body, "object")), "text_completion"));
                 const char *t = json_string_value(json_object_get(c0, "text"));
                 /* vitamin run with the longest max_tokens; a shorter line is its prefix */
                 if (!greedy[l->prompt])
@@ -243,9 +251,9 @@ static void test_batch_file(void)
                     CHECKF(t && !strcmp(t, greedy[l->prompt]), "line %d: '%s' vs run's '%s'",
                            k + 1, t, greedy[l->prompt]);
             } else {
-                CHECK(!strcmp(json_string_value(json_object_get(body, "object")), "chat.completion"));
+                CHECK(!strcmp(jstr_or_empty(json_object_get(body, "object")), "chat.completion"));
                 json_t *msg = json_object_get(c0, "message");
-                CHECK(!strcmp(json_string_value(json_object_get(msg, "role")), "assistant"));
+                CHECK(!strcmp(jstr_or_empty(json_object_get(msg, "role")), "assistant"));
                 CHECK(json_is_string(json_object_get(msg, "content")));
                 json_t *msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", "Hi there");
                 int32_t *ids;

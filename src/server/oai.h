@@ -59,9 +59,14 @@ json_t *oai_error_json(const oai_error *e);
 
 /* What requests are validated against (all borrowed). */
 typedef struct {
-    const vt_engine *engine; /* its tokenizer, vocabulary and limits (eng_tokenizer) */
-    const chat_fmt *chat;    /* NULL: chat requests are refused (no template) */
-    const char *model_name;  /* NULL: any "model" is accepted */
+    /* The engine: its tokenizer and limits, and vt_request_check for every
+     * prompt. NULL (a fuzz harness, a tokenizer-only check): tok and
+     * max_seq_len below are used instead and vt_request_check is skipped. */
+    const vt_engine *engine;
+    const tok_tokenizer *tok; /* with engine NULL */
+    int64_t max_seq_len;      /* with engine NULL */
+    const chat_fmt *chat;     /* NULL: chat requests are refused (no template) */
+    const char *model_name;   /* NULL: any "model" is accepted */
 } oai_ctx;
 
 typedef struct {

@@ -503,7 +503,7 @@ static int parse_length(const json_t *body, oai_request *r, const oai_ctx *ctx, 
         field = "max_completion_tokens";
     if ((rc = get_int(body, field, 1, 1LL << 40, &max, err)))
         return rc;
-    int64_t ctx_len = vt_engine_max_seq_len(ctx->engine);
+    int64_t ctx_len = ctx->engine ? vt_engine_max_seq_len(ctx->engine) : ctx->max_seq_len;
     const char *what = r->endpoint == OAI_CHAT ? "messages" : "prompt";
     for (int32_t i = 0; i < r->n_prompts; i++) {
         int64_t np = r->prompts[i].n;
@@ -606,8 +606,8 @@ int oai_request_parse(oai_endpoint ep, const json_t *body, const oai_ctx *ctx,
     r->params = vt_request_params_default();
     r->params.stop = (const char *const *)r->stops;
     r->logprobs = -1;
-    const tok_tokenizer *tok = eng_tokenizer(ctx->engine);
-    int32_t n_vocab = vt_engine_n_vocab(ctx->engine);
+    const tok_tokenizer *tok = ctx->engine ? eng_tokenizer(ctx->engine) : ctx->tok;
+    int32_t n_vocab = ctx->engine ? vt_engine_n_vocab(ctx->engine) : tok_n_vocab(tok);
     int rc = 0;
     json_t *model = json_object_get(body, "model");
     if (model && !json_is_null(model) && !json_is_string(model)) {
@@ -632,7 +632,7 @@ int oai_request_parse(oai_endpoint ep, const json_t *body, const oai_ctx *ctx,
                                : parse_chat_prompt(body, r, ctx, err);
     if (rc || (rc = parse_length(body, r, ctx, err)))
         goto fail;
-    for (int32_t i = 0; i < r->n_prompts; i++) {
+    for (int32_t i = 0; ctx->engine && i < r->n_prompts; i++) {
         vt_request_params p = oai_request_params(r, i);
         vt_err e = vt_request_check(ctx->engine, &p);
         if (e == VT_ERR_NOMEM) {
