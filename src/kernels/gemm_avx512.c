@@ -17,7 +17,11 @@
  * zmm (nibbles and scale vectors), so a tile of several rows and several
  * tokens does not fit the 32 registers next to its accumulators, and the
  * one-row, eight-token vec_dot_n tile is as fast (a 4 x 4 Q4_K tile measured
- * 69 against 73 GMAC/s).
+ * 69 against 73 GMAC/s; decoding each row once into L1 for all 32 tokens of
+ * a tile instead of once per 8, 69-72 against 70-73: the weight decoding is
+ * not what limits it). What does is the work per (row, token, super-block)
+ * that vec_dot's numerics fix: four vpmaddubsw, four vpdpwssd, the 16-lane
+ * and 8-lane conversions and fmadds of its two float accumulators.
  *
  * Every result is bit-identical to the AVX-512 vec_dot of that row and
  * token (quants_avx512.c): each (row, token) keeps exactly the float
