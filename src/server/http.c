@@ -10,6 +10,7 @@
  * request, and the shutdown sequence.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -211,6 +212,17 @@ bool srv_conn_wait(srv_conn *k)
 }
 
 /* ---- connections ---- */
+
+bool srv_conn_gone(srv_conn *k)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(k->c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 static const char *bearer(struct MHD_Connection *c, size_t *len)
 {

@@ -140,6 +140,10 @@ void srv_conn_begin_drain(srv_conn *k);
 /* Nothing left to read: suspends k until the next event (true), or false if
  * an event arrived meanwhile (read again). */
 bool srv_conn_wait(srv_conn *k);
+/* The client closed its end (a read would give EOF or an error): every
+ * wake-up checks, so a client gone mid-request is noticed at the next
+ * engine step. */
+bool srv_conn_gone(srv_conn *k);
 /* The engine's on_event (ctx: a waker's slot and generation). */
 void srv_on_event(void *ctx);
 void *srv_conn_event_ctx(const srv_conn *k);

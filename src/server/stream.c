@@ -8,7 +8,9 @@
  * what is queued and, when nothing is, suspends the connection until the
  * next event; `data: {chunk}\n\n` per chunk, the usage chunk when asked,
  * and `data: [DONE]\n\n`. A client that goes away is noticed at the next
- * write; its requests are then freed (aborted) by the completed callback.
+ * wake-up (each engine step that brings its request an event): its
+ * connection is closed and the completed callback frees (aborts) its
+ * requests.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +123,8 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
         }
         if (k->out_len)
             continue;
+        if (srv_conn_gone(k))
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* the completed callback aborts */
         if (srv_conn_wait(k))
             return 0; /* suspended: on_event resumes us */
     }
@@ -136,6 +140,8 @@ enum MHD_Result srv_generate_resume(srv_conn *k)
             json_t *body = oai_response_body(k->resp, &err);
             return body ? srv_send_json(k, 200, body) : srv_send_error(k, &err);
         }
+        if (srv_conn_gone(k))
+            return MHD_NO; /* closes it; the completed callback aborts the requests */
         if (srv_conn_wait(k))
             return MHD_YES;
     }
