@@ -42,6 +42,11 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# the chat page (GET /): src/server/page.html as C, with its CSP (the hashes
+# of its inline script and style), made by tools/embed_page.py
+ifneq ($(filter server,$(MODULES)),)
+  LIB_OBJ += $(BUILD)/gen/page_html.o
+endif
 
 all: $(BUILD)/vitamin $(BUILD)/libvitamin.a
 
@@ -51,6 +56,12 @@ $(BUILD)/%_avx512.o: EXTRA := $(ISA_AVX512)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) $(EXTRA) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/page_html.c: src/server/page.html tools/embed_page.py
+	@mkdir -p $(dir $@)
+	python3 tools/embed_page.py $< $@
+$(BUILD)/gen/page_html.o: $(BUILD)/gen/page_html.c
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libvitamin.a: $(LIB_OBJ)
 	@rm -f $@

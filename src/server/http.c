@@ -49,6 +49,11 @@ static enum MHD_Result queue(srv_conn *k, int status, struct MHD_Response *r)
     return res;
 }
 
+enum MHD_Result srv_send_response(srv_conn *k, int status, struct MHD_Response *r)
+{
+    return queue(k, status, r);
+}
+
 enum MHD_Result srv_send_text(srv_conn *k, int status, const char *type, char *text, size_t len)
 {
     struct MHD_Response *r =

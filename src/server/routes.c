@@ -3,8 +3,8 @@
  * when the model is loaded and serving, 503 while shutting down), GET
  * /metrics (Prometheus text), GET /v1/models and /v1/models/{id}, POST
  * /tokenize and /detokenize in vLLM's shapes, and clear answers for what is
- * not built yet (/v1/embeddings 501, no chat page at /). Completions and chat
- * go to stream.c.
+ * not built yet (/v1/embeddings 501). Completions and chat go to stream.c,
+ * the chat page at / to page.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -251,8 +251,7 @@ enum MHD_Result srv_route_handle(srv_conn *k)
         return srv_send_errorf(k, 501, "not_implemented", NULL, "not_implemented",
                                "/v1/embeddings is not implemented yet");
     case R_ROOT:
-        return srv_send_errorf(k, 404, "not_found_error", NULL, NULL,
-                               "no chat page yet: use the API under /v1");
+        return srv_page_send(k);
     default:
         return srv_send_errorf(k, 404, "not_found_error", NULL, NULL, "no route for %.100s",
                                k->path);

@@ -129,6 +129,8 @@ enum MHD_Result srv_send_errorf(srv_conn *k, int status, const char *type, const
                                 const char *code, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 enum MHD_Result srv_send_text(srv_conn *k, int status, const char *type, char *text, size_t len);
+/* Queues a response r made by the caller (destroyed here, whatever happens). */
+enum MHD_Result srv_send_response(srv_conn *k, int status, struct MHD_Response *r);
 
 /* Takes a waker slot and lists k as live with n engine requests in
  * flight; false when n would exceed --max-queue (or no slot is free). */
@@ -154,6 +156,10 @@ void *srv_conn_event_ctx(const srv_conn *k);
 srv_route srv_route_find(const char *path, const char **method, const char **label, bool *auth);
 /* Answers a complete request (body read). */
 enum MHD_Result srv_route_handle(srv_conn *k);
+
+/* ---- page.c ---- */
+/* GET /: the chat page (page.h), with its Content-Security-Policy. */
+enum MHD_Result srv_page_send(srv_conn *k);
 
 /* ---- stream.c ---- */
 /* Validates and submits a completions/chat request; answers it (errors, or
