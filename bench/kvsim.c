@@ -250,7 +250,9 @@ vt_err kvs_run_paged(const kvs_workload *w, const kvs_paged_cfg *c, kvs_trace_fn
                     .block_size = bs,
                     .prefix_caching = !c->no_prefix_cache,
                     .salt = 0x5eed};
-    sched_config sc = {.max_batch_tokens = c->max_batch_tokens, .max_seqs = c->max_seqs};
+    sched_config sc = {.max_batch_tokens = c->max_batch_tokens,
+                       .max_seqs = c->max_seqs,
+                       .admit_headroom = c->no_admit_headroom ? 0 : 1};
     kv_pool *kv = kv_pool_create(&kc);
     sched *s = kv ? sched_create(kv, &sc) : NULL;
     int64_t n = w->n;
@@ -511,6 +513,7 @@ vt_err kvs_run_engine(md_model *m, tok_tokenizer *tok, kn_pool *pool, const kvs_
                             .max_batch_tokens = c->max_batch_tokens,
                             .max_seqs = c->max_seqs,
                             .no_prefix_cache = c->no_prefix_cache,
+                            .no_admit_headroom = c->no_admit_headroom,
                             .manual_step = true};
     vt_engine *e = eng_create(m, tok, pool, &cfg);
     if (!e)

@@ -121,6 +121,8 @@ typedef struct {
     int32_t block_size;       /* 0: 16 */
     int32_t max_batch_tokens; /* 0: 512 */
     int32_t max_seqs;         /* 0: sched/'s default */
+    bool no_admit_headroom;   /* admit on the first chunk (the engine's default is
+                                 headroom: sched_config.admit_headroom = 1) */
     bool no_prefix_cache;
 } kvs_paged_cfg;
 

@@ -70,6 +70,11 @@ typedef struct {
      * at most the pool. */
     int64_t max_seq_len;
     bool no_prefix_cache; /* turn automatic prefix caching off */
+    /* Admit a waiting request as soon as its first prompt chunk fits, as
+     * vLLM v1 does; by default it waits until its whole prompt and a block
+     * of growth per running sequence are free (far fewer preemptions when
+     * the queue is long). */
+    bool no_admit_headroom;
     bool manual_step;     /* no engine thread: the caller runs vt_engine_step() */
 } vt_engine_config;
 
@@ -87,6 +92,8 @@ void vt_engine_destroy(vt_engine *e);
 vt_err vt_engine_step(vt_engine *e, bool *busy);
 
 int32_t vt_engine_n_vocab(const vt_engine *e);
+/* The length of the model's embeddings (its hidden size). */
+int32_t vt_engine_n_embd(const vt_engine *e);
 int64_t vt_engine_max_seq_len(const vt_engine *e);
 
 /* The model's tokenization of text[0..len) (add_special: the model's BOS
@@ -124,6 +131,14 @@ typedef struct {
     bool special;         /* show special tokens' text in the output */
     int32_t priority;     /* lower runs sooner; 0: first come, first served */
     uint64_t cache_salt;  /* requests with different salts never share KV blocks */
+    /* An embedding request: the prompt runs like any prompt (chunked,
+     * batched with others) but nothing is sampled; the model's final hidden
+     * states (after the output norm) pooled as its pooling type says (mean
+     * unless the file says last or cls) and L2-normalised arrive in one
+     * VT_EV_EMBEDDING event, then VT_EV_DONE. n, max_tokens, the sampling
+     * fields, stop and logprobs are ignored; the prompt may fill the whole
+     * context. */
+    bool embed;
     /* Called on the engine thread whenever new events are queued (keep it
      * short: wake a reader). NULL: none. */
     void (*on_event)(void *ctx);
@@ -147,6 +162,7 @@ typedef enum {
     VT_EV_FINISH,    /* completion `index` ended (finish says why) */
     VT_EV_DONE,      /* the request ended: every completion finished; usage is set */
     VT_EV_ERROR,     /* the request failed (message); VT_EV_DONE follows */
+    VT_EV_EMBEDDING, /* an embedding request's vector (embedding, n_embd) */
 } vt_event_kind;
 
 typedef enum {
@@ -189,6 +205,9 @@ typedef struct {
     int32_t stop_index; /* FINISH with VT_FINISH_STOP: which stop string */
     vt_err error;       /* ERROR */
     vt_usage usage;     /* DONE */
+    const float *embedding; /* EMBEDDING: [n_embd] floats, L2 norm 1; the event owns
+                               them, valid until the next vt_request_next */
+    int32_t n_embd;
 } vt_event;
 
 /* The next event of r, waiting up to timeout_ms (-1: forever, 0: poll).

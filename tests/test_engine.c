@@ -334,8 +334,10 @@ static void test_preemption_changes_nothing(void)
         if (!have(t))
             continue;
         /* a pool of 40 blocks of 16 tokens for 32 requests of up to 150 + 24
-         * tokens: the scheduler must preempt and recompute */
-        vt_engine_config cfg = {.kv_tokens = 640, .max_batch_tokens = 128};
+         * tokens, admitted as soon as a first chunk fits (no headroom): the
+         * scheduler must preempt and recompute */
+        vt_engine_config cfg = {.kv_tokens = 640, .max_batch_tokens = 128,
+                                .no_admit_headroom = true};
         eng_counters st = {0};
         check_workload(t, &cfg, 32, 150, 0, &st);
         CHECKF(st.preemptions > 0, "%s: no preemption happened (pool too big for the test)",

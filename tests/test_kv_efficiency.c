@@ -182,7 +182,10 @@ static void test_engine_counters(void)
                            .output_max = 100,
                            .rate = 0.5,
                            .vocab = (int32_t)m->hp.n_vocab};
-    kvs_paged_cfg pc = {.pool_tokens = 1024, .block_size = BLOCK, .max_batch_tokens = 128};
+    /* admission on the first chunk (no headroom), so that the small pool
+     * preempts and the engine's recompute path is compared too */
+    kvs_paged_cfg pc = {.pool_tokens = 1024, .block_size = BLOCK, .max_batch_tokens = 128,
+                        .no_admit_headroom = true};
     kvs_workload w = {0};
     kvs_trace ts = {0}, te = {0};
     kvs_result rs, re;

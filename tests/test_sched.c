@@ -949,6 +949,42 @@ static void test_workload_alone(void)
     sim_free(&m);
 }
 
+/* Admission headroom (sched_config.admit_headroom): the same saturated
+ * workload with and without it; both give every request its tokens alone,
+ * and the headroom preempts far less. */
+static int64_t headroom_run(int32_t headroom)
+{
+    sim m;
+    sim_init(&m, 40, 8, true, 64, 8);
+    sched_destroy(m.s);
+    m.cfg.admit_headroom = headroom;
+    m.s = sched_create(m.kv, &m.cfg);
+    rng_state = 777;
+    int32_t p[160];
+    for (int64_t id = 0; id < 60; id++) {
+        int64_t n = 8 + rnd(100);
+        fill_tokens(p, n, 7000 + (uint64_t)id);
+        CHECK(sim_add(&m, id, p, n, 8 + rnd(60), 0, 1) == VT_OK);
+    }
+    sim_run(&m, 20000);
+    sched_stats ss;
+    sched_get_stats(m.s, &ss);
+    sim_check_alone(&m);
+    check_all_free(&m);
+    printf("  # headroom %d: %lld steps, %lld preemptions\n", (int)headroom, (long long)m.step,
+           (long long)ss.preemptions);
+    sim_free(&m);
+    return ss.preemptions;
+}
+
+static void test_admit_headroom(void)
+{
+    int64_t without = headroom_run(0), with = headroom_run(1);
+    CHECKF(without > 0, "the workload is not saturated (no preemption without headroom)");
+    CHECKF(with * 4 <= without, "headroom: %lld preemptions, without: %lld", (long long)with,
+           (long long)without);
+}
+
 /* Hundreds of requests arriving over time, random lengths, priorities, n,
  * aborts in any queue, a small pool. */
 static void test_random(void)
@@ -1026,6 +1062,7 @@ int main(void)
     RUN_TEST(test_abort);
     RUN_TEST(test_fork);
     RUN_TEST(test_workload_alone);
+    RUN_TEST(test_admit_headroom);
     RUN_TEST(test_random);
     return test_finish("test_sched");
 }

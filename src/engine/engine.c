@@ -2,7 +2,9 @@
  * engine.c - the multi-request engine's life cycle (vitamin.h): loading the
  * model, sizing the KV pool and the scheduler from the configuration, the
  * engine thread's loop, validating and queueing submitted requests, and
- * shutting down (every request still alive ends with an abort).
+ * shutting down (every request still alive ends with an abort). An
+ * embedding request (p.embed) is validated as a prompt alone, with one
+ * completion that never samples (step.c pools its hidden states instead).
  *
  * Submitting only validates, copies and appends to an inbox under the
  * engine's mutex; the engine thread admits the inbox into the scheduler at
@@ -119,7 +121,8 @@ static vt_err setup(vt_engine *e, const vt_engine_config *cfg)
               (uint64_t)hp->n_layers << 40 ^ (uint64_t)hp->arch;
     if (!(e->kv = kv_pool_create(&kc)))
         return VT_ERR_NOMEM;
-    sched_config sc = {.max_batch_tokens = e->max_batch_tokens, .max_seqs = e->max_seqs};
+    sched_config sc = {.max_batch_tokens = e->max_batch_tokens, .max_seqs = e->max_seqs,
+                       .admit_headroom = cfg->no_admit_headroom ? 0 : 1};
     if (!(e->sc = sched_create(e->kv, &sc)))
         return VT_ERR_NOMEM;
     size_t nb = (size_t)e->max_batch_tokens;
@@ -128,8 +131,11 @@ static vt_err setup(vt_engine *e, const vt_engine_config *cfg)
     e->seq = malloc(sizeof *e->seq * nb);
     e->want = malloc(sizeof *e->want * nb);
     e->attn = malloc(sizeof *e->attn * nb);
+    e->hid = malloc(sizeof *e->hid * nb);
+    e->n_embd = (int32_t)hp->dim;
+    e->pooling = hp->pooling;
     e->seqs = malloc(sizeof *e->seqs * (size_t)e->max_seqs);
-    if (!e->tokv || !e->pos || !e->seq || !e->want || !e->attn || !e->seqs)
+    if (!e->tokv || !e->pos || !e->seq || !e->want || !e->attn || !e->seqs || !e->hid)
         return vt_fail(VT_ERR_NOMEM, "out of memory");
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -254,6 +260,8 @@ void vt_engine_destroy(vt_engine *e)
     free(e->seq);
     free(e->want);
     free(e->attn);
+    free(e->hid);
+    free(e->hidden);
     free(e->seqs);
     free(e->logits);
     free(e->samples);
@@ -303,6 +311,11 @@ vt_err vt_engine_step(vt_engine *e, bool *busy)
 int32_t vt_engine_n_vocab(const vt_engine *e)
 {
     return e->n_vocab;
+}
+
+int32_t vt_engine_n_embd(const vt_engine *e)
+{
+    return e->n_embd;
 }
 
 int64_t vt_engine_max_seq_len(const vt_engine *e)
@@ -362,6 +375,18 @@ static vt_err validate(const vt_engine *e, const vt_request_params *p, int64_t *
 {
     if (!p->prompt || p->n_prompt < 1)
         return vt_fail(VT_ERR_INVALID, "the prompt is empty");
+    if (p->embed) {
+        for (int64_t i = 0; i < p->n_prompt; i++)
+            if (p->prompt[i] < 0 || p->prompt[i] >= e->n_vocab)
+                return vt_fail(VT_ERR_RANGE,
+                               "prompt token %lld is %d, outside the vocabulary (%d)",
+                               (long long)i, (int)p->prompt[i], (int)e->n_vocab);
+        if (p->n_prompt > e->max_seq_len)
+            return vt_fail(VT_ERR_RANGE, "the input has %lld tokens but the context is %lld",
+                           (long long)p->n_prompt, (long long)e->max_seq_len);
+        *max_tokens = 1; /* the one "sample" that ends the sequence, never fed back */
+        return VT_OK;
+    }
     if (p->n < 1 || p->n > ENG_MAX_N)
         return vt_fail(VT_ERR_RANGE, "n must be in 1..%d, got %d", ENG_MAX_N, (int)p->n);
     for (int64_t i = 0; i < p->n_prompt; i++)
@@ -401,7 +426,7 @@ vt_err vt_request_check(const vt_engine *e, const vt_request_params *p)
     /* The pool's size is fixed (this runs on a client thread: nothing that
      * the engine thread changes may be read here). The last token is never
      * fed back, so it needs no slot. */
-    int64_t slots = p->n_prompt + max_tokens - 1;
+    int64_t slots = p->n_prompt + max_tokens - 1; /* an embedding: the prompt */
     int64_t bs = kv_block_size(e->kv);
     if ((slots + bs - 1) / bs > kv_n_blocks(e->kv))
         return vt_fail(VT_ERR_RANGE,
@@ -431,6 +456,38 @@ vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
     r->on_event_ctx = p->on_event_ctx;
     if ((err = eng_request_copy_params(r, p)))
         goto fail;
+    if (p->embed) {
+        /* one completion with a default sampler (the abort path finishes it);
+         * it never samples */
+        vt_request_params d = vt_request_params_default();
+        d.prompt = r->p.prompt;
+        d.n_prompt = r->p.n_prompt;
+        d.embed = true;
+        d.priority = p->priority;
+        d.cache_salt = p->cache_salt;
+        d.on_event = p->on_event;
+        d.on_event_ctx = p->on_event_ctx;
+        d.seed = 0;
+        r->p = d;
+        p = &r->p;
+        if (!(r->emb = calloc((size_t)e->n_embd, sizeof *r->emb))) {
+            err = vt_fail(VT_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        /* Mean and first-token pooling need every prompt position's hidden
+         * state, which a prefix-cache hit would skip: such a request's blocks
+         * are named by a salt of its own (a hit can only be its own blocks,
+         * after a preemption, whose states it already has). Last-token
+         * pooling computes the last position anyway and shares the cache. */
+        if (e->pooling != MD_POOL_LAST) {
+            pthread_mutex_lock(&e->mu);
+            uint64_t id = (uint64_t)e->next_id;
+            pthread_mutex_unlock(&e->mu);
+            r->p.cache_salt = (p->cache_salt ^ 0x656d6265646469ull) * 0x9e3779b97f4a7c15ull +
+                              id * 0xbf58476d1ce4e5b9ull + (uint64_t)(uintptr_t)r;
+            r->p.cache_salt |= 1;
+        }
+    }
     r->sp = to_smp(&r->p, max_tokens);
     if (!(r->c = calloc((size_t)p->n, sizeof *r->c))) {
         err = vt_fail(VT_ERR_NOMEM, "out of memory");

@@ -49,7 +49,7 @@ typedef struct {
 
 struct sched {
     kv_pool *kv;
-    int32_t max_batch_tokens, max_seqs;
+    int32_t max_batch_tokens, max_seqs, admit_headroom;
     int64_t next_arrival;
 
     sreq **reqs; /* live requests, unordered */
@@ -221,6 +221,7 @@ sched *sched_create(kv_pool *kv, const sched_config *cfg)
     s->kv = kv;
     s->max_batch_tokens = c.max_batch_tokens;
     s->max_seqs = c.max_seqs;
+    s->admit_headroom = c.admit_headroom > 0 ? c.admit_headroom : 0;
     s->entries = calloc((size_t)c.max_seqs, sizeof *s->entries);
     s->entry_owner = calloc((size_t)c.max_seqs, sizeof *s->entry_owner);
     s->copies = calloc((size_t)c.max_seqs, sizeof *s->copies);
@@ -549,6 +550,16 @@ vt_err sched_schedule(sched *s, sched_step *out)
         int64_t pos = kv_seq_n_computed(ks);
         int64_t need = q->n_tokens - pos;
         int64_t n = need < s->budget ? need : s->budget;
+        if (s->admit_headroom && s->running.n > 0) {
+            kv_stats ks_now;
+            kv_get_stats(s->kv, &ks_now);
+            int64_t want = kv_blocks_for(s->kv, q->n_tokens) - kv_blocks_for(s->kv, pos) +
+                           s->running.n * (int64_t)s->admit_headroom;
+            if (ks_now.blocks_free < want) {
+                kv_seq_free(s->kv, ks);
+                break; /* head of line: wait for room */
+            }
+        }
         kv_copy cp[1];
         int n_cp = 0;
         vt_err ea = kv_append_slots(s->kv, ks, n, cp, &n_cp);

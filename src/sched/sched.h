@@ -68,6 +68,13 @@ typedef struct {
     int32_t max_batch_tokens; /* tokens per step; 0: SCHED_DEFAULT_MAX_BATCH_TOKENS */
     int32_t max_seqs;         /* sequences per step; 0: SCHED_DEFAULT_MAX_SEQS;
                                  must be <= max_batch_tokens */
+    /* Admission headroom: a waiting request is admitted only when the blocks
+     * of its whole remaining prompt, plus this many blocks for each running
+     * sequence (room to grow), are free - unless nothing runs. Without it a
+     * full queue overcommits the pool with first chunks, and the running
+     * sequences' growth then preempts (and recomputes) them over and over.
+     * 0: off (admit when the first chunk fits, as vLLM v1 does). */
+    int32_t admit_headroom;
 } sched_config;
 
 typedef struct {
