@@ -99,6 +99,8 @@ static char *run_capture(const char *cmd, int *status)
 
 /* ---- the server ---- */
 
+static pid_t spawn_server(const char *const *args, const char *log, int *port_out);
+
 static void test_start(void)
 {
     const char *vocab = "tests/data/vocab/ggml-vocab-llama-spm.gguf";
@@ -119,34 +121,46 @@ static void test_start(void)
         test_fail_at(__FILE__, __LINE__, "`%s` failed", cmd);
         return;
     }
+    char ctx[16], body[16];
+    snprintf(ctx, sizeof ctx, "%d", CTX);
+    snprintf(body, sizeof body, "%d", MAX_BODY);
+    const char *args[] = {"--model-name", MODEL_NAME, "--api-key-file", keys, "--ctx", ctx,
+                          "--max-queue", "3", "--max-body", body, "--idle-timeout", "2",
+                          "--shutdown-grace", "10", NULL};
+    server_pid = spawn_server(args, log_path, &port);
+}
+
+/* Starts `vitamin serve -m model_path --port 0 -t 2 ARGS...` with stderr to
+ * log; returns its pid (-1 after a failure) and the port it printed. */
+static pid_t spawn_server(const char *const *args, const char *log, int *port_out)
+{
     int out[2];
+    *port_out = 0;
     if (pipe(out)) {
         test_fail_at(__FILE__, __LINE__, "pipe: %s", strerror(errno));
-        return;
+        return -1;
     }
     pid_t pid = fork();
     if (pid == 0) {
-        int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(out[1], 1);
         if (logfd >= 0)
             dup2(logfd, 2);
         close(out[0]);
-        char ctx[16], body[16];
-        snprintf(ctx, sizeof ctx, "%d", CTX);
-        snprintf(body, sizeof body, "%d", MAX_BODY);
-        execl(test_vitamin_bin(), "vitamin", "serve", "-m", model_path, "--port", "0",
-              "--model-name", MODEL_NAME, "--api-key-file", keys, "-t", "2", "--ctx", ctx,
-              "--max-queue", "3", "--max-body", body, "--idle-timeout", "2",
-              "--shutdown-grace", "10", (char *)NULL);
+        const char *argv[40] = {"vitamin", "serve", "-m", model_path, "--port", "0", "-t", "2"};
+        int n = 8;
+        for (int i = 0; args[i] && n < 39; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(test_vitamin_bin(), (char *const *)argv);
         _exit(127);
     }
     close(out[1]);
     if (pid < 0) {
         test_fail_at(__FILE__, __LINE__, "fork: %s", strerror(errno));
         close(out[0]);
-        return;
+        return -1;
     }
-    server_pid = pid;
     char line[512];
     size_t n = 0;
     double end = now() + 60;
@@ -165,8 +179,9 @@ static void test_start(void)
     const char *u = strstr(line, "listening on http://127.0.0.1:");
     CHECKF(u && strstr(line, "(model " MODEL_NAME ")"), "the server printed '%s'", line);
     if (u)
-        port = atoi(u + strlen("listening on http://127.0.0.1:"));
-    CHECK(port > 0);
+        *port_out = atoi(u + strlen("listening on http://127.0.0.1:"));
+    CHECK(*port_out > 0);
+    return pid;
 }
 
 static bool up(void)
@@ -804,6 +819,128 @@ static void test_shutdown(void)
     server_pid = -1;
 }
 
+/* Waits for a log line containing what (true), up to seconds. */
+static bool log_has(const char *log, const char *what, double seconds)
+{
+    for (double end = now() + seconds;;) {
+        size_t n = 0;
+        char *t = test_read_file(log, &n);
+        bool hit = t && strstr(t, what);
+        free(t);
+        if (hit || now() >= end)
+            return hit;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static double metric(const char *name)
+{
+    http_resp r = http("GET", "/metrics", NULL, "", 0);
+    double v = NAN;
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = r.body ? strstr(r.body, key) : NULL;
+    if (p)
+        v = atof(p + strlen(key));
+    resp_free(&r);
+    return v;
+}
+
+/* A non-streaming client that hangs up mid-generation: its request is
+ * aborted (logged 499) and its KV blocks are freed. */
+static void test_disconnect(void)
+{
+    if (!up())
+        return;
+    const char *body = "{\"prompt\":\"Hello\",\"max_tokens\":480,\"ignore_eos\":true}";
+    char req[1024];
+    int h = snprintf(req, sizeof req,
+                     "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " KEY
+                     "\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    int fd = connect_server();
+    CHECK(fd >= 0 && send(fd, req, (size_t)h, MSG_NOSIGNAL) == h);
+    struct timespec ts = {0, 30 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    double t0 = now();
+    close(fd);
+    CHECKF(log_has(log_path, "POST /v1/completions 499 (aborted) prompt=2", 10),
+           "the hung-up request was not aborted");
+    double used = NAN;
+    while (now() - t0 < 5 && !((used = metric("vitamin_kv_blocks_used")) == 0))
+        nanosleep(&ts, NULL);
+    CHECKF(used == 0, "KV blocks used after the hang-up: %g", used);
+    CHECK(metric("vitamin_num_requests_running") == 0);
+}
+
+/* SIGTERM with --shutdown-grace 0.2 while a long stream runs: the stream is
+ * cut at the grace's end (still a well-formed SSE stream, ending with
+ * [DONE]) and the server exits 0. */
+static void test_shutdown_abort(void)
+{
+    if (!up())
+        return;
+    char log2[600];
+    snprintf(log2, sizeof log2, "%s/serve2.log", test_tmpdir());
+    const char *args[] = {"--model-name", MODEL_NAME, "--ctx", "4096", "--shutdown-grace", "0.2",
+                          NULL};
+    int p2 = 0;
+    pid_t pid = spawn_server(args, log2, &p2);
+    if (pid < 0 || p2 <= 0)
+        return;
+    int saved = port;
+    port = p2;
+    const char *body = "{\"prompt\":\"Hello\",\"max_tokens\":4000,\"ignore_eos\":true,"
+                       "\"stream\":true}";
+    char req[1024];
+    int h = snprintf(req, sizeof req,
+                     "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    int fd = connect_server();
+    port = saved;
+    CHECK(fd >= 0 && send(fd, req, (size_t)h, MSG_NOSIGNAL) == h);
+    size_t cap = 1 << 22, n = 0;
+    char *buf = malloc(cap);
+    bool sent = false;
+    double t0 = now(), t_sig = 0;
+    while (buf && now() - t0 < 30 && n < cap - 1) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t got = recv(fd, buf + n, cap - 1 - n, 0);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+        if (!sent && n > 2000) {
+            CHECK(kill(pid, SIGTERM) == 0);
+            sent = true;
+            t_sig = now();
+        }
+    }
+    close(fd);
+    if (buf)
+        buf[n] = 0;
+    CHECK(sent);
+    /* the last chunk: [DONE], then chunked encoding's end */
+    CHECKF(buf && n > 40 && strstr(buf + n - 40, "data: [DONE]\n\n") &&
+               !strcmp(buf + n - 5, "0\r\n\r\n"),
+           "the cut stream's end: '%s'", buf && n > 40 ? buf + n - 40 : "");
+    CHECKF(buf && !strstr(buf, "\"finish_reason\":\"length\""), "the stream was not cut");
+    free(buf);
+    int st = 0;
+    pid_t w = 0;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    for (double end = now() + 30; now() < end && (w = waitpid(pid, &st, WNOHANG)) == 0;)
+        nanosleep(&ts, NULL);
+    CHECKF(w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit after SIGTERM: %d",
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    if (w != pid)
+        kill(pid, SIGKILL), waitpid(pid, &st, 0);
+    CHECKF(now() - t_sig < 10, "the shutdown took %.1f s", now() - t_sig);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -813,6 +950,8 @@ int main(void)
     RUN_TEST(test_hostile);
     RUN_TEST(test_endpoints);
     RUN_TEST(test_idle_timeout);
+    RUN_TEST(test_disconnect);
+    RUN_TEST(test_shutdown_abort);
     RUN_TEST(test_shutdown);
     json_decref(client_out);
     if (server_pid > 0) {
