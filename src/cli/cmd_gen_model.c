@@ -68,6 +68,8 @@ static void help(FILE *out)
             "  --seed N             random seed (default 1)\n"
             "  --chat-template FILE store FILE (Jinja) as tokenizer.chat_template, replacing\n"
             "                       the vocabulary's\n"
+            "  --pooling P          write <arch>.pooling_type: none, mean, cls or last\n"
+            "                       (default: no key; vitamin's embeddings then pool by mean)\n"
             "  -h, --help           this help\n");
 }
 
@@ -133,6 +135,7 @@ static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
 
 typedef struct {
     const char *arch, *vocab, *out, *chat_template;
+    long pooling; /* -1: no key */
     long dim, layers, heads, kv_heads, head_dim, ff, experts, used, eff, sff, ctx, seed;
     double rope_base, embd_std, out_norm, rope_freqs, rope_linear;
     bool tied;
@@ -277,6 +280,9 @@ static vt_err write_model(const gen_args *a)
         ((e = gguf_writer_set_str(w, KEY("rope.scaling.type"), "linear")) ||
          (e = gguf_writer_set_f32(w, KEY("rope.scaling.factor"), (float)a->rope_linear))))
         goto done;
+    if (a->pooling >= 0 &&
+        (e = gguf_writer_set_u32(w, KEY("pooling_type"), (uint32_t)a->pooling)))
+        goto done;
 #undef KEY
     for (int64_t i = 0; i < gguf_n_kv(vf); i++) {
         gguf_str k = gguf_kv_key(vf, i);
@@ -318,7 +324,7 @@ done:
 int cmd_gen_model(int argc, char **argv)
 {
     gen_args a = {.dim = 256, .layers = 2, .heads = 8, .ctx = 4096, .seed = 1, .used = 2,
-                  .rope_base = 10000, .embd_std = 1, .out_norm = 1, .type = VT_TYPE_F16};
+                  .rope_base = 10000, .embd_std = 1, .out_norm = 1, .type = VT_TYPE_F16, .pooling = -1};
     static const struct {
         const char *opt;
         size_t off;
@@ -359,6 +365,17 @@ int cmd_gen_model(int argc, char **argv)
             a.arch = argv[++i];
         } else if (!strcmp(o, "--chat-template")) {
             a.chat_template = argv[++i];
+        } else if (!strcmp(o, "--pooling")) {
+            static const char *const names[] = {"none", "mean", "cls", "last"};
+            const char *v = argv[++i];
+            a.pooling = -2;
+            for (long j = 0; j < 4; j++)
+                if (!strcmp(v, names[j]))
+                    a.pooling = j;
+            if (a.pooling < 0) {
+                fprintf(stderr, "vitamin gen-model: --pooling must be none, mean, cls or last\n");
+                return 2;
+            }
         } else if (!strcmp(o, "--vocab")) {
             a.vocab = argv[++i];
         } else if (!strcmp(o, "-o") || !strcmp(o, "--output")) {

@@ -21,6 +21,7 @@
 typedef struct ev_node {
     vt_event ev;
     char *text; /* owned copy of ev.text */
+    float *vec; /* owned copy of ev.embedding */
     struct ev_node *next;
 } ev_node;
 
@@ -63,6 +64,11 @@ struct vt_request {
     vt_usage usage;
     double t_submit;
     int32_t slot;               /* index in the engine's live table */
+    /* embedding requests (p.embed): the pooled sum of the hidden states of
+     * prompt positions [0, emb_n) so far, summed in position order (so that
+     * chunking and batching never change it), or the chosen token's state */
+    double *emb;                /* [n_embd] */
+    int64_t emb_n;
 };
 
 struct vt_engine {
@@ -107,6 +113,11 @@ struct vt_engine {
     eng_counters stats;
     bool locks_ok;
     eng_counters shown; /* stats as of the last step (under mu) */
+    bool *hid;                /* [max_batch_tokens] hidden state wanted (embeddings) */
+    float *hidden;            /* [hidden_cap * n_embd] */
+    int64_t hidden_cap;
+    int32_t n_embd;
+    md_pooling pooling;
 };
 
 /* request.c */

@@ -1,7 +1,8 @@
 /*
  * request.c - a request's handle and event queue (vitamin.h): the engine
  * thread pushes events, any client thread reads them with vt_request_next,
- * aborts with vt_request_abort and lets go with vt_request_free. The handle
+ * aborts with vt_request_abort and lets go with vt_request_free (an
+ * embedding event owns a copy of its vector). The handle
  * is reference-counted (the client's reference and the engine's, dropped
  * when the request ends there), so either side may finish first.
  */
@@ -52,6 +53,16 @@ bool eng_request_push(vt_request *r, const vt_event *ev, const char *text, size_
     }
     n->ev.text = n->text ? n->text : "";
     n->ev.len = n->text ? len : 0;
+    n->ev.embedding = NULL;
+    if (ev->kind == VT_EV_EMBEDDING && ev->embedding && ev->n_embd > 0) {
+        if (!(n->vec = malloc(sizeof *n->vec * (size_t)ev->n_embd))) {
+            free(n->text);
+            free(n);
+            return false;
+        }
+        memcpy(n->vec, ev->embedding, sizeof *n->vec * (size_t)ev->n_embd);
+        n->ev.embedding = n->vec;
+    }
     pthread_mutex_lock(&r->mu);
     if (r->tail)
         r->tail->next = n;
@@ -75,6 +86,7 @@ static void free_node(ev_node *n)
 {
     if (n) {
         free(n->text);
+        free(n->vec);
         free(n);
     }
 }
@@ -91,6 +103,8 @@ void eng_request_free_engine_side(vt_request *r)
     }
     free(r->prompt);
     r->prompt = NULL;
+    free(r->emb);
+    r->emb = NULL;
     free(r->bias);
     r->bias = NULL;
     if (r->stops) {

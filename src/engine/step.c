@@ -8,9 +8,17 @@
  * strings, queue the events, and report the tokens back to the scheduler,
  * which frees the blocks of every sequence that ended.
  *
+ * An embedding request's tokens ask the forward pass for their final hidden
+ * states instead of logits (only the positions its pooling needs, each
+ * once, also across a preemption); they are summed in position order, and
+ * the step that completes its prompt sends the pooled, L2-normalised vector
+ * and reports a stop to the scheduler in place of a sample, which frees its
+ * blocks like any finished sequence's.
+ *
  * A request's scheduler id is its slot in the live table, so that an entry
  * finds its request in O(1).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +177,72 @@ static void publish(vt_engine *e)
     pthread_mutex_unlock(&e->mu);
 }
 
+/* Does position pos of embedding request r (prompt of n tokens) feed its
+ * pooled vector? */
+static bool embed_wants(const vt_engine *e, const vt_request *r, int64_t pos, int64_t n)
+{
+    if (pos < r->emb_n)
+        return false; /* already counted (a recompute after a preemption) */
+    switch (e->pooling) {
+    case MD_POOL_LAST:
+        return pos == n - 1;
+    case MD_POOL_CLS:
+        return pos == 0;
+    default:
+        return pos < n;
+    }
+}
+
+/* Adds an embedding entry's hidden rows (hid: its tokens' flags, rows: its
+ * first row) to its request's sum in position order; when its prompt is
+ * complete, sends the vector. Returns the rows it used. */
+static int64_t embed_entry(vt_engine *e, const sched_entry *ent, const bool *hid,
+                           const float *rows)
+{
+    vt_request *r = e->live[ent->id];
+    int64_t d = e->n_embd, n = r->p.n_prompt, k = 0;
+    for (int32_t j = 0; j < ent->n_tokens; j++) {
+        if (!hid[j])
+            continue;
+        const float *h = rows + k++ * d;
+        for (int64_t i = 0; i < d; i++)
+            r->emb[i] += h[i];
+    }
+    /* every position of the chunk is accounted for (pooled or not needed) */
+    r->emb_n = VT_MAX(r->emb_n, ent->pos + ent->n_tokens);
+    if (!ent->logits)
+        return k;
+    e->samples[ent->sample_index] = 0;
+    e->stop[ent->sample_index] = true;
+    if (r->aborted || r->c[0].finished)
+        return k;
+    float *v = malloc(sizeof *v * (size_t)d);
+    if (!v) {
+        r->failed = true;
+        snprintf(r->error, sizeof r->error, "out of memory for an embedding");
+        return k;
+    }
+    double scale = e->pooling == MD_POOL_MEAN ? 1.0 / (double)n : 1.0, ss = 0;
+    for (int64_t i = 0; i < d; i++) {
+        double x = r->emb[i] * scale;
+        ss += x * x;
+    }
+    double inv = ss > 0 ? 1.0 / sqrt(ss) : 0;
+    for (int64_t i = 0; i < d; i++)
+        v[i] = (float)(r->emb[i] * scale * inv);
+    r->usage.time_to_first_token = vt_now() - r->t_submit;
+    vt_event ev = {.kind = VT_EV_EMBEDDING, .index = 0, .embedding = v, .n_embd = (int32_t)d};
+    if (!eng_request_push(r, &ev, NULL, 0)) {
+        r->failed = true;
+        snprintf(r->error, sizeof r->error, "out of memory for an embedding");
+    }
+    free(v);
+    /* no FINISH event: the vector and DONE are the whole answer */
+    r->c[0].finished = true;
+    r->n_live--;
+    return k;
+}
+
 /* Draws the token(s) of one entry whose logits were computed. */
 static void sample_entry(vt_engine *e, const sched_entry *ent, const float *row)
 {
@@ -270,7 +344,7 @@ vt_err eng_step(vt_engine *e, bool *busy)
     for (int64_t i = 0; i < st.n_copies; i++)
         md_kv_copy_block(e->kvd, st.copies[i].dst, st.copies[i].src);
 
-    int64_t n = 0, n_logits = 0;
+    int64_t n = 0, n_logits = 0, n_hidden = 0;
     for (int64_t i = 0; i < st.n_entries; i++) {
         const sched_entry *ent = &st.entries[i];
         vt_request *r = e->live[ent->id];
@@ -291,14 +365,17 @@ vt_err eng_step(vt_engine *e, bool *busy)
             e->tokv[n] = ent->tokens[j];
             e->pos[n] = (int32_t)(ent->pos + j);
             e->seq[n] = (int32_t)i;
-            e->want[n] = ent->logits && j == ent->n_tokens - 1;
+            e->want[n] = ent->logits && j == ent->n_tokens - 1 && !r->p.embed;
             e->attn[n] = big_prompt && ent->pos + j < n_prompt;
+            e->hid[n] = r->p.embed && embed_wants(e, r, ent->pos + j, r->p.n_prompt);
+            n_hidden += e->hid[n];
         }
-        n_logits += ent->logits;
+        n_logits += ent->logits && !r->p.embed;
     }
     if (!grow((void **)&e->logits, &e->logits_cap, n_logits * e->n_vocab, sizeof *e->logits) ||
         !grow((void **)&e->samples, &e->samples_cap, st.n_samples + 1, sizeof *e->samples) ||
-        !(e->stop = realloc(e->stop, sizeof *e->stop * (size_t)e->samples_cap))) {
+        !(e->stop = realloc(e->stop, sizeof *e->stop * (size_t)e->samples_cap)) ||
+        !grow((void **)&e->hidden, &e->hidden_cap, n_hidden * e->n_embd, sizeof *e->hidden)) {
         err = vt_fail(VT_ERR_NOMEM, "out of memory for the step's logits");
         fail_all(e, err);
         publish(e);
@@ -311,7 +388,9 @@ vt_err eng_step(vt_engine *e, bool *busy)
                   .logits = e->want,
                   .attn_f32 = e->attn,
                   .n_seqs = st.n_entries,
-                  .seqs = e->seqs};
+                  .seqs = e->seqs,
+                  .hidden = n_hidden ? e->hid : NULL,
+                  .out_hidden = n_hidden ? e->hidden : NULL};
     double t0 = vt_now();
     err = md_forward(e->ctx, e->kvd, &b, e->logits);
     e->stats.t_forward += vt_now() - t0;
@@ -331,10 +410,15 @@ vt_err eng_step(vt_engine *e, bool *busy)
     e->stats.prompt_tokens += st.n_prefill_tokens;
     e->stats.decode_tokens += st.n_decode_tokens;
 
-    int64_t k = 0;
-    for (int64_t i = 0; i < st.n_entries; i++)
-        if (st.entries[i].logits)
-            sample_entry(e, &st.entries[i], e->logits + k++ * e->n_vocab);
+    int64_t k = 0, kh = 0, base = 0;
+    for (int64_t i = 0; i < st.n_entries; i++) {
+        const sched_entry *ent = &st.entries[i];
+        if (e->live[ent->id]->p.embed)
+            kh += embed_entry(e, ent, e->hid + base, e->hidden + kh * e->n_embd);
+        else if (ent->logits)
+            sample_entry(e, ent, e->logits + k++ * e->n_vocab);
+        base += ent->n_tokens;
+    }
 
     const sched_finished *fin = NULL;
     int64_t n_fin = 0;

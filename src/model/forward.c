@@ -10,7 +10,9 @@
  *   h = rmsnorm(x) * ffn_norm
  *   x += W2(silu(W1 h) * W3 h)                 dense, or
  *   x += Σ_k w_k · expert_k(h) (+ σ(h·g)·shared(h))   mixture of experts
- * then logits = (rmsnorm(x) * output_norm)·Woutᵀ for the tokens that ask.
+ * then logits = (rmsnorm(x) * output_norm)·Woutᵀ for the tokens that ask,
+ * and the hidden state rmsnorm(x) * output_norm itself for those that want it
+ * (embeddings).
  *
  * Tokens of all sequences go through every matrix multiplication together;
  * only attention looks at sequences. For MoE layers the tokens are grouped
@@ -496,6 +498,13 @@ vt_err md_forward(md_ctx *c, md_kv *kv, const md_batch *b, float *out_logits)
         if ((e = attention(c, kv, b, il)) || (e = feed_forward(c, il, n)))
             return e;
     /* final norm and the output matrix, only for the tokens that want logits */
+    if (b->hidden && b->out_hidden) {
+        int64_t nh = 0;
+        for (int64_t t = 0; t < n; t++)
+            if (b->hidden[t])
+                rmsnorm(b->out_hidden + (nh++) * dim, c->x + t * dim, m->output_norm.data, dim,
+                        hp->norm_eps);
+    }
     int64_t n_out = 0;
     for (int64_t t = 0; t < n; t++) {
         bool want = b->logits ? b->logits[t] : t == n - 1;

@@ -31,6 +31,16 @@ typedef enum {
 
 typedef enum { MD_ROPE_NORM, MD_ROPE_NEOX } md_rope_type;
 
+/* How a sequence's hidden states become one embedding (llama.cpp's
+ * <arch>.pooling_type values): NONE and an absent key mean MEAN here, since
+ * an embedding request always wants one vector per input. */
+typedef enum {
+    MD_POOL_NONE = 0,
+    MD_POOL_MEAN = 1,
+    MD_POOL_CLS = 2,  /* the first token's */
+    MD_POOL_LAST = 3, /* the last token's */
+} md_pooling;
+
 typedef struct {
     md_arch arch;
     char arch_name[32];
@@ -50,6 +60,7 @@ typedef struct {
     float rope_freq_scale; /* 1/linear scaling factor */
     int64_t rope_dim;
     md_rope_type rope_type;
+    md_pooling pooling; /* <arch>.pooling_type; MD_POOL_MEAN when absent or NONE */
 } md_hparams;
 
 /* A weight tensor bound from the file (NULL data when absent). For 3-D
@@ -121,6 +132,11 @@ typedef struct {
     const bool *attn_f32;
     int64_t n_seqs;
     const md_seq *seqs;
+    /* [n_tokens] copy this token's final hidden state (after the output norm,
+     * before the output matrix: what embeddings pool) into out_hidden; NULL:
+     * none. The logits of the same tokens are unchanged by it. */
+    const bool *hidden;
+    float *out_hidden; /* [tokens with hidden set][dim], in batch order */
 } md_batch;
 
 typedef struct md_ctx md_ctx;
@@ -131,7 +147,8 @@ vt_err md_ctx_create(const md_model *m, kn_pool *pool, md_ctx **out);
 void md_ctx_destroy(md_ctx *c);
 
 /* Runs the batch, writing its keys/values into kv and, for each token with
- * logits requested (in batch order), n_vocab floats into out_logits. The
+ * logits requested (in batch order), n_vocab floats into out_logits (and
+ * b->out_hidden for the tokens b->hidden flags). The
  * tokens of a sequence must see positions 0..pos already in kv or earlier in
  * this batch. */
 vt_err md_forward(md_ctx *c, md_kv *kv, const md_batch *b, float *out_logits);

@@ -120,6 +120,13 @@ static vt_err read_hparams(const gguf_file *f, md_hparams *hp)
         (e = opt_int(f, hp, "expert_count", 0, 4096, 0, &hp->n_experts)) ||
         (e = opt_int(f, hp, "expert_used_count", 0, 4096, 0, &hp->n_experts_used)))
         return e;
+    int64_t pool = MD_POOL_MEAN;
+    if ((e = opt_int(f, hp, "pooling_type", 0, 4, MD_POOL_MEAN, &pool)))
+        return e;
+    if (pool == 4)
+        return vt_fail(VT_ERR_UNSUPPORTED, "%s.pooling_type = 4 (rank) is not supported",
+                       hp->arch_name);
+    hp->pooling = pool == MD_POOL_NONE ? MD_POOL_MEAN : (md_pooling)pool;
     if (hp->n_experts_used > hp->n_experts)
         return vt_fail(VT_ERR_RANGE, "%s.expert_used_count = %lld exceeds %s.expert_count = %lld",
                        hp->arch_name, (long long)hp->n_experts_used, hp->arch_name,

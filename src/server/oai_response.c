@@ -311,6 +311,8 @@ static vt_err collect(oai_response *s, int32_t prompt, const vt_event *ev, json_
                      ev->text ? ev->text : "");
         s->failed = true;
         break;
+    case VT_EV_EMBEDDING: /* embedding requests never reach a completions response */
+        break;
     }
     return VT_OK;
 }
