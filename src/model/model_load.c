@@ -85,8 +85,12 @@ static vt_err opt_float(const gguf_file *f, const md_hparams *hp, const char *su
         *out = dflt;
         return VT_OK;
     }
-    if (!gguf_get_f32(f, key, out) || !isfinite(*out))
-        return vt_fail(VT_ERR_FORMAT, "metadata key %s is not a finite number", key);
+    if (!gguf_get_f32(f, key, out))
+        return vt_fail(VT_ERR_FORMAT, "metadata key %s has type %s, expected a number", key,
+                       gguf_vtype_name(gguf_kv_value(f, gguf_find_key(f, key))->type));
+    if (!isfinite(*out))
+        return vt_fail(VT_ERR_FORMAT, "metadata key %s = %g, expected a finite number", key,
+                       (double)*out);
     return VT_OK;
 }
 
