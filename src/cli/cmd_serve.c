@@ -216,8 +216,9 @@ int cmd_serve(int argc, char **argv)
     srv_stop(srv);
     rc = 0;
 done:
+    cli_engine_close(m, tok, pool, e); /* first: it may still wake the server */
+    srv_free(srv);
     chat_fmt_destroy(chat);
-    cli_engine_close(m, tok, pool, e);
     free(dname);
     return rc;
 }

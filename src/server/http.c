@@ -111,7 +111,7 @@ void *srv_conn_event_ctx(const srv_conn *k)
 }
 
 /* The server whose wakers srv_on_event reads: one server per process. */
-static srv_server *g_server;
+static srv_server *_Atomic g_server;
 
 void srv_on_event(void *ctx)
 {
@@ -510,7 +510,7 @@ void srv_stop(srv_server *s)
         for (int32_t i = 0; i < k->n_reqs; i++)
             vt_request_abort(k->reqs[i]);
     pthread_mutex_unlock(&s->mu);
-    for (end = vt_now() + 2.0; vt_now() < end;) {
+    for (end = vt_now() + 30.0; vt_now() < end;) { /* bounded: each engine step ends */
         bool any = false;
         pthread_mutex_lock(&s->mu);
         any = s->n_inflight > 0;
@@ -529,6 +529,15 @@ void srv_stop(srv_server *s)
         nap(0.01);
     }
     MHD_stop_daemon(s->d);
+    s->d = NULL;
+}
+
+void srv_free(srv_server *s)
+{
+    if (!s)
+        return;
+    if (s->d)
+        srv_stop(s);
     g_server = NULL;
     srv_auth_free(s->auth);
     srv_metrics_destroy(s->metrics);

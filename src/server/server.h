@@ -40,8 +40,12 @@ srv_server *srv_start(const srv_config *cfg, vt_engine *e, const chat_fmt *chat)
 /* The port it listens on. */
 int srv_port(const srv_server *s);
 /* Stops accepting connections (new requests on open ones get 503), lets
- * running requests finish for cfg.shutdown_grace seconds, aborts the rest,
- * closes every connection and frees the server. NULL: no-op. */
+ * running requests finish for cfg.shutdown_grace seconds, aborts the rest
+ * and closes every connection. NULL: no-op. */
 void srv_stop(srv_server *s);
+/* Frees the server (stopping it first if srv_stop was not called). Call it
+ * after the engine is destroyed: until then the engine may still call the
+ * server's on_event for requests it is ending. NULL: no-op. */
+void srv_free(srv_server *s);
 
 #endif
