@@ -3,7 +3,7 @@
  * when the model is loaded and serving, 503 while shutting down), GET
  * /metrics (Prometheus text), GET /v1/models and /v1/models/{id}, POST
  * /tokenize and /detokenize in vLLM's shapes, and clear answers for what is
- * not built yet (/v1/embeddings 501). Completions and chat go to stream.c,
+ * not built yet; /v1/embeddings goes to embed.c. Completions and chat go to stream.c,
  * the chat page at / to page.c.
  */
 #include <stdlib.h>
@@ -248,8 +248,7 @@ enum MHD_Result srv_route_handle(srv_conn *k)
     case R_DETOKENIZE:
         return detokenize(k);
     case R_EMBEDDINGS:
-        return srv_send_errorf(k, 501, "not_implemented", NULL, "not_implemented",
-                               "/v1/embeddings is not implemented yet");
+        return srv_embed(k);
     case R_ROOT:
         return srv_page_send(k);
     default:

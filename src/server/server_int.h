@@ -117,6 +117,7 @@ struct srv_conn {
     char *out;         /* stream bytes not yet sent */
     size_t out_len, out_off, out_cap;
     bool stream_end;
+    struct srv_embed *emb; /* /v1/embeddings (embed.c) */
     srv_conn *next, *prev;
     bool listed;
 };
@@ -169,5 +170,14 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep);
 enum MHD_Result srv_generate_resume(srv_conn *k);
 /* Frees k's generation state (its engine requests are freed, aborting them). */
 void srv_generate_free(srv_conn *k);
+
+/* ---- embed.c ---- */
+/* Validates and submits a /v1/embeddings request; answers it (errors, or at
+ * once when done) or leaves k waiting. */
+enum MHD_Result srv_embed(srv_conn *k);
+/* A waiting embeddings request was resumed: collect, answer or wait. */
+enum MHD_Result srv_embed_resume(srv_conn *k);
+/* Frees k's embedding state (srv_generate_free calls it). */
+void srv_embed_free(srv_conn *k);
 
 #endif

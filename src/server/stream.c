@@ -132,6 +132,8 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 
 enum MHD_Result srv_generate_resume(srv_conn *k)
 {
+    if (k->route == R_EMBEDDINGS)
+        return srv_embed_resume(k);
     for (;;) {
         if (!drain(k, false))
             return srv_send_errorf(k, 500, "internal_error", NULL, NULL, "out of memory");
@@ -229,4 +231,5 @@ void srv_generate_free(srv_conn *k)
     k->rq = NULL;
     free(k->out);
     k->out = NULL;
+    srv_embed_free(k);
 }
