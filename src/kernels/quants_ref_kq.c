@@ -6,7 +6,9 @@
  * weighted least-squares search over candidate grids, then the sub-block
  * scales are themselves quantized against one fp16 super-block scale, and
  * finally every value is re-rounded against the scale it will actually be
- * decoded with. Deterministic; layouts are described in quants.h.
+ * decoded with. Deterministic, and byte for byte what ggml's reference
+ * quantizers give (the float expressions are evaluated in the same order);
+ * layouts are described in quants.h.
  */
 #include <math.h>
 
@@ -31,7 +33,10 @@ static inline float h2f(uint16_t h)
  * plain min/max grid, then tries nstep+1 stretched grids (nmax + rmin +
  * rdelta*k levels across the range); for each it solves the weighted least-
  * squares scale and offset for the rounded levels and keeps the one with
- * the smallest weighted error (absolute or squared). Returns scale, *mn.
+ * the smallest weighted error (absolute or squared). A grid starts at the
+ * offset of the best fit so far (so it moves once a fit beats the plain
+ * grid), as ggml's does. Products are evaluated as (w*l)*l, (w*l)*x and
+ * w*(e*e), which decides near-ties the way ggml does. Returns scale, *mn.
  */
 static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L,
                            float *mn, float rmin, float rdelta, int nstep, int use_abs)
@@ -65,7 +70,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
             int l = clampi(kn_nearest_int(ci * (x[i] - lo)), 0, nmax);
             cand[i] = (uint8_t)l;
             sl += w[i] * (float)l;
-            sl2 += w[i] * (float)(l * l);
+            sl2 += w[i] * (float)l * (float)l;
             sxl += w[i] * (float)l * x[i];
         }
         float det = sw * sl2 - sl * sl;
@@ -86,7 +91,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
             best = err;
             memcpy(L, cand, (size_t)n);
             scale = s;
-            off = o;
+            off = lo = o; /* later grids start from the new offset */
         }
     }
     *mn = -off;
@@ -122,7 +127,7 @@ static float fit_symmetric(int n, int nmax, const float *x, int8_t *L)
             int l = clampi(kn_nearest_int(inv * x[i]), -nmax, nmax - 1);
             float w = x[i] * x[i];
             sxl += w * x[i] * (float)l;
-            sl2 += w * (float)(l * l);
+            sl2 += w * (float)l * (float)l;
         }
         if (!(sl2 > 0))
             continue;
@@ -165,7 +170,7 @@ static float fit_q3(int n, int nmax, const float *x, int8_t *L)
         L[i] = (int8_t)l;
         float w = x[i] * x[i];
         sxl += w * x[i] * (float)l;
-        sl2 += w * (float)(l * l);
+        sl2 += w * (float)l * (float)l;
     }
     for (int round = 0; round < 5; round++) {
         int changed = 0;
@@ -174,11 +179,11 @@ static float fit_q3(int n, int nmax, const float *x, int8_t *L)
             float rx = sxl - w * x[i] * (float)L[i];
             if (!(rx > 0))
                 continue;
-            float r2 = sl2 - w * (float)(L[i] * L[i]);
+            float r2 = sl2 - w * (float)L[i] * (float)L[i];
             int l = clampi(kn_nearest_int(x[i] * r2 / rx), -nmax, nmax - 1);
             if (l == L[i])
                 continue;
-            float nx = rx + w * x[i] * (float)l, n2 = r2 + w * (float)(l * l);
+            float nx = rx + w * x[i] * (float)l, n2 = r2 + w * (float)l * (float)l;
             if (n2 > 0 && nx * nx * sl2 > sxl * sxl * n2) {
                 L[i] = (int8_t)l;
                 sxl = nx;
