@@ -52,7 +52,9 @@ static void test_page(void)
     char model[512], keys[512], shot_dir[512], shot[600];
     snprintf(model, sizeof model, "%s/page.gguf", test_tmpdir());
     snprintf(keys, sizeof keys, "%s/keys.txt", test_tmpdir());
-    if (!serve_make_model(model, 64, 2, 4, 2, 128))
+    /* big enough that a token takes a while even on a fast machine, so the
+     * reply arrives in many reads */
+    if (!serve_make_model(model, 256, 2, 4, 2, 512))
         return;
     FILE *f = fopen(keys, "w");
     CHECK(f && fputs(KEY " alice\n", f) >= 0);
@@ -91,6 +93,9 @@ static void test_page(void)
         CHECK(json_is_true(json_object_get(r, "turn2_equal")));
         CHECK(json_is_true(json_object_get(r, "turn2_depends_on_history")));
         CHECK(json_integer_value(json_object_get(r, "turn1_partial_lengths")) >= 2);
+        printf("  page: reply 1 seen at %lld lengths before its end; %s\n",
+               (long long)json_integer_value(json_object_get(r, "turn1_partial_lengths")),
+               json_string_value(json_object_get(t1, "meta")));
         const char *text = json_string_value(json_object_get(t1, "text"));
         CHECK(text && strlen(text) > 0);
         CHECK(!strcmp(json_string_value(json_object_get(t1, "state")), "done"));
