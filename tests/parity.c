@@ -242,7 +242,7 @@ void parity_isa_level(const char *argv0, kn_isa level)
 {
     const char *name = parity_isa_names[level];
     if (!kn_traits_isa(VT_TYPE_F32, level)) {
-        test_skip_hw("the CPU lacks %s: parity at VT_ISA=%s not run", name, name);
+        test_skip_hw("%s: parity at VT_ISA=%s not run", name, name);
         return;
     }
     if (kn_active_isa() == level) {

@@ -144,8 +144,7 @@ static void test_dispatch(void)
 static void check_level(kn_isa l)
 {
     if (!kn_traits_isa(VT_TYPE_F32, l)) {
-        test_skip_hw("the CPU lacks %s: its kernels are not compared with the scalar ones",
-                     isa_name[l]);
+        test_skip_hw("%s: its kernels are not compared with the scalar ones", isa_name[l]);
         return;
     }
     for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
