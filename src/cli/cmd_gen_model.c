@@ -61,8 +61,6 @@ static void help(FILE *out)
             "  --embd-std F         standard deviation of token_embd (default 1); with --tied\n"
             "                       a small one keeps the output from being the input token's\n"
             "                       own embedding coming back\n"
-            "  --output-norm F      scale of output_norm.weight (mean F, deviation F/10;\n"
-            "                       default 1), the size of the logits\n"
             "  --type T             tensor type of matrices: f32, f16, bf16 or any quantized\n"
             "                       type vitamin can write (default f16)\n"
             "  --seed N             random seed (default 1)\n"
@@ -137,7 +135,7 @@ typedef struct {
     const char *arch, *vocab, *out, *chat_template;
     long pooling; /* -1: no key */
     long dim, layers, heads, kv_heads, head_dim, ff, experts, used, eff, sff, ctx, seed;
-    double rope_base, embd_std, out_norm, rope_freqs, rope_linear;
+    double rope_base, embd_std, rope_freqs, rope_linear;
     bool tied;
     int type;
 } gen_args;
@@ -149,9 +147,8 @@ static bool build_spec(const gen_args *a, int64_t n_vocab, gen_spec *s)
     vt_type T = (vt_type)a->type;
     int64_t d = a->dim, hd = a->head_dim, q = a->heads * hd, k = a->kv_heads * hd;
     float ws = 1.0f / sqrtf((float)d);
-    float es = (float)a->embd_std, on = (float)a->out_norm;
-    bool ok = add(s, T, 0, es, 2, d, n_vocab, 1, "token_embd.weight", 0) &&
-              add(s, T, on, 0.1f * on, 1, d, 1, 1, "output_norm.weight", 0);
+    bool ok = add(s, T, 0, (float)a->embd_std, 2, d, n_vocab, 1, "token_embd.weight", 0) &&
+              add(s, T, 1, 0.1f, 1, d, 1, 1, "output_norm.weight", 0);
     if (!a->tied)
         ok = ok && add(s, T, 0, ws * 3, 2, d, n_vocab, 1, "output.weight", 0);
     if (ok && a->rope_freqs > 0) { /* factors mostly in [1, F], median sqrt(F) */
@@ -324,7 +321,7 @@ done:
 int cmd_gen_model(int argc, char **argv)
 {
     gen_args a = {.dim = 256, .layers = 2, .heads = 8, .ctx = 4096, .seed = 1, .used = 2,
-                  .rope_base = 10000, .embd_std = 1, .out_norm = 1, .type = VT_TYPE_F16, .pooling = -1};
+                  .rope_base = 10000, .embd_std = 1, .type = VT_TYPE_F16, .pooling = -1};
     static const struct {
         const char *opt;
         size_t off;
@@ -393,11 +390,6 @@ int cmd_gen_model(int argc, char **argv)
         } else if (!strcmp(o, "--embd-std")) {
             if (!cli_parse_float(o, argv[++i], &a.embd_std) || !(a.embd_std > 0)) {
                 fprintf(stderr, "vitamin gen-model: --embd-std must be positive\n");
-                return 2;
-            }
-        } else if (!strcmp(o, "--output-norm")) {
-            if (!cli_parse_float(o, argv[++i], &a.out_norm) || !(a.out_norm > 0)) {
-                fprintf(stderr, "vitamin gen-model: --output-norm must be positive\n");
                 return 2;
             }
         } else if (!strcmp(o, "--type")) {
