@@ -8,7 +8,8 @@
  * a message typed and sent with Enter streams its reply onto the page (seen
  * at several lengths) and ends equal to the server's non-streamed greedy
  * answer for the same conversation, a second turn that carries the whole
- * conversation, Stop (its KV blocks freed), New chat, and no console error
+ * conversation, a server error (400) shown inline, Stop (its KV blocks
+ * freed), New chat, and no console error
  * or request leaving the server; its results are checked again here, with
  * the screenshot it takes: a PNG kept in $VT_ARTIFACTS, else
  * tests/artifacts/ (gitignored). Without chromium, node or playwright-core
@@ -101,6 +102,8 @@ static void test_page(void)
         CHECK(!strcmp(json_string_value(json_object_get(t1, "state")), "done"));
         CHECK(!strcmp(json_string_value(json_object_get(t2, "state")), "done"));
         CHECK(strstr(json_string_value(json_object_get(r, "csp")), "default-src 'none'"));
+        const char *err = json_string_value(json_object_get(r, "error_shown"));
+        CHECKF(err && !strncmp(err, "400: ", 5), "the error shown inline: %s", err ? err : "");
         CHECK(json_real_value(json_object_get(r, "kv_used_after_stop")) == 0 &&
               json_is_number(json_object_get(r, "kv_used_after_stop")));
         CHECK(json_array_size(json_object_get(r, "problems")) == 0);

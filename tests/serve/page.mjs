@@ -7,7 +7,7 @@
 // the end) and end equal to the server's own non-streamed greedy answer for
 // the same conversation (the page is opened with ?temperature=0 and
 // max_tokens); a second turn (with a Shift+Enter newline in it) must carry
-// the whole conversation; Stop must cut a long reply short and free its KV
+// the whole conversation; a server error must show inline; Stop must cut a long reply short and free its KV
 // blocks; New chat must empty the page. No console error, no CSP violation,
 // no request leaving the server. A screenshot of the two-turn conversation
 // goes to SHOT. Results are printed as one JSON object on stdout; a failed
@@ -162,6 +162,24 @@ out.turn2_depends_on_history = alone !== ref2;
 await page.screenshot({ path: shot, fullPage: false });
 out.screenshot = shot;
 
+// an error from the server (max tokens past the context: 400) shown inline
+// under its turn; the turn leaves the conversation and its text goes back
+// into the input
+await page.click('#settings-btn');
+await page.fill('#max-tokens', '1000000');
+await page.press('#max-tokens', 'Tab');
+await page.click('#settings-btn');
+await page.click('#input');
+await page.keyboard.type('Too long.');
+await page.press('#input', 'Enter');
+await page.waitForSelector('.msg.assistant:nth-of-type(6)[data-state="error"]', { timeout: 20000 });
+out.error_shown = await page.textContent('.msg.assistant:nth-of-type(6) .error');
+await assert(/^400: This model's maximum context length/.test(out.error_shown), 'error shown: ' + out.error_shown);
+await assert((await page.inputValue('#input')) === 'Too long.', 'the text goes back into the input');
+await assert(problems.every((p) => /status of 400/.test(p)), 'console at the error: ' + problems.join(' | '));
+problems.length = 0;
+await page.fill('#input', '');
+
 // Stop: a long reply cut short by the button; the server frees its blocks
 await page.click('#settings-btn');
 await page.fill('#max-tokens', '2000');
@@ -172,12 +190,12 @@ await page.keyboard.type('Write a long one.');
 await page.press('#input', 'Enter');
 await page.waitForFunction(() => {
   const a = document.querySelectorAll('.msg.assistant');
-  return a.length === 3 && a[2].querySelector('.content').textContent.length > 0;
+  return a.length === 4 && a[3].querySelector('.content').textContent.length > 0;
 }, null, { timeout: 30000 });
 await assert((await page.textContent('#send')) === 'Stop', 'the button says Stop while streaming');
 await page.click('#send');
-await page.waitForSelector('.msg.assistant:nth-of-type(6)[data-state="stopped"]', { timeout: 10000 });
-out.stopped_meta = await page.textContent('.msg.assistant:nth-of-type(6) .meta');
+await page.waitForSelector('.msg.assistant:nth-of-type(8)[data-state="stopped"]', { timeout: 10000 });
+out.stopped_meta = await page.textContent('.msg.assistant:nth-of-type(8) .meta');
 await assert((await page.textContent('#send')) === 'Send', 'the button says Send again');
 let used = NaN;
 for (let i = 0; i < 100; i++) {
