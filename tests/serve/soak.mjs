@@ -54,9 +54,10 @@ for (const p of plans) {
   p.max = 4 + Math.floor(rnd() * 21);
   p.stop = !p.cancel && rnd() < 0.2 ? [pick(['e', 'a', 'o', ' the'])] : undefined;
   p.temperature = rnd() < 0.5 ? 0 : 0.8;
-  // where a cancelled one stops: -1 before the response (after 0-5 ms), else after k chunks
+  // where a cancelled one stops: -1 before the response (after 0-3 ms), else after k chunks
   p.at = p.cancel ? (rnd() < 0.25 ? -1 : Math.floor(rnd() * (p.max - 1))) : Infinity;
-  p.delay = rnd() * 5;
+  p.delay = rnd() * 3;
+  if (p.at === -1) p.max = 24; // long enough not to end before its cancel
   p.prompt = sentence();
   p.ignoreEos = p.cancel || rnd() < 0.5; // a cancel point always comes before the end
 }
