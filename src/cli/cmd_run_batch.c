@@ -423,10 +423,10 @@ static int run(batch *b, FILE *in, FILE *out, const char *in_path, const char *o
         }
         if (rc)
             break;
-        if (total < done)
-            total = done;
         if (vt_now() - last_shown > (tty ? 0.2 : 10.0)) {
-            progress(b, done, total + (eof ? 0 : count > 0), t0, tty, false);
+            /* standard input: the lines read so far (and one more to come) */
+            int64_t shown = in == stdin ? done + count + !eof : VT_MAX(total, done);
+            progress(b, done, shown, t0, tty, false);
             last_shown = vt_now();
         }
     }
