@@ -10,7 +10,7 @@
 // the whole conversation; a server error must show inline; Stop must cut a long reply short and free its KV
 // blocks; New chat must empty the page. No console error, no CSP violation,
 // no request leaving the server. A screenshot of the two-turn conversation
-// goes to SHOT. Results are printed as one JSON object on stdout; a failed
+// goes to SHOT (and in the dark colour scheme to SHOT-dark.png). Results are printed as one JSON object on stdout; a failed
 // check exits 1 naming it.
 //
 // usage: VT_NODE_DIR=DIR node page.mjs BASE_URL API_KEY MODEL SHOT.png
@@ -161,6 +161,10 @@ out.turn2_depends_on_history = alone !== ref2;
 
 await page.screenshot({ path: shot, fullPage: false });
 out.screenshot = shot;
+await page.emulateMedia({ colorScheme: 'dark' });
+out.screenshot_dark = shot.replace(/\.png$/, '') + '-dark.png';
+await page.screenshot({ path: out.screenshot_dark, fullPage: false });
+await page.emulateMedia({ colorScheme: 'light' });
 
 // an error from the server (max tokens past the context: 400) shown inline
 // under its turn; the turn leaves the conversation and its text goes back
