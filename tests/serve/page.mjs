@@ -186,7 +186,7 @@ await page.fill('#input', '');
 
 // Stop: a long reply cut short by the button; the server frees its blocks
 await page.click('#settings-btn');
-await page.fill('#max-tokens', '2000');
+await page.fill('#max-tokens', '3000');
 await page.press('#max-tokens', 'Tab');
 await page.click('#settings-btn');
 await page.click('#input');
