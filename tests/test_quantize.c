@@ -174,24 +174,41 @@ static void explain(const char *label, const char *path, json_t *ref)
         test_fail_at(__FILE__, __LINE__, "%s: %lld tensors, llama.cpp wrote %zu", label,
                      (long long)gguf_n_tensors(g), nt);
     int reported = 0, more = 0;
-    bool shifted = false; /* a tensor of another size moved the ones after it */
-    for (size_t i = 0; i < nt && (int64_t)i < gguf_n_tensors(g); i++) {
+    bool moved = false; /* a tensor out of order or of another size moved those after it */
+    for (size_t i = 0; i < nt; i++) {
         json_t *r = json_array_get(ts, i);
         const char *name = json_string_value(json_array_get(r, 0));
         const char *type = json_string_value(json_array_get(r, 1));
         uint64_t off = (uint64_t)json_integer_value(json_array_get(r, 2));
         const char *digest = json_string_value(json_array_get(r, 3));
         const char *chunks = json_string_value(json_array_get(r, 4));
-        const gguf_tensor *t = gguf_tensor_at(g, (int64_t)i);
-        const kn_type_info *ti = kn_type_get(t->type);
+        const gguf_tensor *t = gguf_find_tensor(g, name);
         char msg[512] = "";
-        if (strcmp(t->name, name)) {
-            snprintf(msg, sizeof msg, "tensor %zu is %s, llama.cpp has %s there", i, t->name, name);
-            shifted = true;
+        if (!t) {
+            snprintf(msg, sizeof msg, "%s: missing", name);
+        } else if ((int64_t)i >= gguf_n_tensors(g) || gguf_tensor_at(g, (int64_t)i) != t) {
+            if (!moved) /* the first one out of order */
+                snprintf(msg, sizeof msg, "tensor order: llama.cpp has %s at %zu, vitamin %s",
+                         name, i, (int64_t)i < gguf_n_tensors(g)
+                                      ? gguf_tensor_at(g, (int64_t)i)->name : "nothing");
+            moved = true;
         }
-        else if (strcmp(ti->name, type))
+        if (msg[0]) { /* missing or out of order: said once, then the tensor itself */
+            if (reported < MAX_REPORT) {
+                test_fail_at(__FILE__, __LINE__, "%s: %s", label, msg);
+                reported++;
+            } else {
+                more++;
+            }
+            msg[0] = 0;
+        }
+        const kn_type_info *ti = t ? kn_type_get(t->type) : NULL;
+        if (!t)
+            continue;
+        if (strcmp(ti->name, type)) {
             snprintf(msg, sizeof msg, "%s: type %s, llama.cpp chose %s", name, ti->name, type);
-        else {
+            moved = true;
+        } else {
             char h[65];
             sha256_hex(t->data, t->nbytes, h);
             if (memcmp(h, digest, 16)) {
@@ -203,12 +220,10 @@ static void explain(const char *label, const char *path, json_t *ref)
                 snprintf(msg, sizeof msg, "%s (%s): data differ in %d of %d 16 KiB chunks "
                          "(%d to %lld of its %lld blocks)", name, type, bad, total, bad,
                          VT_MIN((long long)bad * per, blocks), blocks);
-            } else if (t->offset != off && !shifted) /* not when an earlier type moved it */
+            } else if (t->offset != off && !moved)
                 snprintf(msg, sizeof msg, "%s: at offset %llu, llama.cpp at %llu", name,
                          (unsigned long long)t->offset, (unsigned long long)off);
         }
-        if (msg[0] && strncmp(msg, name, strlen(name)) == 0 && strstr(msg, ": type "))
-            shifted = true;
         if (msg[0] && reported < MAX_REPORT) {
             test_fail_at(__FILE__, __LINE__, "%s: %s", label, msg);
             reported++;
