@@ -683,6 +683,24 @@ static void test_hostile(void)
     CHECKF(r.status >= 400 && r.status < 500, "a 150 kB header: status %d", r.status);
     resp_free(&r);
     free(big);
+    /* a chunked body (no Content-Length) that grows past --max-body */
+    size_t cb = 0, ccap = MAX_BODY * 2 + 4096;
+    char *chunked = malloc(ccap);
+    cb += (size_t)snprintf(chunked, ccap,
+                           "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           "Authorization: Bearer " KEY "\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "b\r\n{\"prompt\":\"\r\n");
+    for (int i = 0; i < MAX_BODY / 8192 + 2; i++) {
+        cb += (size_t)snprintf(chunked + cb, ccap - cb, "2000\r\n");
+        memset(chunked + cb, 'a', 8192);
+        cb += 8192;
+        cb += (size_t)snprintf(chunked + cb, ccap - cb, "\r\n");
+    }
+    cb += (size_t)snprintf(chunked + cb, ccap - cb, "2\r\n\"}\r\n0\r\n\r\n");
+    r = http_raw(chunked, cb, 10000);
+    CHECKF(r.status == 413 && is_error_object(&r), "a chunked body over the limit: %d", r.status);
+    resp_free(&r);
+    free(chunked);
     r = http_raw("GARBAGE\r\n\r\n", 11, 5000);
     CHECKF(r.status == 0 || r.status == 400, "garbage: status %d", r.status);
     resp_free(&r);
