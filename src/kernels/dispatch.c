@@ -2,9 +2,10 @@
  * dispatch.c - the traits tables and their selection at run time. One table
  * per ISA level, each complete: the scalar table lists the reference kernels
  * of quants_ref*.c, the AVX2 table starts as a copy of it and takes the
- * kernels quants_avx2.c provides, the AVX-512 table starts from the AVX2 one
- * and takes those of quants_avx512.c, gemv_avx512.c and gemm_avx512.c
- * (gemm tiles exist only where a level has them: NULL elsewhere). Types without a
+ * kernels quants_avx2.c and gemm_avx2.c provide, the AVX-512 table starts
+ * from the AVX2 one and takes those of quants_avx512.c, gemv_avx512.c and
+ * gemm_avx512.c (gemm tiles exist only where a level has its own: NULL
+ * elsewhere, kn_matmul then uses vec_dot_n). Types without a
  * tiled vec_dot_n or a multi-row vec_dot_rows at a level get a generic one
  * looping over that level's vec_dot. kn_init() (once, thread-safe) checks
  * cpuid for each level's instructions and picks the highest one the CPU has,
@@ -138,6 +139,7 @@ static void init_once(void)
     level_ok[KN_ISA_SCALAR] = true;
     memcpy(tables[KN_ISA_AVX2], scalar_table, sizeof scalar_table);
     kn_quants_avx2_fill(tables[KN_ISA_AVX2]);
+    kn_gemm_avx2_fill(tables[KN_ISA_AVX2]);
     level_ok[KN_ISA_AVX2] = cpu_has_avx2();
     memcpy(tables[KN_ISA_AVX512], tables[KN_ISA_AVX2], sizeof scalar_table);
     for (int t = 0; t < VT_TYPE_COUNT; t++) { /* bit-identical to this level's vec_dot only */

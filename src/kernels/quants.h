@@ -219,5 +219,6 @@ void kn_quants_avx2_fill(kn_traits *tab);
 void kn_quants_avx512_fill(kn_traits *tab);
 void kn_gemv_avx512_fill(kn_traits *tab); /* vec_dot_rows (gemv_avx512.c) */
 void kn_gemm_avx512_fill(kn_traits *tab); /* gemm (gemm_avx512.c) */
+void kn_gemm_avx2_fill(kn_traits *tab);   /* gemm (gemm_avx2.c) */
 
 #endif
