@@ -54,7 +54,8 @@ static void help(FILE *out)
             "  --ctx N              context_length metadata (default 4096)\n"
             "  --rope-base F        rope frequency base (default 10000)\n"
             "  --rope-freqs F       write rope_freqs.weight (Llama 3.1 style per-pair\n"
-            "                       frequency factors; random, mostly in [1, F])\n"
+            "                       frequency factors; random, mostly in [1, F]; llama only,\n"
+            "                       as llama.cpp reads the tensor only there)\n"
             "  --rope-linear F      linear rope scaling: rope.scaling.type = linear,\n"
             "                       rope.scaling.factor = F\n"
             "  --tied               no output.weight (output shares token_embd)\n"
@@ -414,6 +415,10 @@ int cmd_gen_model(int argc, char **argv)
     if (!known) {
         fprintf(stderr, "vitamin gen-model: unknown architecture '%s' (llama, qwen2, qwen3, "
                         "qwen2moe, qwen3moe)\n", a.arch);
+        return 2;
+    }
+    if (a.rope_freqs > 0 && strcmp(a.arch, "llama")) {
+        fprintf(stderr, "vitamin gen-model: --rope-freqs is for --arch llama only\n");
         return 2;
     }
     bool moe_arch = strstr(a.arch, "moe") != NULL;
