@@ -330,10 +330,17 @@ static void test_poolings_differ(void)
 }
 
 /* Batched with each other and with generation, chunked through a budget of
- * 16 tokens, in a KV pool small enough to preempt, with the prefix cache on
- * and repeated prompts: every vector equals its request's alone. */
+ * 24 tokens, in a KV pool small enough to preempt, with repeated prompts:
+ * every vector equals its request's alone. Twice: with the prefix cache (a
+ * preempted mean-pooled request finds only its own blocks again; a repeated
+ * last-pooled prompt shares the cache) and without it (a preempted request
+ * recomputes positions it already pooled, which must not count twice). */
 static void test_batching_changes_nothing(void)
 {
+    static const struct {
+        int64_t kv;
+        bool cache;
+    } cfgs[] = {{96, true}, {80, false}};
     for (int mi = 0; mi < 2; mi++) { /* mean, last */
         tmodel *t = &models[mi];
         if (!have(t))
@@ -342,45 +349,49 @@ static void test_batching_changes_nothing(void)
         static const int64_t lens[] = {70, 5, 33, 70, 1, 48, 20, 64};
         enum { NJ = sizeof lens / sizeof lens[0] };
         int32_t toks[NJ][80];
-        job together[NJ], alone[NJ];
-        memset(together, 0, sizeof together);
+        job alone[NJ];
         memset(alone, 0, sizeof alone);
         for (int i = 0; i < NJ; i++) {
             /* job 3 repeats job 0's prompt: a prefix-cache hit */
             prompt_of(toks[i], lens[i], i == 3 ? 1 : (uint32_t)i + 1, nv);
-            together[i] = (job){.prompt = toks[i], .n = lens[i], .embed = i % 4 != 2};
-            alone[i] = together[i];
-        }
-        vt_engine *e = engine(t, 24, 96, true);
-        if (!e)
-            return;
-        bool ok = run_jobs(e, together, NJ);
-        eng_counters c;
-        eng_get_counters(e, &c);
-        check_kv_free(e);
-        vt_engine_destroy(e);
-        if (!ok)
-            return;
-        if (mi == 0) /* (last pooling's cache hits leave the pool room enough) */
-            CHECKF(c.preemptions > 0, "%s: no preemption happened (the test lost its point)",
-                   t->name);
-        if (mi == 1) /* last pooling shares the prefix cache */
-            CHECKF(c.kv.prefix_hits > 0, "last pooling: no prefix-cache hit");
-        for (int i = 0; i < NJ; i++) {
+            alone[i] = (job){.prompt = toks[i], .n = lens[i], .embed = i % 4 != 2};
             vt_engine *a = engine(t, 512, 1024, false);
-            if (!a || !run_jobs(a, &alone[i], 1)) {
-                vt_engine_destroy(a);
-                return;
-            }
+            bool ok = a && run_jobs(a, &alone[i], 1);
             vt_engine_destroy(a);
-            if (together[i].embed)
-                CHECKF(!memcmp(together[i].vec, alone[i].vec, sizeof alone[i].vec),
-                       "%s job %d (%lld tokens): batched vector differs from alone", t->name, i,
-                       (long long)lens[i]);
-            else
-                CHECK_EQ_INT(together[i].n_tokens, alone[i].n_tokens);
+            if (!ok)
+                return;
         }
-        CHECK(!memcmp(together[0].vec, together[3].vec, sizeof together[0].vec));
+        for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+            job together[NJ];
+            for (int i = 0; i < NJ; i++)
+                together[i] = (job){.prompt = toks[i], .n = lens[i], .embed = alone[i].embed};
+            vt_engine *e = engine(t, 24, cfgs[ci].kv, cfgs[ci].cache);
+            if (!e)
+                return;
+            bool ok = run_jobs(e, together, NJ);
+            eng_counters c;
+            eng_get_counters(e, &c);
+            check_kv_free(e);
+            vt_engine_destroy(e);
+            if (!ok)
+                return;
+            /* (with the cache, last pooling's hits leave the pool room enough) */
+            if (mi == 0 || !cfgs[ci].cache)
+                CHECKF(c.preemptions > 0, "%s, cache %d: no preemption happened (the test lost "
+                       "its point)", t->name, cfgs[ci].cache);
+            if (mi == 1 && cfgs[ci].cache) /* last pooling shares the prefix cache */
+                CHECKF(c.kv.prefix_hits > 0, "last pooling: no prefix-cache hit");
+            for (int i = 0; i < NJ; i++) {
+                if (together[i].embed)
+                    CHECKF(!memcmp(together[i].vec, alone[i].vec, sizeof alone[i].vec),
+                           "%s, cache %d, job %d (%lld tokens): batched vector differs from "
+                           "alone",
+                           t->name, cfgs[ci].cache, i, (long long)lens[i]);
+                else
+                    CHECK_EQ_INT(together[i].n_tokens, alone[i].n_tokens);
+            }
+            CHECK(!memcmp(together[0].vec, together[3].vec, sizeof together[0].vec));
+        }
     }
 }
 
