@@ -153,6 +153,14 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep)
 {
     srv_server *s = k->s;
     oai_error err;
+    /* Tokenizing runs on the server's one thread: a body far past anything
+     * the context could hold (256 bytes per token) is refused unread. */
+    int64_t ctx = vt_engine_max_seq_len(s->e);
+    if ((double)k->len > (double)ctx * 256 + 65536)
+        return srv_send_errorf(k, 400, "invalid_request_error", NULL, "context_length_exceeded",
+                               "This model's maximum context length is %lld tokens; the request "
+                               "body (%zu bytes) is far longer than that.",
+                               (long long)ctx, k->len);
     if (oai_request_parse_text(ep, k->body ? k->body : "", k->len, &s->octx, &k->rq, &err))
         return srv_send_error(k, &err);
     oai_request *rq = k->rq;
