@@ -430,9 +430,13 @@ static void test_errors_and_limits(void)
     CHECK(run_jobs(e, &j, 1));
     CHECK_NEAR(norm_of(j.vec), 1.0, 1e-5);
     check_kv_free(e);
-    /* an aborted embedding ends without a vector and frees its blocks */
+    /* an aborted embedding ends without a vector and frees its blocks (the
+     * stop strings it ignores too: ASan) */
+    static const char *const stops[] = {"a", "b"};
     p.prompt = tok;
     p.n_prompt = 40;
+    p.stop = stops;
+    p.n_stop = 2;
     if (vt_submit(e, &p, &r) == VT_OK) {
         bool busy;
         vt_request_abort(r);

@@ -468,6 +468,10 @@ vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
         d.on_event = p->on_event;
         d.on_event_ctx = p->on_event_ctx;
         d.seed = 0;
+        for (int32_t i = 0; r->stops && i < r->p.n_stop; i++) /* ignored: let go */
+            free(r->stops[i]);
+        free(r->stops);
+        r->stops = NULL;
         r->p = d;
         p = &r->p;
         if (!(r->emb = calloc((size_t)e->n_embd, sizeof *r->emb))) {
