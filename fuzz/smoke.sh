@@ -21,6 +21,7 @@ seeds() { # $1 harness name -> prints the seed folder (made in $tmp)
     vocab) VT_FUZZ_VOCAB_SEEDS="$d" "$fb/fuzz_vocab" > /dev/null 2>&1 ;;
     tokenizer) cp tests/data/vocab/*.inp "$d"/ ;;
     template) cp tests/data/templates/*.jinja "$d"/ ;;
+    oai) cp fuzz/seeds-oai/* "$d"/ ;;
     esac
     echo "$d"
 }
@@ -32,7 +33,7 @@ for src in fuzz/fuzz_*.c; do
     s=$(seeds "$short")
     n=$(ls "$s" | wc -l | tr -d ' ')
     case "$short" in
-    gguf|model|vocab|tokenizer|template)
+    gguf|model|vocab|tokenizer|template|oai)
         if [ "$n" -eq 0 ]; then # its seed source is broken
             echo "fuzz smoke: $name: no seeds were written"; failed=$((failed + 1)); continue
         fi ;;
