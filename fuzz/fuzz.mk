@@ -11,7 +11,8 @@
 FCC      ?= clang
 FBUILD   ?= build-fuzz
 FFLAGS   := -std=c17 -O1 -g -D_GNU_SOURCE -pthread -Iinclude -Isrc -Wall -Wextra -Werror \
-            -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+            -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+            -DVT_NO_FORCE_INLINE
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZERS  ?= $(FUZZ_SRC:fuzz/%.c=%)
 FMODULES ?= $(filter-out cli,$(notdir $(wildcard src/*)))

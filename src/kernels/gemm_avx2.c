@@ -11,7 +11,14 @@
 #define KN_X86_AVX512 0
 #include "kernels/quants_x86.h"
 
+/* Forced inlining makes every tile shape its own specialized copy; the
+ * fuzz build (clang with ASan+UBSan+coverage, where those copies take
+ * minutes to compile) turns it off with VT_NO_FORCE_INLINE. */
+#ifdef VT_NO_FORCE_INLINE
+#define ALWAYS_INLINE inline
+#else
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
 
 /* One block b of rows r < R and tokens t < T into acc[r][t][k]. */
 static ALWAYS_INLINE void q8_0_block2(const int R, const int T, int64_t b, int k, const char *w,

@@ -10,7 +10,14 @@
 #define KN_X86_AVX512 1
 #include "kernels/quants_x86.h"
 
+/* Forced inlining makes every tile shape its own specialized copy; the
+ * fuzz build (clang with ASan+UBSan+coverage, where those copies take
+ * minutes to compile) turns it off with VT_NO_FORCE_INLINE. */
+#ifdef VT_NO_FORCE_INLINE
+#define ALWAYS_INLINE inline
+#else
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
 
 static inline float hsum512(__m512 v)
 {
