@@ -40,7 +40,8 @@ static void help(FILE *out)
             "                           model's context, at most the KV pool)\n"
             "  --kv-mem SIZE            KV pool size (e.g. 512M, 2G; default: --ctx tokens,\n"
             "                           at least 4096)\n"
-            "  --max-seqs N             sequences per forward pass (default 256)\n"
+            "  --max-seqs N             sequences per forward pass (default 256, at most\n"
+            "                           --max-batch-tokens)\n"
             "  --max-batch-tokens N     tokens per forward pass (default 512)\n"
             "  --max-queue N            engine requests held at once, running and waiting;\n"
             "                           more get 429 (default 1024)\n"
@@ -87,7 +88,7 @@ static char *default_name(const char *path)
 int cmd_serve(int argc, char **argv)
 {
     const char *path = NULL, *tfile = NULL, *name = NULL;
-    long threads = cli_default_threads(), n_ctx = 0, max_seqs = 256, max_batch = 512, port = 8080;
+    long threads = cli_default_threads(), n_ctx = 0, max_seqs = 0, max_batch = 512, port = 8080;
     long max_queue = 1024, max_conn = 512, idle = 60;
     int64_t kv_mem = 0, max_body = 8 << 20;
     double grace = 5;
