@@ -3,7 +3,7 @@
 # with sudo available). Safe to run again. chromium: the browser test of
 # vitamin serve's chat page (tests/test_page.c, via playwright-core).
 set -eu
-pkgs="build-essential libjansson-dev libmicrohttpd-dev libsqlite3-dev clang python3 chromium"
+pkgs="build-essential libjansson-dev libmicrohttpd-dev libsqlite3-dev clang python3 chromium curl"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
