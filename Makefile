@@ -113,6 +113,10 @@ test-tsan: $(BUILD)/vitamin
 bench: all
 	@VT_SHARED=$(SHARED) sh bench/run.sh $(BUILD)/vitamin
 
+# Serving speed: vitamin serve vs llama-server under loadgen.mjs (bench/serve.sh).
+bench-serve: all
+	@VT_SHARED=$(SHARED) sh bench/serve.sh $(BUILD)/vitamin
+
 # KV efficiency (issue 7): vitamin's paged pool vs a per-slot cache (llama.cpp's
 # -np N -c C) on a mixed-length workload, then the engine's own counters.
 # test_kv_efficiency runs a small version of the same simulation.
@@ -134,7 +138,7 @@ fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench bench-kv fuzz fuzz-smoke clean
+.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
