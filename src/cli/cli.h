@@ -55,12 +55,11 @@ void cli_sampling_init(cli_sampling *c, int32_t max_tokens);
 int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i);
 extern const char *const cli_sampling_help;
 
-/* Loads the model and its tokenizer and starts an engine (its own thread)
- * whose KV pool and longest sequence are n_ctx tokens (0: the model's
- * training context, at most 4096). On failure prints one line naming cmd
- * and path and returns 1. */
-int cli_engine_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
-                    tok_tokenizer **tok, kn_pool **pool, vt_engine **e);
+/* Loads the model and its tokenizer, starts a pool of `threads` threads and
+ * an engine (its own thread) configured by cfg (model_path and n_threads
+ * ignored). On failure prints one line naming cmd and path and returns 1. */
+int cli_engine_open(const char *cmd, const char *path, long threads, const vt_engine_config *cfg,
+                    md_model **m, tok_tokenizer **tok, kn_pool **pool, vt_engine **e);
 void cli_engine_close(md_model *m, tok_tokenizer *tok, kn_pool *pool, vt_engine *e);
 
 /* Streams completion 0 of r: each piece of text goes to on_text (return

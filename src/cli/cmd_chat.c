@@ -242,7 +242,8 @@ int cmd_chat(int argc, char **argv)
     tok_tokenizer *tok;
     kn_pool *pool;
     vt_engine *eng;
-    if (cli_engine_open("chat", path, threads, n_ctx, &m, &tok, &pool, &eng))
+    vt_engine_config cfg = {.kv_tokens = n_ctx, .max_seq_len = n_ctx};
+    if (cli_engine_open("chat", path, threads, &cfg, &m, &tok, &pool, &eng))
         return 1;
     chat c = {.tok = tok, .e = eng, .smp = &smp, .verbose = verbose};
     int rc = 1;

@@ -162,7 +162,8 @@ int cmd_run(int argc, char **argv)
     int32_t *ids = NULL;
     size_t n_ids = 0;
     int rc = 1;
-    if (cli_engine_open("run", path, threads, n_ctx, &m, &tok, &pool, &eng)) {
+    vt_engine_config cfg = {.kv_tokens = n_ctx, .max_seq_len = n_ctx};
+    if (cli_engine_open("run", path, threads, &cfg, &m, &tok, &pool, &eng)) {
         free(text);
         return 1;
     }

@@ -506,24 +506,14 @@ int cmd_run_batch(int argc, char **argv)
     chat_fmt *chat = NULL;
     FILE *out = NULL;
     int rc = 1;
-    vt_err err = md_load(path, &m);
-    if (!err)
-        err = tok_load(m->file, &tok);
-    if (!err && !(pool = kn_pool_create((int)threads)))
-        err = vt_fail(VT_ERR_NOMEM, "cannot start %ld threads", threads);
-    if (!err) {
-        vt_engine_config cfg = {.kv_mem = kv_mem,
-                                .kv_tokens = kv_mem ? 0 : VT_MAX(n_ctx, 4096),
-                                .max_seq_len = n_ctx,
-                                .max_seqs = (int32_t)max_seqs,
-                                .max_batch_tokens = (int32_t)max_batch};
-        if (!(e = eng_create(m, tok, pool, &cfg)))
-            err = VT_ERR_INVALID;
-    }
-    if (err) {
-        fprintf(stderr, "vitamin run-batch: %s: %s\n", path, vt_last_error());
+    vt_engine_config cfg = {.kv_mem = kv_mem,
+                            .kv_tokens = kv_mem ? 0 : VT_MAX(n_ctx, 4096),
+                            .max_seq_len = n_ctx,
+                            .max_seqs = (int32_t)max_seqs,
+                            .max_batch_tokens = (int32_t)max_batch};
+    if (cli_engine_open("run-batch", path, threads, &cfg, &m, &tok, &pool, &e))
         goto done;
-    }
+    vt_err err;
     err = chat_fmt_load(m->file, tok, tfile, &chat);
     if (err == VT_ERR_NOT_FOUND && !tfile) {
         chat = NULL; /* no template: chat lines get an error each */

@@ -166,24 +166,14 @@ int cmd_serve(int argc, char **argv)
     srv_server *srv = NULL;
     char *dname = name ? NULL : default_name(path);
     int rc = 1;
-    vt_err err = md_load(path, &m);
-    if (!err)
-        err = tok_load(m->file, &tok);
-    if (!err && !(pool = kn_pool_create((int)threads)))
-        err = vt_fail(VT_ERR_NOMEM, "cannot start %ld threads", threads);
-    if (!err) {
-        vt_engine_config ec = {.kv_mem = kv_mem,
-                               .kv_tokens = kv_mem ? 0 : VT_MAX(n_ctx, 4096),
-                               .max_seq_len = n_ctx,
-                               .max_seqs = (int32_t)max_seqs,
-                               .max_batch_tokens = (int32_t)max_batch};
-        if (!(e = eng_create(m, tok, pool, &ec)))
-            err = VT_ERR_INVALID;
-    }
-    if (err) {
-        fprintf(stderr, "vitamin serve: %s: %s\n", path, vt_last_error());
+    vt_engine_config ec = {.kv_mem = kv_mem,
+                            .kv_tokens = kv_mem ? 0 : VT_MAX(n_ctx, 4096),
+                            .max_seq_len = n_ctx,
+                            .max_seqs = (int32_t)max_seqs,
+                            .max_batch_tokens = (int32_t)max_batch};
+    if (cli_engine_open("serve", path, threads, &ec, &m, &tok, &pool, &e))
         goto done;
-    }
+    vt_err err;
     err = chat_fmt_load(m->file, tok, tfile, &chat);
     if (err == VT_ERR_NOT_FOUND && !tfile) {
         chat = NULL;

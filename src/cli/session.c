@@ -100,8 +100,8 @@ int cli_sampling_option(cli_sampling *c, int argc, char **argv, int i)
     return 2;
 }
 
-int cli_engine_open(const char *cmd, const char *path, long threads, long n_ctx, md_model **m,
-                    tok_tokenizer **tok, kn_pool **pool, vt_engine **e)
+int cli_engine_open(const char *cmd, const char *path, long threads, const vt_engine_config *cfg,
+                    md_model **m, tok_tokenizer **tok, kn_pool **pool, vt_engine **e)
 {
     *m = NULL;
     *tok = NULL;
@@ -112,11 +112,8 @@ int cli_engine_open(const char *cmd, const char *path, long threads, long n_ctx,
         err = tok_load((*m)->file, tok);
     if (!err && !(*pool = kn_pool_create((int)threads)))
         err = vt_fail(VT_ERR_NOMEM, "cannot start %ld threads", threads);
-    if (!err) {
-        vt_engine_config cfg = {.kv_tokens = n_ctx, .max_seq_len = n_ctx};
-        if (!(*e = eng_create(*m, *tok, *pool, &cfg)))
-            err = VT_ERR_INVALID;
-    }
+    if (!err && !(*e = eng_create(*m, *tok, *pool, cfg)))
+        err = VT_ERR_INVALID;
     if (!err)
         return 0;
     fprintf(stderr, "vitamin %s: %s: %s\n", cmd, path, vt_last_error());
