@@ -40,6 +40,7 @@
 
 #include <jansson.h>
 
+#include "serve_proc.h"
 #include "test.h"
 
 #define MODEL_NAME "test-model"
@@ -72,31 +73,6 @@ static bool write_file(const char *path, const char *text)
 }
 
 /* stdout of a shell command (malloc'd), NULL if it failed. */
-static char *run_capture(const char *cmd, int *status)
-{
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while (buf && (got = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-        len += got;
-        if (len + 1 == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb)
-                free(buf);
-            buf = nb;
-        }
-    }
-    int st = pclose(p);
-    if (status)
-        *status = st;
-    if (buf)
-        buf[len] = 0;
-    return buf;
-}
-
 /* ---- the server ---- */
 
 static pid_t spawn_server(const char *const *args, const char *log, int *port_out);
@@ -302,31 +278,6 @@ static bool is_error_object(const http_resp *r)
 
 /* ---- the openai client ---- */
 
-static const char *node_dir(void)
-{
-    static char buf[1100];
-    const char *env = getenv("VT_NODE_DIR"), *home = getenv("HOME");
-    char cands[4][1024];
-    int n = 0;
-    if (env)
-        snprintf(cands[n++], sizeof cands[0], "%s", env);
-    char cwd[512];
-    if (getcwd(cwd, sizeof cwd))
-        snprintf(cands[n++], sizeof cands[0], "%s/.ci/node", cwd);
-    if (home)
-        snprintf(cands[n++], sizeof cands[0], "%s/.cache/vitamin-test-node", home);
-    snprintf(cands[n++], sizeof cands[0], "/root/oracle");
-    for (int i = 0; i < n; i++) {
-        char probe[1100];
-        snprintf(probe, sizeof probe, "%.1024s/node_modules/openai/package.json", cands[i]);
-        if (access(probe, R_OK) == 0) {
-            snprintf(buf, sizeof buf, "%.1024s", cands[i]);
-            return buf;
-        }
-    }
-    return NULL;
-}
-
 static json_t *client_out;
 
 /* Token ids of text as `vitamin tokenize --add-special --special --ids`. */
@@ -335,7 +286,7 @@ static int count_tokens(const char *text)
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s tokenize -m %s --add-special --special --ids '%s'",
              test_vitamin_bin(), model_path, text);
-    char *o = run_capture(cmd, NULL);
+    char *o = serve_capture(cmd, NULL);
     int n = 0;
     for (char *p = o; p && *p;) {
         while (*p == ' ' || *p == '\n')
@@ -358,7 +309,7 @@ static void test_openai_client(void)
         test_skip_missing("node (the openai client tests)");
         return;
     }
-    const char *dir = node_dir();
+    const char *dir = serve_node_dir("openai");
     if (!dir) {
         test_skip_missing("the openai npm package (node_modules/openai under VT_NODE_DIR, "
                           ".ci/node, ~/.cache/vitamin-test-node or /root/oracle; "
@@ -370,7 +321,7 @@ static void test_openai_client(void)
              "VT_NODE_DIR='%s' node tests/serve/client.mjs http://127.0.0.1:%d %s %s", dir, port,
              KEY, MODEL_NAME);
     int st = 0;
-    char *o = run_capture(cmd, &st);
+    char *o = serve_capture(cmd, &st);
     CHECKF(st == 0, "`%s` exited with %d", cmd, st);
     json_error_t je;
     client_out = o ? json_loads(o, 0, &je) : NULL;
@@ -388,7 +339,7 @@ static void test_openai_client(void)
     const char *prompt = "Hello world, this is";
     snprintf(cmd, sizeof cmd, "%s run -m %s -p '%s' -n 12 --temp 0 --ignore-eos -t 2 2>/dev/null",
              test_vitamin_bin(), model_path, prompt);
-    char *ref = run_capture(cmd, &st);
+    char *ref = serve_capture(cmd, &st);
     json_t *cmp = json_object_get(c, "completion"), *cst = json_object_get(c, "completion_stream");
     const char *text = json_string_value(json_object_get(cmp, "text"));
     CHECKF(ref && text && !strcmp(ref, text), "server '%s' vs vitamin run '%s'", text,
@@ -494,7 +445,7 @@ static void check_position(const char *tokens, json_t *lp, size_t i, int32_t *ar
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s logits -m %s --tokens %s --top 1000000 -t 2", test_vitamin_bin(),
              model_path, tokens);
-    char *o = run_capture(cmd, NULL);
+    char *o = serve_capture(cmd, NULL);
     json_t *j = o ? json_loads(o, 0, NULL) : NULL;
     free(o);
     json_t *top = json_object_get(json_array_get(json_object_get(j, "positions"), 0), "top");

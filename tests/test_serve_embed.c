@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "engine/engine.h"
+#include "serve_proc.h"
 #include "test.h"
 
 #define MODEL_NAME "embed-model"
@@ -43,30 +44,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static const char *node_dir(void)
-{
-    static char buf[1100];
-    const char *env = getenv("VT_NODE_DIR"), *home = getenv("HOME");
-    char cands[4][1024], cwd[512];
-    int n = 0;
-    if (env)
-        snprintf(cands[n++], sizeof cands[0], "%s", env);
-    if (getcwd(cwd, sizeof cwd))
-        snprintf(cands[n++], sizeof cands[0], "%s/.ci/node", cwd);
-    if (home)
-        snprintf(cands[n++], sizeof cands[0], "%s/.cache/vitamin-test-node", home);
-    snprintf(cands[n++], sizeof cands[0], "/root/oracle");
-    for (int i = 0; i < n; i++) {
-        char probe[1100];
-        snprintf(probe, sizeof probe, "%.1024s/node_modules/openai/package.json", cands[i]);
-        if (access(probe, R_OK) == 0) {
-            snprintf(buf, sizeof buf, "%.1024s", cands[i]);
-            return buf;
-        }
-    }
-    return NULL;
 }
 
 static void test_start(void)
@@ -142,7 +119,7 @@ static void test_openai_client(void)
         test_skip_missing("the server (see test_start)");
         return;
     }
-    const char *dir = node_dir();
+    const char *dir = serve_node_dir("openai");
     if (!dir) {
         test_skip_missing("the openai npm package (node_modules/openai under VT_NODE_DIR, "
                           ".ci/node, ~/.cache/vitamin-test-node or /root/oracle)");
