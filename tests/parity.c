@@ -253,3 +253,47 @@ void parity_isa_level(const char *argv0, kn_isa level)
     int st = spawn_level(argv0, name);
     CHECKF(st == 0, "the run at VT_ISA=%s failed (wait status %d)", name, st);
 }
+
+int parity_child = -1;
+static const char *parity_argv0;
+
+static void test_isa_level(void)
+{
+    parity_isa_check_child((kn_isa)parity_child);
+}
+static void test_scalar(void)
+{
+    parity_isa_level(parity_argv0, KN_ISA_SCALAR);
+}
+static void test_avx2(void)
+{
+    parity_isa_level(parity_argv0, KN_ISA_AVX2);
+}
+static void test_avx512(void)
+{
+    parity_isa_level(parity_argv0, KN_ISA_AVX512);
+}
+
+int parity_main(int argc, char **argv, const char *suite, const char *test_name,
+                void (*models)(void), kn_pool **pool)
+{
+    parity_argv0 = argv[0];
+    parity_child = parity_isa_child(argc, argv);
+    *pool = kn_pool_create(2);
+    char name[128];
+    if (parity_child >= 0) {
+        test_run("test_isa_level", test_isa_level);
+        test_run(test_name, models);
+        snprintf(name, sizeof name, "%s_%s", suite, parity_isa_names[parity_child]);
+    } else {
+        fprintf(stderr, "  full set at %s\n", parity_isa_names[kn_active_isa()]);
+        test_run(test_name, models);
+        test_run("test_scalar", test_scalar);
+        test_run("test_avx2", test_avx2);
+        test_run("test_avx512", test_avx512);
+        snprintf(name, sizeof name, "%s", suite);
+    }
+    kn_pool_destroy(*pool);
+    *pool = NULL;
+    return test_finish(name);
+}

@@ -81,4 +81,15 @@ void parity_isa_check_child(kn_isa level);
  * "--isa LEVEL" and VT_ISA=LEVEL, and its failure is a failure here. */
 void parity_isa_level(const char *argv0, kn_isa level);
 
+/* The level of this child run, or -1 in the parent (set by parity_main). */
+extern int parity_child;
+
+/* main() of a parity program: starts *pool (2 threads), runs models (named
+ * test_name) at the level kn_init() picked - in a child run after checking
+ * the level, over the program's subset - and in the parent one test per
+ * other ISA level (parity_isa_level); prints the summary as `suite` (a
+ * child: suite_LEVEL) and returns the exit status. */
+int parity_main(int argc, char **argv, const char *suite, const char *test_name,
+                void (*models)(void), kn_pool **pool);
+
 #endif

@@ -17,8 +17,6 @@
 #include "test.h"
 
 static kn_pool *pool;
-static int child_level = -1; /* the level of a child run, or -1 */
-static char *argv0;
 
 /* The models of a child run. */
 static const char *const isa_subset[] = {"llama-dense.Q4_K_M.gguf", "qwen3-moe.Q8_0.gguf"};
@@ -70,42 +68,20 @@ static void test_fixture_models(void)
     while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
         if (len > 5 && !strcmp(e->d_name + len - 5, ".gguf") &&
-            (child_level < 0 || in_subset(e->d_name))) {
+            (parity_child < 0 || in_subset(e->d_name))) {
             check_model(dir, e->d_name);
             n++;
         }
     }
     closedir(d);
-    if (child_level >= 0)
+    if (parity_child >= 0)
         CHECKF(n == (int)(sizeof isa_subset / sizeof isa_subset[0]),
                "%d of the ISA subset's models found", n);
     else
         CHECKF(n >= 9, "expected the 9 fixture models, found %d", n);
 }
 
-static void test_isa_level(void) { parity_isa_check_child((kn_isa)child_level); }
-static void test_scalar(void) { parity_isa_level(argv0, KN_ISA_SCALAR); }
-static void test_avx2(void) { parity_isa_level(argv0, KN_ISA_AVX2); }
-static void test_avx512(void) { parity_isa_level(argv0, KN_ISA_AVX512); }
-
 int main(int argc, char **argv)
 {
-    argv0 = argv[0];
-    child_level = parity_isa_child(argc, argv);
-    pool = kn_pool_create(2);
-    if (child_level >= 0) {
-        RUN_TEST(test_isa_level);
-        RUN_TEST(test_fixture_models);
-        kn_pool_destroy(pool);
-        return test_finish(child_level == KN_ISA_SCALAR ? "parity_fixtures_scalar"
-                           : child_level == KN_ISA_AVX2 ? "parity_fixtures_avx2"
-                                                        : "parity_fixtures_avx512");
-    }
-    fprintf(stderr, "  full set at %s\n", parity_isa_names[kn_active_isa()]);
-    RUN_TEST(test_fixture_models);
-    RUN_TEST(test_scalar);
-    RUN_TEST(test_avx2);
-    RUN_TEST(test_avx512);
-    kn_pool_destroy(pool);
-    return test_finish("parity_fixtures");
+    return parity_main(argc, argv, "parity_fixtures", "test_fixture_models", test_fixture_models, &pool);
 }

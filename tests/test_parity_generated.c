@@ -20,8 +20,6 @@
 #include "test.h"
 
 static kn_pool *pool;
-static int child_level = -1; /* the level of a child run, or -1 */
-static char *argv0;
 
 /* The models of a child run, one per kernel family (and MoE). */
 static const char *const isa_subset[] = {"llama-f16", "llama-q4_k_m", "qwen3moe-q8_0",
@@ -99,42 +97,20 @@ static void test_generated_models(void)
         if (line[0] == '#' || sscanf(line, "%63s %63s %31s %n", name, vocab, type, &off) != 3)
             continue;
         line[strcspn(line, "\n")] = 0;
-        if (child_level >= 0 && !in_subset(name))
+        if (parity_child >= 0 && !in_subset(name))
             continue;
         check_one(name, vocab, type, line + off);
         n++;
     }
     fclose(f);
-    if (child_level >= 0)
+    if (parity_child >= 0)
         CHECKF(n == (int)(sizeof isa_subset / sizeof isa_subset[0]),
                "%d of the ISA subset's models found", n);
     else
         CHECKF(n >= 15, "only %d generated models listed", n);
 }
 
-static void test_isa_level(void) { parity_isa_check_child((kn_isa)child_level); }
-static void test_scalar(void) { parity_isa_level(argv0, KN_ISA_SCALAR); }
-static void test_avx2(void) { parity_isa_level(argv0, KN_ISA_AVX2); }
-static void test_avx512(void) { parity_isa_level(argv0, KN_ISA_AVX512); }
-
 int main(int argc, char **argv)
 {
-    argv0 = argv[0];
-    child_level = parity_isa_child(argc, argv);
-    pool = kn_pool_create(2);
-    if (child_level >= 0) {
-        RUN_TEST(test_isa_level);
-        RUN_TEST(test_generated_models);
-        kn_pool_destroy(pool);
-        return test_finish(child_level == KN_ISA_SCALAR ? "parity_generated_scalar"
-                           : child_level == KN_ISA_AVX2 ? "parity_generated_avx2"
-                                                        : "parity_generated_avx512");
-    }
-    fprintf(stderr, "  full set at %s\n", parity_isa_names[kn_active_isa()]);
-    RUN_TEST(test_generated_models);
-    RUN_TEST(test_scalar);
-    RUN_TEST(test_avx2);
-    RUN_TEST(test_avx512);
-    kn_pool_destroy(pool);
-    return test_finish("parity_generated");
+    return parity_main(argc, argv, "parity_generated", "test_generated_models", test_generated_models, &pool);
 }
