@@ -267,18 +267,7 @@ int main(int argc, char **argv)
     /* "mixed": chat/completion-like lengths, long-tailed; "short": the worst
      * case for 16-token blocks, where a partial last block is a large part
      * of a sequence */
-    kvs_workload_cfg mixed = {.seed = seed,
-                              .n_requests = n_requests,
-                              .prompt_median = 300,
-                              .prompt_sigma = 1.0,
-                              .prompt_min = 20,
-                              .prompt_max = 4000,
-                              .output_median = 120,
-                              .output_sigma = 0.9,
-                              .output_min = 10,
-                              .output_max = 1000,
-                              .rate = 1.0,
-                              .vocab = 32000};
+    kvs_workload_cfg mixed = kvs_mixed(seed, n_requests);
     kvs_workload_cfg shortw = mixed;
     shortw.prompt_median = 50;
     shortw.prompt_sigma = 0.7;

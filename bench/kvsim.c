@@ -239,6 +239,22 @@ static int64_t step_limit(const kvs_workload *w)
     return w->reqs[w->n - 1].arrival + 64 * tokens + 1000;
 }
 
+kvs_workload_cfg kvs_mixed(uint64_t seed, int32_t n_requests)
+{
+    return (kvs_workload_cfg){.seed = seed,
+                              .n_requests = n_requests,
+                              .prompt_median = 300,
+                              .prompt_sigma = 1.0,
+                              .prompt_min = 20,
+                              .prompt_max = 4000,
+                              .output_median = 120,
+                              .output_sigma = 0.9,
+                              .output_min = 10,
+                              .output_max = 1000,
+                              .rate = 1.0,
+                              .vocab = 32000};
+}
+
 /* ---- vitamin: sched/ over kv/ ---- */
 
 vt_err kvs_run_paged(const kvs_workload *w, const kvs_paged_cfg *c, kvs_trace_fn fn, void *ctx,

@@ -59,6 +59,11 @@ typedef struct {
 
 /* Draws the workload. VT_ERR_INVALID for a bad config, VT_ERR_NOMEM. */
 vt_err kvs_workload_make(const kvs_workload_cfg *c, kvs_workload *out);
+
+/* The "mixed" workload of the benchmark and the test: chat/completion-like,
+ * long-tailed (log-normal prompts, median 300 in 20..4000, and outputs,
+ * median 120 in 10..1000), one arrival per step on average. */
+kvs_workload_cfg kvs_mixed(uint64_t seed, int32_t n_requests);
 void kvs_workload_free(kvs_workload *w);
 /* KV slots request r needs over its life: n_prompt + n_output - 1. */
 int64_t kvs_need(const kvs_req *r);

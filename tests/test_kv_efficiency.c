@@ -32,18 +32,7 @@
 
 static kvs_workload_cfg mixed_cfg(void)
 {
-    return (kvs_workload_cfg){.seed = 7,
-                              .n_requests = 400,
-                              .prompt_median = 300,
-                              .prompt_sigma = 1.0,
-                              .prompt_min = 20,
-                              .prompt_max = 4000,
-                              .output_median = 120,
-                              .output_sigma = 0.9,
-                              .output_min = 10,
-                              .output_max = 1000,
-                              .rate = 1.0,
-                              .vocab = 32000};
+    return kvs_mixed(7, 400);
 }
 
 static int64_t total_need(const kvs_workload *w)
