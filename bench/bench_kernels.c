@@ -105,7 +105,7 @@ static int cmp_double(const void *a, const void *b)
 static double gemv_gbs(kn_pool *p, vt_type t, const char *w, int64_t total, int64_t cols,
                        int64_t mrows, const float *x, float *y, int reps)
 {
-    const size_t rb = kn_row_size(t, cols);
+    const size_t rb = vt_row_size(t, cols);
     const int64_t nm = total / mrows;
     int64_t *order = malloc((size_t)nm * sizeof *order);
     if (!order) {
@@ -179,7 +179,7 @@ static double read_gbs(kn_pool *p, const void *buf, size_t bytes, int reps)
 /* A ~256 MB weight buffer of rows of `cols`: 64 quantized rows repeated. */
 static char *make_weights(vt_type t, int64_t cols, size_t bytes, int64_t *rows_out, vt_rng *rng)
 {
-    size_t rb = kn_row_size(t, cols);
+    size_t rb = vt_row_size(t, cols);
     int64_t rows = (int64_t)(bytes / rb);
     char *w = malloc(rb * (size_t)rows);
     float *rowf = malloc((size_t)cols * sizeof(float));
@@ -220,7 +220,7 @@ static void gemv_table(const vt_type *ts, size_t nts, const char **want, int n_w
     {
         int64_t rows;
         char *w = make_weights(VT_TYPE_Q8_0, 1024, bytes, &rows, &rng);
-        size_t n = kn_row_size(VT_TYPE_Q8_0, 1024) * (size_t)rows;
+        size_t n = vt_row_size(VT_TYPE_Q8_0, 1024) * (size_t)rows;
         printf("%-6s %12.2f %12.2f\n", "read", read_gbs(p1, w, n, reps), read_gbs(p2, w, n, reps));
         free(w);
     }
@@ -232,7 +232,7 @@ static void gemv_table(const vt_type *ts, size_t nts, const char **want, int n_w
         if (n_want > 0) {
             bool ok = false;
             for (int k = 0; k < n_want; k++)
-                ok |= kn_type_from_name(want[k]) == (int)t;
+                ok |= vt_type_from_name(want[k]) == (int)t;
             if (!ok)
                 continue;
         }
@@ -245,7 +245,7 @@ static void gemv_table(const vt_type *ts, size_t nts, const char **want, int n_w
         double s1 = gemv_gbs(p1, t, w, rows, mcols, mrows, x, y, reps);
         double s2 = gemv_gbs(p2, t, w, rows, mcols, mrows, x, y, reps);
         free(w);
-        printf("%-6s %12.2f %12.2f %14.2f %14.2f\n", kn_type_get((uint32_t)t)->name, g1, g2, s1,
+        printf("%-6s %12.2f %12.2f %14.2f %14.2f\n", vt_type_get((uint32_t)t)->name, g1, g2, s1,
                s2);
         fflush(stdout);
     }
@@ -330,15 +330,15 @@ int main(int argc, char **argv)
     float *rout = malloc(1024 * sizeof(float));
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         vt_type t = types[ti];
-        const char *name = kn_type_get((uint32_t)t)->name;
+        const char *name = vt_type_get((uint32_t)t)->name;
         if (n_want > 0) {
             bool want = false;
             for (int k = 0; k < n_want; k++)
-                want |= kn_type_from_name(want_types[k]) == (int)t;
+                want |= vt_type_from_name(want_types[k]) == (int)t;
             if (!want)
                 continue;
         }
-        size_t rb = kn_row_size(t, cols);
+        size_t rb = vt_row_size(t, cols);
         const int64_t big_rows = mem ? (int64_t)(big_bytes / rb) : 64;
         char *w = malloc(rb * (size_t)big_rows);
         if (!w) {
@@ -358,7 +358,7 @@ int main(int argc, char **argv)
             if (!tr || (only_isa >= 0 && isa != only_isa))
                 continue;
             const kn_traits *dt = kn_traits_isa(tr->dot_type, (kn_isa)isa);
-            size_t as = kn_row_size(tr->dot_type, cols);
+            size_t as = vt_row_size(tr->dot_type, cols);
             char *a = malloc(as * (size_t)nt + 64);
             for (int k = 0; k < nt; k++)
                 dt->from_float(x, a + (size_t)k * as, cols);
@@ -393,7 +393,7 @@ int main(int argc, char **argv)
     printf("\n%-6s %-7s %14s\n", "act", "isa", "G floats/s");
     const vt_type acts[] = {VT_TYPE_Q8_0, VT_TYPE_Q8_1, VT_TYPE_Q8_K, VT_TYPE_F16, VT_TYPE_BF16};
     for (size_t ai = 0; ai < sizeof acts / sizeof acts[0]; ai++) {
-        void *out = malloc(kn_row_size(acts[ai], cols) + 64);
+        void *out = malloc(vt_row_size(acts[ai], cols) + 64);
         for (int isa = 0; isa < KN_ISA_COUNT; isa++) {
             const kn_traits *tr = kn_traits_isa(acts[ai], (kn_isa)isa);
             if (!tr)
@@ -406,7 +406,7 @@ int main(int argc, char **argv)
                 if (t < best)
                     best = t;
             }
-            printf("%-6s %-7s %14.2f\n", kn_type_get((uint32_t)acts[ai])->name, isa_name[isa],
+            printf("%-6s %-7s %14.2f\n", vt_type_get((uint32_t)acts[ai])->name, isa_name[isa],
                    (double)cols / best * 1e-9);
         }
         free(out);

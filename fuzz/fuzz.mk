@@ -2,7 +2,7 @@
 # linked with all library sources compiled by clang with ASan+UBSan.
 #   make fuzz                          build them all
 #   make -f fuzz/fuzz.mk FBUILD=build-fuzz-gguf FUZZERS=fuzz_gguf \
-#        FMODULES="util gguf kernels/types.c"
+#        FMODULES="util gguf"
 #                                      one harness over some modules (a name)
 #                                      or single files (a path under src/)
 # Harnesses link against an archive, so each pulls in only what it uses.

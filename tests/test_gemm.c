@@ -30,8 +30,8 @@ static bool make_data(const kn_traits *tr, vt_type t, int64_t rows, int64_t cols
                       vt_rng *rng, char **w, size_t *w_row, char **a, size_t *a_row)
 {
     const kn_traits *dt = kn_traits_isa(tr->dot_type, KN_ISA_SCALAR);
-    *w_row = kn_row_size(t, cols);
-    *a_row = kn_row_size(tr->dot_type, cols);
+    *w_row = vt_row_size(t, cols);
+    *a_row = vt_row_size(tr->dot_type, cols);
     float *f = malloc(sizeof(float) * (size_t)(cols * (rows > nt ? rows : nt)));
     *w = malloc(*w_row * (size_t)rows);
     *a = malloc(*a_row * (size_t)nt);
@@ -67,7 +67,7 @@ static void test_gemm_bit_identical(void)
             if (!tr || !tr->gemm)
                 continue;
             levels_with_gemm++;
-            const int64_t blck = kn_type_get(types[ti])->blck;
+            const int64_t blck = vt_type_get(types[ti])->blck;
             /* lengths with 0..3 blocks past a multiple of four */
             const int64_t lens[] = {blck * (blck == 32 ? 8 : 1), blck * (blck == 32 ? 9 : 2),
                                     blck * (blck == 32 ? 7 : 3), blck * (blck == 32 ? 66 : 8)};
@@ -99,7 +99,7 @@ static void test_gemm_bit_identical(void)
                                 test_fail_at(__FILE__, __LINE__,
                                              "%s at level %d: gemm %d x %d over %lld values "
                                              "differs from vec_dot",
-                                             kn_type_get(types[ti])->name, isa, nr, nt,
+                                             vt_type_get(types[ti])->name, isa, nr, nt,
                                              (long long)cols);
                         }
                     }
@@ -128,8 +128,8 @@ static void test_matmul_batches(void)
         const kn_traits *dt = tr ? kn_traits_get(tr->dot_type) : NULL;
         if (!tr || !dt)
             continue;
-        const int64_t rows = 37, cols = kn_type_get(t)->blck == 32 ? 32 * 11 : 256 * 2;
-        const size_t w_row = kn_row_size(t, cols), a_row = kn_row_size(tr->dot_type, cols);
+        const int64_t rows = 37, cols = vt_type_get(t)->blck == 32 ? 32 * 11 : 256 * 2;
+        const size_t w_row = vt_row_size(t, cols), a_row = vt_row_size(tr->dot_type, cols);
         float *f = malloc(sizeof(float) * (size_t)(cols * 70));
         float *y = malloc(sizeof(float) * (size_t)(rows * 70));
         char *w = malloc(w_row * (size_t)rows), *aq = malloc(a_row);
@@ -160,7 +160,7 @@ static void test_matmul_batches(void)
                     }
                 }
                 CHECKF(bad == 0, "%s: kn_matmul with %d tokens (%d threads): %d results differ "
-                                 "from vec_dot", kn_type_get(t)->name, nt, p + 1, bad);
+                                 "from vec_dot", vt_type_get(t)->name, nt, p + 1, bad);
             }
         free(f);
         free(y);

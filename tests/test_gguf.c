@@ -759,7 +759,7 @@ static void check_real_file(const char *dir, const char *name, int *n_known)
         CHECK(gguf_find_tensor(f, t->name) == t);
         CHECK(t->offset % gguf_alignment(f) == 0);
         CHECK(gguf_data_offset(f) + t->offset + t->nbytes <= gguf_size(f));
-        CHECK(t->nbytes == kn_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] *
+        CHECK(t->nbytes == vt_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] *
                                                                        t->ne[3]));
     }
     if (gguf_n_tensors(f) > 0) {

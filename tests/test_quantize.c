@@ -202,7 +202,7 @@ static void explain(const char *label, const char *path, json_t *ref)
             }
             msg[0] = 0;
         }
-        const kn_type_info *ti = t ? kn_type_get(t->type) : NULL;
+        const vt_type_info *ti = t ? vt_type_get(t->type) : NULL;
         if (!t)
             continue;
         if (strcmp(ti->name, type)) {

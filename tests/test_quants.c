@@ -58,7 +58,7 @@ static void buf_free(buf *b)
 
 static const char *tname(vt_type t)
 {
-    return kn_type_get((uint32_t)t)->name;
+    return vt_type_get((uint32_t)t)->name;
 }
 
 /* Gaussian values; when `zeros`, also a few outliers and an all-zero stretch. */
@@ -98,7 +98,7 @@ static void test_block_sizes(void)
         {VT_TYPE_Q6_K, sizeof(block_q6_K)}, {VT_TYPE_Q8_K, sizeof(block_q8_K)},
     };
     for (size_t i = 0; i < VT_ARRAY_LEN(s); i++)
-        CHECK_EQ_INT(kn_type_get((uint32_t)s[i].t)->size, s[i].size);
+        CHECK_EQ_INT(vt_type_get((uint32_t)s[i].t)->size, s[i].size);
 }
 
 static void test_dispatch(void)
@@ -443,7 +443,7 @@ static void test_from_float_levels(void)
         xf[0] = 127.f;
         for (size_t a = 0; a < VT_ARRAY_LEN(act_types); a++) {
             vt_type t = act_types[a];
-            size_t bytes = kn_row_size(t, n);
+            size_t bytes = vt_row_size(t, n);
             buf ref = buf_new(bytes), got = buf_new(bytes);
             kn_traits_isa(t, KN_ISA_SCALAR)->from_float(xf, ref.p, n);
             for (int l = 1; l < KN_ISA_COUNT; l++) {
@@ -515,7 +515,7 @@ static void check_dots(vt_type t, int64_t n, uint64_t seed)
          * block, not the exact d * sum(q): account for that rounding */
         const block_q8_1 *ab = aq.p;
         const uint8_t *wb = w.p;
-        size_t wsz = kn_type_get((uint32_t)t)->size;
+        size_t wsz = vt_type_get((uint32_t)t)->size;
         for (int64_t i = 0; i < n / 32; i++) {
             uint16_t m16;
             memcpy(&m16, wb + (size_t)i * wsz + 2, 2); /* q4_1/q5_1: m follows d */
@@ -550,7 +550,7 @@ static void test_vec_dot_levels(void)
 {
     for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
         vt_type t = weight_types[i];
-        int64_t blck = kn_type_get((uint32_t)t)->blck;
+        int64_t blck = vt_type_get((uint32_t)t)->blck;
         int64_t unit = blck < 32 ? 32 : blck; /* float types: a few odd sizes too */
         CHECK(blck >= 1);
         check_dots(t, unit, 11);
@@ -613,7 +613,7 @@ static void check_dot_n(vt_type t, int64_t n, uint64_t seed)
 {
     enum { MAXT = 13, OS = 3 };
     const kn_traits *sc = kn_traits_isa(t, KN_ISA_SCALAR);
-    size_t as = kn_row_size(sc->dot_type, n) + 36; /* padded rows */
+    size_t as = vt_row_size(sc->dot_type, n) + 36; /* padded rows */
     buf x = buf_new((size_t)n * 4), w = buf_new((size_t)n * 4), a = buf_new((size_t)n * 4);
     buf aq = buf_new(as * MAXT);
     fill_data(x.p, n, seed, 0.02f, (seed & 1) != 0);
@@ -660,7 +660,7 @@ static void test_vec_dot_n(void)
 {
     for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
         vt_type t = weight_types[i];
-        int64_t blck = kn_type_get((uint32_t)t)->blck;
+        int64_t blck = vt_type_get((uint32_t)t)->blck;
         uint64_t seed = 900 + 37 * i;
         if (blck == 1) {
             static const int64_t ns[] = {1, 7, 16, 17, 31, 32, 63, 64, 100, 129, 4096, 4099};
@@ -685,9 +685,9 @@ static void check_dot_rows(vt_type t, int64_t n, uint64_t seed)
 {
     enum { MAXR = 14 };
     const kn_traits *sc = kn_traits_isa(t, KN_ISA_SCALAR);
-    const size_t rb = kn_row_size(t, n);
+    const size_t rb = vt_row_size(t, n);
     buf x = buf_new((size_t)n * 4), a = buf_new((size_t)n * 4);
-    buf aq = buf_new(kn_row_size(sc->dot_type, n));
+    buf aq = buf_new(vt_row_size(sc->dot_type, n));
     fill_data(a.p, n, seed * 31 + 5, 0.7f, (seed & 1) != 0);
     kn_traits_isa(sc->dot_type, KN_ISA_SCALAR)->from_float(a.p, aq.p, n);
     for (int pad = 0; pad <= 36; pad += 36) {
@@ -732,7 +732,7 @@ static void test_vec_dot_rows(void)
 {
     for (size_t i = 0; i < VT_ARRAY_LEN(weight_types); i++) {
         vt_type t = weight_types[i];
-        int64_t blck = kn_type_get((uint32_t)t)->blck;
+        int64_t blck = vt_type_get((uint32_t)t)->blck;
         uint64_t seed = 1700 + 41 * i;
         if (blck == 1) {
             static const int64_t ns[] = {1, 7, 16, 17, 31, 32, 63, 64, 100, 129, 2048, 4099};
@@ -768,7 +768,7 @@ static void test_matmul(void)
     for (size_t ti = 0; ti < VT_ARRAY_LEN(ts); ti++) {
         vt_type t = ts[ti];
         const kn_traits *tr = kn_traits_get(t), *dt = kn_traits_get(tr->dot_type);
-        size_t rb = kn_row_size(t, cols), ab = kn_row_size(tr->dot_type, cols);
+        size_t rb = vt_row_size(t, cols), ab = vt_row_size(tr->dot_type, cols);
         int64_t maxr = rows_list[VT_ARRAY_LEN(rows_list) - 1];
         char *w = malloc(rb * (size_t)maxr), *aq = malloc(ab * 5);
         float *want = malloc(5 * (size_t)(maxr + ldy_pad) * sizeof(float));
@@ -1032,11 +1032,11 @@ static int compare_to_f16(mini_gguf *q, mini_gguf *f, double worst[VT_TYPE_COUNT
             continue;
         int64_t n = nelem(tq);
         const kn_traits *tr = kn_traits_get((vt_type)tq->type);
-        const kn_type_info *ti = kn_type_get(tq->type);
+        const vt_type_info *ti = vt_type_get(tq->type);
         CHECKF(tr != NULL, "no traits for %s (%s)", tq->name, ti ? ti->name : "?");
         if (!tr || nelem(tf) != n || n % ti->blck)
             continue;
-        size_t qbytes = kn_row_size((vt_type)tq->type, n);
+        size_t qbytes = vt_row_size((vt_type)tq->type, n);
         CHECK(q->data_start + tq->offset + qbytes <= q->size);
         CHECK(f->data_start + tf->offset + (uint64_t)n * 2 <= f->size);
         if (q->data_start + tq->offset + qbytes > q->size ||

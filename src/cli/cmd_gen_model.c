@@ -114,11 +114,11 @@ static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
     if (!t)
         return vt_fail(VT_ERR_INTERNAL, "no generator for tensor %s", name);
     vt_rng rng = {name_hash(name, s->seed)};
-    int64_t cols = t->ne[0], rows = (int64_t)(nbytes / kn_row_size(t->type, cols));
+    int64_t cols = t->ne[0], rows = (int64_t)(nbytes / vt_row_size(t->type, cols));
     float *row = malloc(sizeof *row * (size_t)cols);
     if (!row)
         return vt_fail(VT_ERR_NOMEM, "out of memory generating %s", name);
-    size_t rs = kn_row_size(t->type, cols);
+    size_t rs = vt_row_size(t->type, cols);
     vt_err e = VT_OK;
     for (int64_t r = 0; r < rows && !e; r++) {
         for (int64_t i = 0; i < cols; i++) {
@@ -302,7 +302,7 @@ static vt_err write_model(const gen_args *a)
     }
     for (int i = 0; i < spec.n; i++) {
         const gen_tensor *t = &spec.t[i];
-        const kn_type_info *ti = kn_type_get(t->type);
+        const vt_type_info *ti = vt_type_get(t->type);
         if (t->ne[0] % ti->blck) {
             e = vt_fail(VT_ERR_INVALID, "%s: row length %lld is not a multiple of the %s block "
                         "size %lld", t->name, (long long)t->ne[0], ti->name, (long long)ti->blck);
@@ -394,7 +394,7 @@ int cmd_gen_model(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(o, "--type")) {
-            a.type = kn_type_from_name(argv[++i]);
+            a.type = vt_type_from_name(argv[++i]);
             if (a.type < 0) {
                 fprintf(stderr, "vitamin gen-model: unknown type '%s'\n", argv[i]);
                 return 2;

@@ -86,7 +86,7 @@ int cmd_info(int argc, char **argv)
     for (int t = 0; t < VT_TYPE_COUNT; t++)
         if (n_type[t]) {
             human((double)per_type[t], b1, sizeof b1);
-            printf(" %s: %llu (%s)", kn_type_get((uint32_t)t)->name,
+            printf(" %s: %llu (%s)", vt_type_get((uint32_t)t)->name,
                    (unsigned long long)n_type[t], b1);
         }
     printf("\n");

@@ -85,12 +85,12 @@ static bool more_bits(int layer, int n_layers)
  * as many bits, else f16. */
 static vt_type fallback(vt_type t, int64_t cols)
 {
-    if (cols % kn_type_get((uint32_t)t)->blck == 0)
+    if (cols % vt_type_get((uint32_t)t)->blck == 0)
         return t;
     vt_type f = t == VT_TYPE_Q4_K ? VT_TYPE_Q5_0 : t == VT_TYPE_Q5_K ? VT_TYPE_Q5_1
                 : t == VT_TYPE_Q6_K ? VT_TYPE_Q8_0 : t == VT_TYPE_Q2_K || t == VT_TYPE_Q3_K
                 ? VT_TYPE_Q4_0 : VT_TYPE_F16;
-    return cols % kn_type_get((uint32_t)f)->blck == 0 ? f : VT_TYPE_F16;
+    return cols % vt_type_get((uint32_t)f)->blck == 0 ? f : VT_TYPE_F16;
 }
 
 static bool has(const char *name, const char *part)
@@ -179,8 +179,8 @@ static void quant_rows(void *ctx, int ith, int nth)
 {
     qjob *j = ctx;
     const kn_traits *st = kn_traits_get((vt_type)j->src->type);
-    size_t srow = kn_row_size((vt_type)j->src->type, j->cols);
-    size_t drow = kn_row_size(j->dst_type, j->cols);
+    size_t srow = vt_row_size((vt_type)j->src->type, j->cols);
+    size_t drow = vt_row_size(j->dst_type, j->cols);
     float *buf = malloc(sizeof(float) * (size_t)j->cols);
     if (!buf) {
         j->err = VT_ERR_NOMEM;
@@ -211,16 +211,16 @@ static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
         idx++;
     vt_type to = q->types[idx];
     fprintf(stderr, "\r[%4lld/%4lld] %-40s %6s -> %-6s", (long long)++q->done,
-            (long long)q->total, name, kn_type_get(t->type)->name, kn_type_get(to)->name);
+            (long long)q->total, name, vt_type_get(t->type)->name, vt_type_get(to)->name);
     if ((vt_type)t->type == to) {
         memcpy(dst, t->data, nbytes);
         return VT_OK;
     }
-    qjob j = {t, to, dst, (int64_t)(t->nbytes / kn_row_size((vt_type)t->type, t->ne[0])),
+    qjob j = {t, to, dst, (int64_t)(t->nbytes / vt_row_size((vt_type)t->type, t->ne[0])),
               t->ne[0], VT_OK};
     kn_pool_run(q->pool, quant_rows, &j);
     if (j.err)
-        return vt_fail(j.err, "cannot convert %s to %s", name, kn_type_get(to)->name);
+        return vt_fail(j.err, "cannot convert %s to %s", name, vt_type_get(to)->name);
     return VT_OK;
 }
 
@@ -303,7 +303,7 @@ static vt_err quantize(const char *in_path, const char *out_path, const qmix *mx
         types[i] = target_type(mx, &m, t);
         if (types[i] != (vt_type)t->type && !kn_traits_get((vt_type)t->type)) {
             e = vt_fail(VT_ERR_UNSUPPORTED, "cannot read tensor %s of type %s", t->name,
-                        kn_type_get(t->type)->name);
+                        vt_type_get(t->type)->name);
             goto done;
         }
     }

@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
-#include "kernels/kernels.h"
+#include "util/types.h"
 #include "util/util.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -588,7 +588,7 @@ static vt_err parse_tensor_info(rd *r, gguf_file *f, int64_t i, gguf_tensor *t)
     }
     if ((e = rd_u32(r, "tensor type", &type)) != VT_OK)
         return e;
-    const kn_type_info *ti = kn_type_get(type);
+    const vt_type_info *ti = vt_type_get(type);
     if (!ti)
         return vt_fail(VT_ERR_UNSUPPORTED, "gguf: %s: unknown tensor type %u", r->ctx, type);
     t->type = type;

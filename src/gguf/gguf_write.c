@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
-#include "kernels/kernels.h"
+#include "util/types.h"
 #include "util/util.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -356,7 +356,7 @@ vt_err gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t type, u
 {
     if (!w || !name || !*name)
         return vt_fail(VT_ERR_INVALID, "gguf writer: %s", !w ? "NULL writer" : "empty tensor name");
-    const kn_type_info *ti = kn_type_get(type);
+    const vt_type_info *ti = vt_type_get(type);
     if (!ti)
         return vt_fail(VT_ERR_INVALID, "gguf writer: tensor '%s': unknown type %u", name, type);
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || !ne)

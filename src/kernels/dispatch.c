@@ -214,7 +214,7 @@ vt_err kn_quantize_ref(vt_type t, const float *x, void *y, int64_t n)
     }
     if (!q)
         return vt_fail(VT_ERR_UNSUPPORTED, "no reference quantizer for type %d", (int)t);
-    const kn_type_info *ti = kn_type_get((uint32_t)t);
+    const vt_type_info *ti = vt_type_get((uint32_t)t);
     if (n < 0 || n % ti->blck != 0)
         return vt_fail(VT_ERR_INVALID, "%lld elements is not a multiple of the %s block (%lld)",
                        (long long)n, ti->name, (long long)ti->blck);

@@ -163,12 +163,12 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
                  const float *x, int64_t ntok, float *y, int64_t ldy)
 {
     const kn_traits *tr = kn_traits_get(wtype);
-    const kn_type_info *ti = kn_type_get((uint32_t)wtype);
+    const vt_type_info *ti = vt_type_get((uint32_t)wtype);
     if (!tr || !tr->vec_dot || !ti)
         return vt_fail(VT_ERR_UNSUPPORTED, "no matrix multiplication for tensor type %s",
                        ti ? ti->name : "?");
     const kn_traits *dt = kn_traits_get(tr->dot_type);
-    const kn_type_info *di = kn_type_get((uint32_t)tr->dot_type);
+    const vt_type_info *di = vt_type_get((uint32_t)tr->dot_type);
     if (cols % ti->blck || cols % di->blck)
         return vt_fail(VT_ERR_INVALID, "row length %lld is not a multiple of the %s block size",
                        (long long)cols, ti->name);
@@ -181,7 +181,7 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
     if (tr->dot_type != VT_TYPE_F32) {
         if (!dt || !dt->from_float)
             return vt_fail(VT_ERR_UNSUPPORTED, "no activation quantizer for %s", di->name);
-        a_row = kn_row_size(tr->dot_type, cols);
+        a_row = vt_row_size(tr->dot_type, cols);
         xq = malloc(a_row * (size_t)ntok);
         if (!xq)
             return vt_fail(VT_ERR_NOMEM, "out of memory quantizing activations");
@@ -193,7 +193,7 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
         a = xq;
     }
     const int nth = kn_pool_size(p);
-    const size_t w_row = kn_row_size(wtype, cols);
+    const size_t w_row = vt_row_size(wtype, cols);
     mm_job j = {.tr = tr,
                 .w = w,
                 .w_row = w_row,

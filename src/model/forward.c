@@ -487,7 +487,7 @@ vt_err md_forward(md_ctx *c, md_kv *kv, const md_batch *b, float *out_logits)
         c->score_cap = maxpos + 1;
     }
     const kn_traits *et = kn_traits_get(m->tok_embd.type);
-    size_t erow = kn_row_size(m->tok_embd.type, dim);
+    size_t erow = vt_row_size(m->tok_embd.type, dim);
     for (int64_t t = 0; t < n; t++)
         et->to_float((const char *)m->tok_embd.data + (size_t)b->tokens[t] * erow, c->x + t * dim,
                      dim);

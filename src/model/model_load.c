@@ -261,8 +261,8 @@ static vt_err bind(binder *b, md_weight *w, const char *fmt, bool required, int 
     w->type = (vt_type)t->type;
     w->cols = t->ne[0];
     w->rows = n_dims >= 2 ? t->ne[1] : 1;
-    w->stride = kn_row_size(w->type, w->cols) * (size_t)w->rows;
-    const kn_type_info *ti = kn_type_get(t->type);
+    w->stride = vt_row_size(w->type, w->cols) * (size_t)w->rows;
+    const vt_type_info *ti = vt_type_get(t->type);
     const kn_traits *tr = kn_traits_get(w->type);
     if (n_dims == 1) {
         if (w->type != VT_TYPE_F32)

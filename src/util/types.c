@@ -6,9 +6,9 @@
  */
 #include <strings.h>
 
-#include "kernels.h"
+#include "util/types.h"
 
-static const kn_type_info type_table[VT_TYPE_COUNT] = {
+static const vt_type_info type_table[VT_TYPE_COUNT] = {
     [VT_TYPE_F32] = {"f32", 1, 4},
     [VT_TYPE_F16] = {"f16", 1, 2},
     [VT_TYPE_Q4_0] = {"q4_0", 32, 18},
@@ -43,14 +43,14 @@ static const kn_type_info type_table[VT_TYPE_COUNT] = {
     [VT_TYPE_MXFP4] = {"mxfp4", 32, 17},
 };
 
-const kn_type_info *kn_type_get(uint32_t t)
+const vt_type_info *vt_type_get(uint32_t t)
 {
     if (t >= VT_TYPE_COUNT || type_table[t].name == NULL)
         return NULL;
     return &type_table[t];
 }
 
-int kn_type_from_name(const char *name)
+int vt_type_from_name(const char *name)
 {
     for (int t = 0; t < VT_TYPE_COUNT; t++)
         if (type_table[t].name && strcasecmp(type_table[t].name, name) == 0)
@@ -58,8 +58,8 @@ int kn_type_from_name(const char *name)
     return -1;
 }
 
-size_t kn_row_size(vt_type t, int64_t n)
+size_t vt_row_size(vt_type t, int64_t n)
 {
-    const kn_type_info *ti = kn_type_get((uint32_t)t);
+    const vt_type_info *ti = vt_type_get((uint32_t)t);
     return ti ? (size_t)(n / ti->blck) * ti->size : 0;
 }
