@@ -112,4 +112,18 @@ void kn_pool_run(kn_pool *p, kn_task_fn fn, void *ctx);
 vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t cols,
                  const float *x, int64_t ntok, float *y, int64_t ldy);
 
+/* A caller-owned workspace for the quantized activations, so that a model
+ * runner does not allocate on every multiplication: it grows to the largest
+ * need seen. Zero-initialize; kn_ws_free releases it. One workspace must not
+ * be used by two multiplications at once. */
+typedef struct {
+    void *p;
+    size_t cap;
+} kn_ws;
+void kn_ws_free(kn_ws *ws);
+
+/* kn_matmul with a workspace (ws NULL: allocate for this call). */
+vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t rows,
+                    int64_t cols, const float *x, int64_t ntok, float *y, int64_t ldy);
+
 #endif

@@ -159,8 +159,23 @@ static int64_t row_chunk(int64_t rows, int nth)
     return VT_MAX(ROW_CHUNK, c);
 }
 
+void kn_ws_free(kn_ws *ws)
+{
+    if (ws) {
+        free(ws->p);
+        ws->p = NULL;
+        ws->cap = 0;
+    }
+}
+
 vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t cols,
                  const float *x, int64_t ntok, float *y, int64_t ldy)
+{
+    return kn_matmul_ws(p, NULL, wtype, w, rows, cols, x, ntok, y, ldy);
+}
+
+vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t rows,
+                    int64_t cols, const float *x, int64_t ntok, float *y, int64_t ldy)
 {
     const kn_traits *tr = kn_traits_get(wtype);
     const vt_type_info *ti = vt_type_get((uint32_t)wtype);
@@ -182,7 +197,15 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
         if (!dt || !dt->from_float)
             return vt_fail(VT_ERR_UNSUPPORTED, "no activation quantizer for %s", di->name);
         a_row = vt_row_size(tr->dot_type, cols);
-        xq = malloc(a_row * (size_t)ntok);
+        size_t need = a_row * (size_t)ntok;
+        if (ws && ws->cap < need) {
+            void *np = realloc(ws->p, need);
+            if (!np)
+                return vt_fail(VT_ERR_NOMEM, "out of memory quantizing activations");
+            ws->p = np;
+            ws->cap = need;
+        }
+        xq = ws ? ws->p : malloc(need);
         if (!xq)
             return vt_fail(VT_ERR_NOMEM, "out of memory quantizing activations");
         quant_job qj = {dt, x, xq, a_row, cols, ntok};
@@ -217,6 +240,7 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
         }
     }
     kn_pool_run(p, mm_task, &j);
-    free(xq);
+    if (!ws)
+        free(xq);
     return VT_OK;
 }

@@ -32,6 +32,7 @@
 struct md_ctx {
     const md_model *m;
     kn_pool *pool;
+    kn_ws ws; /* quantized activations of the multiplications */
     int64_t cap; /* tokens the buffers hold */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u, *router, *xs, *ys, *acc;
     float *rope_cos, *rope_sin; /* [cap][rope_dim/2] */
@@ -158,6 +159,7 @@ void md_ctx_destroy(md_ctx *c)
         return;
     free_buffers(c);
     free(c->scores);
+    kn_ws_free(&c->ws);
     free(c);
 }
 
@@ -259,7 +261,7 @@ static void attn_task(void *ctx, int ith, int nth)
 static vt_err matmul(md_ctx *c, const md_weight *w, const void *data, const float *x, int64_t n,
                      float *y)
 {
-    return kn_matmul(c->pool, w->type, data, w->rows, w->cols, x, n, y, w->rows);
+    return kn_matmul_ws(c->pool, &c->ws, w->type, data, w->rows, w->cols, x, n, y, w->rows);
 }
 
 static void add_bias(float *y, const md_weight *b, int64_t n, int64_t d)
@@ -513,8 +515,8 @@ vt_err md_forward(md_ctx *c, md_kv *kv, const md_batch *b, float *out_logits)
                     hp->norm_eps);
     }
     if (n_out)
-        return kn_matmul(c->pool, m->output.type, m->output.data, hp->n_vocab, dim, c->xn, n_out,
-                         out_logits, hp->n_vocab);
+        return kn_matmul_ws(c->pool, &c->ws, m->output.type, m->output.data, hp->n_vocab, dim,
+                            c->xn, n_out, out_logits, hp->n_vocab);
     return VT_OK;
 }
 
