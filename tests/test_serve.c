@@ -72,7 +72,6 @@ static bool write_file(const char *path, const char *text)
     return fclose(f) == 0 && ok;
 }
 
-/* stdout of a shell command (malloc'd), NULL if it failed. */
 /* ---- the server ---- */
 
 static pid_t spawn_server(const char *const *args, const char *log, int *port_out);

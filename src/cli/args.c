@@ -83,3 +83,24 @@ bool cli_parse_int_list(const char *opt, const char *s, int32_t **out, int *n)
     *n = cnt;
     return true;
 }
+
+bool cli_parse_size(const char *opt, const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end), mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1024.0, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1024.0 * 1024, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (errno || end == s || *end || !(v > 0) || v * mul > 1e15) {
+        fprintf(stderr, "vitamin: %s: expected a size such as 512M or 2G, got '%s'\n", opt, s);
+        return false;
+    }
+    *out = (int64_t)(v * mul);
+    return true;
+}

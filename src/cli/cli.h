@@ -34,6 +34,9 @@ int cmd_serve(int argc, char **argv);
  * return false. */
 bool cli_parse_int(const char *opt, const char *s, long min, long max, long *out);
 bool cli_parse_float(const char *opt, const char *s, double *out);
+/* A byte size: a positive number with an optional K/M/G (and B) suffix,
+ * powers of 1024 ("512M", "2G"). */
+bool cli_parse_size(const char *opt, const char *s, int64_t *out);
 /* "1,2,3" -> newly allocated array; false on a malformed list. */
 bool cli_parse_int_list(const char *opt, const char *s, int32_t **out, int *n);
 /* Does argv[i] need a value, and is there one? Prints the error if not. */

@@ -52,28 +52,6 @@ static void help(FILE *out)
             "  -h, --help              this help\n");
 }
 
-static bool parse_size(const char *opt, const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    double mul = 1;
-    if (*end == 'k' || *end == 'K')
-        mul = 1024.0, end++;
-    else if (*end == 'm' || *end == 'M')
-        mul = 1024.0 * 1024, end++;
-    else if (*end == 'g' || *end == 'G')
-        mul = 1024.0 * 1024 * 1024, end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (errno || end == s || *end || !(v > 0) || v * mul > 1e15) {
-        fprintf(stderr, "vitamin: %s: expected a size such as 512M or 2G, got '%s'\n", opt, s);
-        return false;
-    }
-    *out = (int64_t)(v * mul);
-    return true;
-}
-
 /* One input line in the window. */
 typedef struct {
     int64_t line;        /* 1-based line number */
@@ -479,7 +457,7 @@ int cmd_run_batch(int argc, char **argv)
         else if (k == 8)
             ok = cli_parse_int(a, v, 1, 1L << 24, &n_ctx);
         else if (k == 9)
-            ok = parse_size(a, v, &kv_mem);
+            ok = cli_parse_size(a, v, &kv_mem);
         else if (k == 10)
             ok = cli_parse_int(a, v, 1, 4096, &max_seqs);
         else if (k == 11)

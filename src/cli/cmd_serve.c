@@ -53,27 +53,6 @@ static void help(FILE *out)
             "  -h, --help               this help\n");
 }
 
-static bool parse_size(const char *opt, const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end), mul = 1;
-    if (*end == 'k' || *end == 'K')
-        mul = 1024.0, end++;
-    else if (*end == 'm' || *end == 'M')
-        mul = 1024.0 * 1024, end++;
-    else if (*end == 'g' || *end == 'G')
-        mul = 1024.0 * 1024 * 1024, end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (errno || end == s || *end || !(v > 0) || v * mul > 1e15) {
-        fprintf(stderr, "vitamin: %s: expected a size such as 512M or 2G, got '%s'\n", opt, s);
-        return false;
-    }
-    *out = (int64_t)(v * mul);
-    return true;
-}
-
 /* The file's name without folders and ".gguf". */
 static char *default_name(const char *path)
 {
@@ -130,12 +109,12 @@ int cmd_serve(int argc, char **argv)
         case 7:
         case 8: ok = cli_parse_int(a, v, 1, 1024, &threads); break;
         case 9: ok = cli_parse_int(a, v, 1, 1L << 24, &n_ctx); break;
-        case 10: ok = parse_size(a, v, &kv_mem); break;
+        case 10: ok = cli_parse_size(a, v, &kv_mem); break;
         case 11: ok = cli_parse_int(a, v, 1, 4096, &max_seqs); break;
         case 12: ok = cli_parse_int(a, v, 1, 1L << 20, &max_batch); break;
         case 13: ok = cli_parse_int(a, v, 1, 1L << 20, &max_queue); break;
         case 14: ok = cli_parse_int(a, v, 1, 65536, &max_conn); break;
-        case 15: ok = parse_size(a, v, &max_body) && max_body <= (1LL << 32); break;
+        case 15: ok = cli_parse_size(a, v, &max_body) && max_body <= (1LL << 32); break;
         case 16: ok = cli_parse_int(a, v, 1, 86400, &idle); break;
         default:
             ok = cli_parse_float(a, v, &grace) && grace >= 0 && grace <= 3600;
