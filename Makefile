@@ -17,7 +17,7 @@ BUILD    ?= build
 
 CFLAGS_BASE := -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
                -Iinclude -Isrc -MMD -MP
-LDLIBS   := -lmicrohttpd -ljansson -lm -lpthread
+LDLIBS   := -lmicrohttpd -ljansson -lsqlite3 -lpq -lm -lpthread
 LDFLAGS  ?=
 
 ifneq ($(SANITIZE),)
