@@ -28,6 +28,7 @@ int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_run_batch(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_memory(int argc, char **argv);
 
 /* Strict parsers for option values (args.c): the whole string must parse and
  * lie in range, else they print a one-line error naming the option and

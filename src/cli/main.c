@@ -23,6 +23,7 @@ static const struct {
     {"quantize", cmd_quantize, "convert a GGUF model to another tensor type"},
     {"gen-model", cmd_gen_model, "write a random-weight GGUF model (tests, benchmarks)"},
     {"bench", cmd_bench, "measure prefill and decode speed"},
+    {"memory", cmd_memory, "the long-term memory store: add, import, search, export, forget"},
 };
 
 static void usage(FILE *out)
