@@ -76,6 +76,13 @@ typedef struct {
      * the queue is long). */
     bool no_admit_headroom;
     bool manual_step;     /* no engine thread: the caller runs vt_engine_step() */
+    /* The KV drawer: a folder on disk where the K/V of prefix-cache blocks
+     * the pool lets go (a finished conversation's, an evicted prefix) are
+     * kept, so that a later request with the same prefix - the next turn of
+     * a chat, also after a restart - loads them instead of recomputing them.
+     * NULL: none. One engine per folder at a time. */
+    const char *kv_drawer;
+    int64_t kv_drawer_bytes; /* the folder's cap; 0: 4 GiB */
 } vt_engine_config;
 
 /* Loads the model and starts the engine. NULL on failure (vt_last_error). */

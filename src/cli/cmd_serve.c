@@ -43,6 +43,10 @@ static void help(FILE *out)
             "  --max-seqs N             sequences per forward pass (default 256, at most\n"
             "                           --max-batch-tokens)\n"
             "  --max-batch-tokens N     tokens per forward pass (default 512)\n"
+            "  --kv-drawer DIR          keep the K/V of finished conversations' prefixes in\n"
+            "                           DIR and load them back for a later request with the\n"
+            "                           same prefix, also after a restart (default: off)\n"
+            "  --kv-drawer-size SIZE    the drawer's cap on disk (default 4G)\n"
             "  --max-queue N            engine requests held at once, running and waiting;\n"
             "                           more get 429 (default 1024)\n"
             "  --max-connections N      open connections (default 512)\n"
@@ -69,7 +73,8 @@ int cmd_serve(int argc, char **argv)
     const char *path = NULL, *tfile = NULL, *name = NULL;
     long threads = cli_default_threads(), n_ctx = 0, max_seqs = 0, max_batch = 512, port = 8080;
     long max_queue = 1024, max_conn = 512, idle = 60;
-    int64_t kv_mem = 0, max_body = 8 << 20;
+    int64_t kv_mem = 0, max_body = 8 << 20, drawer_size = 0;
+    const char *drawer = NULL;
     double grace = 5;
     srv_config cfg = {.host = "127.0.0.1", .log = true};
     for (int i = 1; i < argc; i++) {
@@ -86,7 +91,7 @@ int cmd_serve(int argc, char **argv)
             "-m", "--model", "--host", "--port", "--model-name", "--api-key-file",
             "--chat-template", "-t", "--threads", "--ctx", "--kv-mem", "--max-seqs",
             "--max-batch-tokens", "--max-queue", "--max-connections", "--max-body",
-            "--idle-timeout", "--shutdown-grace"};
+            "--idle-timeout", "--shutdown-grace", "--kv-drawer", "--kv-drawer-size"};
         size_t k = 0;
         while (k < sizeof opts / sizeof opts[0] && strcmp(a, opts[k]))
             k++;
@@ -116,10 +121,13 @@ int cmd_serve(int argc, char **argv)
         case 14: ok = cli_parse_int(a, v, 1, 65536, &max_conn); break;
         case 15: ok = cli_parse_size(a, v, &max_body) && max_body <= (1LL << 32); break;
         case 16: ok = cli_parse_int(a, v, 1, 86400, &idle); break;
-        default:
+        case 17:
             ok = cli_parse_float(a, v, &grace) && grace >= 0 && grace <= 3600;
             if (!ok)
                 fprintf(stderr, "vitamin serve: --shutdown-grace: seconds in [0, 3600]\n");
+            break;
+        case 18: drawer = v; break;
+        default: ok = cli_parse_size(a, v, &drawer_size); break;
         }
         if (!ok)
             return 2;
@@ -149,7 +157,9 @@ int cmd_serve(int argc, char **argv)
                             .kv_tokens = kv_mem ? 0 : VT_MAX(n_ctx, 4096),
                             .max_seq_len = n_ctx,
                             .max_seqs = (int32_t)max_seqs,
-                            .max_batch_tokens = (int32_t)max_batch};
+                            .max_batch_tokens = (int32_t)max_batch,
+                            .kv_drawer = drawer,
+                            .kv_drawer_bytes = drawer_size};
     if (cli_engine_open("serve", path, threads, &ec, &m, &tok, &pool, &e))
         goto done;
     vt_err err;

@@ -67,6 +67,11 @@ static vt_err collect_end_ids(vt_engine *e)
     return VT_OK;
 }
 
+static void *kv_part(void *ctx, int32_t block, int32_t part, size_t *len)
+{
+    return md_kv_block_part(ctx, block, part, len);
+}
+
 /* Sizes and allocates everything but the model; e->m, tok, pool set. */
 static vt_err setup(vt_engine *e, const vt_engine_config *cfg)
 {
@@ -116,11 +121,23 @@ static vt_err setup(vt_engine *e, const vt_engine_config *cfg)
     kv_config kc = {.n_blocks = n_blocks, .block_size = bs, .prefix_caching = !cfg->no_prefix_cache,
                     .salt = 0};
     /* the model's identity in the block hashes: a cached block of one model
-     * never serves another */
-    kc.salt = (uint64_t)hp->n_vocab * 0x9e3779b97f4a7c15ull ^ (uint64_t)hp->dim << 20 ^
-              (uint64_t)hp->n_layers << 40 ^ (uint64_t)hp->arch;
+     * (or cache layout) never serves another, in the pool or the drawer */
+    kc.salt = md_kv_identity(e->m, bs);
     if (!(e->kv = kv_pool_create(&kc)))
         return VT_ERR_NOMEM;
+    if (cfg->kv_drawer && !cfg->no_prefix_cache) {
+        kv_drawer_config dc = {.dir = cfg->kv_drawer,
+                               .cap_bytes = cfg->kv_drawer_bytes > 0 ? cfg->kv_drawer_bytes
+                                                                     : INT64_C(4) << 30,
+                               .model_id = kc.salt,
+                               .block_size = bs,
+                               .n_parts = md_kv_n_parts(e->kvd),
+                               .part = kv_part,
+                               .part_ctx = e->kvd};
+        if ((err = kv_drawer_open(&dc, &e->drawer)))
+            return err;
+        kv_set_backing(e->kv, kv_drawer_backing(), e->drawer);
+    }
     sched_config sc = {.max_batch_tokens = e->max_batch_tokens, .max_seqs = e->max_seqs,
                        .admit_headroom = cfg->no_admit_headroom ? 0 : 1};
     if (!(e->sc = sched_create(e->kv, &sc)))
@@ -251,6 +268,8 @@ void vt_engine_destroy(vt_engine *e)
         pthread_mutex_destroy(&e->mu);
     }
     sched_destroy(e->sc);
+    kv_set_backing(e->kv, NULL, NULL);
+    kv_drawer_close(e->drawer); /* writes what the last requests left */
     kv_pool_destroy(e->kv);
     md_ctx_destroy(e->ctx);
     md_kv_destroy(e->kvd);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
+#include "kv/drawer.h"
 #include "kv/kv.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -41,6 +42,7 @@ typedef struct {
     int64_t running, waiting; /* sequences now */
     int64_t preemptions;
     kv_stats kv;
+    kv_drawer_stats drawer; /* zeros without a drawer */
     double t_forward;        /* seconds in md_forward */
     int64_t step_hist[ENG_STEP_HIST_N + 1]; /* steps by tokens (ENG_STEP_BOUNDS; last: more) */
 } eng_counters;

@@ -80,6 +80,7 @@ struct vt_engine {
     md_ctx *ctx;
     md_kv *kvd;
     kv_pool *kv;
+    kv_drawer *drawer; /* NULL: none */
     sched *sc;
     int32_t n_vocab;
     int32_t *end_ids;

@@ -172,6 +172,7 @@ static void publish(vt_engine *e)
     e->stats.waiting = ss.waiting;
     e->stats.preemptions = ss.preemptions;
     kv_get_stats(e->kv, &e->stats.kv);
+    kv_drawer_get_stats(e->drawer, &e->stats.drawer);
     pthread_mutex_lock(&e->mu);
     e->shown = e->stats;
     pthread_mutex_unlock(&e->mu);

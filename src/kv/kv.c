@@ -52,6 +52,24 @@ uint64_t kv_hash_default(uint64_t parent, const int32_t *tokens, int32_t n, uint
     return mix64(h ^ (uint64_t)(uint32_t)n);
 }
 
+/* The second, independent chain over the same tokens that identifies a
+ * block to a backing store (kv_block_id.check): other constants, another
+ * mixer (MurmurHash3's finalizer), tokens one per round. */
+static uint64_t check_hash(uint64_t parent, const int32_t *tokens, int32_t n, uint64_t pool_salt,
+                           uint64_t seq_salt)
+{
+    uint64_t h = parent ^ UINT64_C(0x243f6a8885a308d3);
+    h = (h ^ pool_salt) * UINT64_C(0xff51afd7ed558ccd);
+    h = (h ^ (h >> 33) ^ seq_salt) * UINT64_C(0xc4ceb9fe1a85ec53);
+    for (int32_t i = 0; i < n; i++) {
+        h ^= (uint64_t)(uint32_t)tokens[i] + UINT64_C(0x13198a2e03707344) + (h << 6) + (h >> 2);
+        h *= UINT64_C(0xff51afd7ed558ccd);
+    }
+    h ^= h >> 33;
+    h *= UINT64_C(0xc4ceb9fe1a85ec53);
+    return h ^ (h >> 33) ^ (uint64_t)(uint32_t)n;
+}
+
 /* ---- lists ---- */
 
 static void list_push_head(kv_pool *p, kv_list *l, uint8_t which, int32_t b)
@@ -133,6 +151,31 @@ static int64_t n_free(const kv_pool *p)
     return p->n_blocks - p->n_used;
 }
 
+static kv_block_id block_id(const kv_pool *p, int32_t b)
+{
+    const kv_block *k = &p->blk[b];
+    return (kv_block_id){.hash = k->hash,
+                         .check = k->check,
+                         .pool_salt = p->salt,
+                         .seq_salt = k->salt,
+                         .index = k->index,
+                         .tokens = p->tok + (size_t)b * (size_t)p->bs,
+                         .block_size = p->bs};
+}
+
+/* Offers named block b to the backing store, once per naming. */
+static void offer(kv_pool *p, int32_t b)
+{
+    kv_block *k = &p->blk[b];
+    if (!p->backing || !k->named || k->stored)
+        return;
+    kv_block_id id = block_id(p, b);
+    if (p->backing->store(p->backing_ctx, b, &id)) {
+        k->stored = true;
+        p->backing_stores++;
+    }
+}
+
 /* Takes a free block (unnamed first, else evicts the LRU head); refcount 1.
  * The caller has checked that one is free. */
 static int32_t block_alloc(kv_pool *p)
@@ -146,9 +189,11 @@ static int32_t block_alloc(kv_pool *p)
         kv_block *k = &p->blk[b];
         if (p->evict)
             p->evict(p->evict_ctx, b, k->hash);
+        offer(p, b);
         list_remove(p, &p->lru, b);
         ht_delete(p, b);
         k->named = false;
+        k->stored = false;
         k->gen++;
         p->n_named--;
         p->evictions++;
@@ -165,9 +210,10 @@ static void block_release(kv_pool *p, int32_t b)
     if (--k->ref > 0)
         return;
     p->n_used--;
-    if (k->named)
+    if (k->named) {
         list_push_tail(p, &p->lru, IN_LRU, b);
-    else
+        offer(p, b);
+    } else
         list_push_head(p, &p->freel, IN_FREE, b);
 }
 
@@ -191,12 +237,34 @@ static bool same_identity(const kv_pool *p, int32_t e, const int32_t *tokens, ui
     return memcmp(p->tok + (size_t)e * (size_t)p->bs, tokens, (size_t)p->bs * sizeof *tokens) == 0;
 }
 
-/* Block b of s has just filled: name it, or note the duplicate/collision. */
-static void name_block(kv_pool *p, kv_seq *s, int32_t b)
+/* Names block b (full, not in the table, hash h) as the next block of s's
+ * chain, logical block `index` of s. */
+static void name_new(kv_pool *p, kv_seq *s, int32_t b, uint64_t h, int64_t index)
+{
+    kv_block *k = &p->blk[b];
+    k->named = true;
+    k->stored = false;
+    k->hash = h;
+    k->check = s->chain_check;
+    k->index = index;
+    k->gen++;
+    k->salt = s->salt;
+    k->parent = s->chain_id;
+    k->pgen = s->chain_id >= 0 ? s->chain_gen : 0;
+    ht_insert(p, b);
+    p->n_named++;
+    s->chain_id = b;
+    s->chain_gen = k->gen;
+}
+
+/* Block b (logical block index) of s has just filled: name it, or note the
+ * duplicate/collision. */
+static void name_block(kv_pool *p, kv_seq *s, int32_t b, int64_t index)
 {
     const int32_t *toks = p->tok + (size_t)b * (size_t)p->bs;
     uint64_t h = p->hashfn(s->chain_hash, toks, p->bs, p->salt, s->salt);
     s->chain_hash = h;
+    s->chain_check = check_hash(s->chain_check, toks, p->bs, p->salt, s->salt);
     /* The parent stood for by a duplicate's original may have been evicted
      * since: then no walk can reach this block, and later blocks stay
      * unnamed too. */
@@ -214,17 +282,7 @@ static void name_block(kv_pool *p, kv_seq *s, int32_t b)
         }
         return;
     }
-    kv_block *k = &p->blk[b];
-    k->named = true;
-    k->hash = h;
-    k->gen++;
-    k->salt = s->salt;
-    k->parent = s->chain_id;
-    k->pgen = s->chain_id >= 0 ? s->chain_gen : 0;
-    ht_insert(p, b);
-    p->n_named++;
-    s->chain_id = b;
-    s->chain_gen = k->gen;
+    name_new(p, s, b, h, index);
 }
 
 /* ---- pool ---- */
@@ -327,6 +385,8 @@ void kv_get_stats(const kv_pool *p, kv_stats *out)
     out->prefix_hits = p->prefix_hits;
     out->evictions = p->evictions;
     out->cow_copies = p->cow_copies;
+    out->backing_hits = p->backing_hits;
+    out->backing_stores = p->backing_stores;
 }
 
 int64_t kv_blocks_for(const kv_pool *p, int64_t n_tokens)
@@ -357,6 +417,14 @@ void kv_set_evict_hook(kv_pool *p, kv_evict_fn fn, void *ctx)
         return;
     p->evict = fn;
     p->evict_ctx = ctx;
+}
+
+void kv_set_backing(kv_pool *p, const kv_backing *ops, void *ctx)
+{
+    if (!p || !p->caching)
+        return;
+    p->backing = ops;
+    p->backing_ctx = ops ? ctx : NULL;
 }
 
 vt_err kv_set_hash_fn(kv_pool *p, kv_hash_fn fn)
@@ -457,21 +525,53 @@ kv_seq *kv_seq_create(kv_pool *p, const int32_t *prompt, int64_t n, uint64_t seq
         return NULL;
     }
     int64_t k = 0;
+    bool miss = true; /* the walk ended on a block not in the table */
     for (; k < max_hit; k++) {
         const int32_t *toks = prompt + k * p->bs;
         uint64_t h = p->hashfn(s->chain_hash, toks, p->bs, p->salt, seq_salt);
         int32_t e = ht_lookup(p, h);
-        if (e < 0 || !same_identity(p, e, toks, seq_salt, s->chain_id, s->chain_gen))
+        if (e < 0)
             break;
+        if (!same_identity(p, e, toks, seq_salt, s->chain_id, s->chain_gen)) {
+            miss = false;
+            break;
+        }
         s->table[k] = e;
         s->chain_hash = h;
+        s->chain_check = check_hash(s->chain_check, toks, p->bs, p->salt, seq_salt);
         s->chain_id = e;
         s->chain_gen = p->blk[e].gen;
     }
+    /* referenced before the backing store's loads allocate, which could
+     * otherwise evict them */
     for (int64_t i = 0; i < k; i++)
         block_ref(p, s->table[i]);
     s->n_table = k;
-    s->n_computed = k * p->bs;
+    if (p->backing && miss) {
+        for (; k < max_hit && n_free(p) > 0; k++) {
+            const int32_t *toks = prompt + k * p->bs;
+            uint64_t h = p->hashfn(s->chain_hash, toks, p->bs, p->salt, seq_salt);
+            uint64_t c = check_hash(s->chain_check, toks, p->bs, p->salt, seq_salt);
+            kv_block_id id = {.hash = h, .check = c, .pool_salt = p->salt, .seq_salt = seq_salt,
+                              .index = k, .tokens = toks, .block_size = p->bs};
+            if (ht_lookup(p, h) >= 0 || !p->backing->has(p->backing_ctx, &id))
+                break;
+            int32_t b = block_alloc(p);
+            if (!p->backing->load(p->backing_ctx, b, &id)) {
+                block_release(p, b); /* unnamed: back to the free list */
+                break;
+            }
+            memcpy(p->tok + (size_t)b * (size_t)p->bs, toks, (size_t)p->bs * sizeof *toks);
+            s->chain_hash = h;
+            s->chain_check = c;
+            name_new(p, s, b, h, k);
+            p->blk[b].stored = true;
+            s->table[k] = b;
+            s->n_table = k + 1;
+            p->backing_hits += p->bs;
+        }
+    }
+    s->n_computed = s->n_table * p->bs;
     if (p->caching) {
         p->prefix_queries += n;
         p->prefix_hits += s->n_computed;
@@ -565,7 +665,7 @@ vt_err kv_commit(kv_pool *p, kv_seq *s, const int32_t *tokens, int64_t n)
             int64_t slot = pos % p->bs;
             p->tok[(size_t)b * (size_t)p->bs + (size_t)slot] = tokens[i];
             if (slot == p->bs - 1)
-                name_block(p, s, b);
+                name_block(p, s, b, pos / p->bs);
         }
     }
     s->n_computed += n;
@@ -594,6 +694,7 @@ kv_seq *kv_fork(kv_pool *p, kv_seq *s)
     c->n_table = s->n_table;
     c->n_computed = s->n_computed;
     c->chain_hash = s->chain_hash;
+    c->chain_check = s->chain_check;
     c->chain_gen = s->chain_gen;
     c->chain_id = s->chain_id;
     c->chain_ok = s->chain_ok;

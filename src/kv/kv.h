@@ -80,6 +80,8 @@ typedef struct {
     int64_t prefix_hits;    /* of those, tokens found cached */
     int64_t evictions;      /* cached blocks whose hash was forgotten for reuse */
     int64_t cow_copies;     /* copy-on-write copies handed out */
+    int64_t backing_hits;   /* of prefix_hits, tokens loaded from the backing store */
+    int64_t backing_stores; /* blocks handed to the backing store */
 } kv_stats;
 
 /* NULL on failure (VT_ERR_INVALID for a bad config, VT_ERR_NOMEM). */
@@ -107,9 +109,13 @@ kv_alloc_status kv_can_allocate(const kv_pool *p, int64_t n_tokens, int64_t max_
  * but never all n tokens: at least the last prompt token is left to compute,
  * so that its logits exist. *n_cached (may be NULL) receives the number of
  * tokens attached (a multiple of the block size); the sequence then counts
- * them as computed. seq_salt is mixed into this sequence's block hashes (0:
+ * them as computed. With a backing store (kv_set_backing), the blocks after
+ * those are asked of it while it has them and free blocks are left: each
+ * one it fills is allocated, named and attached (allocation may evict
+ * cached blocks, in LRU order). seq_salt is mixed into this sequence's block hashes (0:
  * none; different salts never share blocks - e.g. per-user isolation).
- * Allocates no block beyond the cached ones (kv_append_slots does).
+ * Allocates no block beyond the cached ones and those the backing store
+ * fills (kv_append_slots does).
  * A prompt of exactly k full blocks, all cached, attaches k - 1 of them: the
  * last block is recomputed whole (a full block is never written again, so
  * reusing it for k*bs - 1 tokens would need a copy; recomputing bs tokens is
@@ -169,6 +175,47 @@ int32_t kv_block_refcount(const kv_pool *p, int32_t b);
  * functions that change the pool. */
 typedef void (*kv_evict_fn)(void *ctx, int32_t block, uint64_t hash);
 void kv_set_evict_hook(kv_pool *p, kv_evict_fn fn, void *ctx);
+
+/* ---- a backing store for blocks the pool lets go (the "drawer") ----
+ *
+ * A named block that becomes cached (its last sequence freed it: the
+ * conversation went idle) or is evicted without having been offered yet is
+ * offered to the store; a new sequence whose prompt runs past the blocks the
+ * pool still has asks the store for the following blocks, one at a time, and
+ * attaches each one the store fills (counted as cached tokens). The store
+ * does the I/O and the K/V copying; the pool only says which block holds
+ * which identity. A block is identified by two independent 64-bit hash
+ * chains over all the tokens up to its end (the prefix cache's hash and a
+ * second one), the salts, its place in the sequence and its own tokens: the
+ * store must compare all of them before it fills a block. */
+typedef struct {
+    uint64_t hash;         /* the prefix-cache hash (chains every earlier block) */
+    uint64_t check;        /* an independent second hash chain over the same tokens */
+    uint64_t pool_salt, seq_salt;
+    int64_t index;         /* the block holds the sequence's tokens index*bs .. +bs-1 */
+    const int32_t *tokens; /* its block_size tokens */
+    int32_t block_size;
+} kv_block_id;
+
+typedef struct {
+    /* Could load() fill a block of this identity? Cheap (no I/O). */
+    bool (*has)(void *ctx, const kv_block_id *id);
+    /* Fills physical block `block` (just allocated, K/V to be overwritten)
+     * with the stored K/V of id after checking the identity and the data:
+     * true when done; false leaves the block's contents undefined (the pool
+     * frees it unnamed). */
+    bool (*load)(void *ctx, int32_t block, const kv_block_id *id);
+    /* Offers named block `block` (K/V valid now, overwritten later): true
+     * when the store keeps it (copied now, or already held); the pool offers
+     * it again only after it was evicted and named anew. */
+    bool (*store)(void *ctx, int32_t block, const kv_block_id *id);
+} kv_backing;
+
+/* Sets (or with ops NULL removes) the pool's backing store; ops and ctx must
+ * outlive the pool or the next call. Only with prefix caching (else a no-op).
+ * Called from the pool's own thread, inside kv_seq_create (has, load),
+ * kv_seq_free and kv_append_slots (store). */
+void kv_set_backing(kv_pool *p, const kv_backing *ops, void *ctx);
 
 /* ---- additions for the scheduler, metrics and tests ---- */
 

@@ -93,6 +93,11 @@ vt_err kv_check(const kv_pool *p)
                         (long long)b, k->ref, k->named ? "named" : "unnamed", k->list, want);
             goto done;
         }
+        if (k->stored && !k->named) {
+            e = vt_fail(VT_ERR_INTERNAL, "kv_check: block %lld is marked stored but unnamed",
+                        (long long)b);
+            goto done;
+        }
         used += k->ref > 0;
         cached += k->ref == 0 && k->named;
         unnamed_free += k->ref == 0 && !k->named;

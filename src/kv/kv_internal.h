@@ -23,6 +23,9 @@ typedef struct {
     int32_t parent; /* block this one was named after, -1 for a first block */
     uint8_t list;   /* IN_NONE / IN_FREE / IN_LRU */
     bool named;
+    bool stored;    /* named, and held by the backing store since */
+    uint64_t check; /* with named: the second hash chain (kv_block_id) */
+    int64_t index;  /* with named: the block's place in its sequence */
 } kv_block;
 
 typedef struct {
@@ -40,7 +43,7 @@ struct kv_seq {
      * the first) and the named block standing for it (-1 before the first),
      * with its generation. chain_ok false: a collision broke the chain and
      * later blocks stay unnamed. */
-    uint64_t chain_hash, chain_gen;
+    uint64_t chain_hash, chain_gen, chain_check;
     int32_t chain_id;
     bool chain_ok;
 };
@@ -62,6 +65,9 @@ struct kv_pool {
     kv_evict_fn evict;
     void *evict_ctx;
     kv_hash_fn hashfn;
+    const kv_backing *backing;
+    void *backing_ctx;
+    int64_t backing_hits, backing_stores;
 };
 
 static inline uint64_t mix64(uint64_t x)

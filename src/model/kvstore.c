@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf/gguf.h"
 #include "model.h"
 #include "model_internal.h"
 
@@ -89,4 +90,59 @@ void md_kv_copy_block(md_kv *kv, int64_t dst, int64_t src)
                kv->v[il] + (size_t)src * bs * (size_t)kv->v_dim,
                bs * (size_t)kv->v_dim * sizeof(vt_fp16));
     }
+}
+
+void *md_kv_block_part(md_kv *kv, int64_t b, int32_t part, size_t *len)
+{
+    *len = 0;
+    if (b < 0 || b >= kv->n_blocks || part < 0 || part >= 2 * kv->n_layers)
+        return NULL;
+    size_t bs = (size_t)kv->block_size;
+    int64_t il = part / 2;
+    if (part % 2 == 0) {
+        *len = bs * (size_t)kv->k_dim * sizeof(vt_fp16);
+        return kv->k[il] + (size_t)b * bs * (size_t)kv->k_dim;
+    }
+    *len = bs * (size_t)kv->v_dim * sizeof(vt_fp16);
+    return kv->v[il] + (size_t)b * bs * (size_t)kv->v_dim;
+}
+
+int32_t md_kv_n_parts(const md_kv *kv)
+{
+    return (int32_t)(2 * kv->n_layers);
+}
+
+uint64_t md_kv_identity(const md_model *m, int block_size)
+{
+    const gguf_file *f = m->file;
+    if (!f)
+        return vt_hash64("kv:f16:v1:nofile", 16, (uint64_t)block_size);
+    /* the F16 cache, this layout version, the block size */
+    uint64_t h = vt_hash64("kv:f16:v1", 9, (uint64_t)block_size);
+    const md_hparams *hp = &m->hp;
+    int64_t shape[] = {hp->arch, hp->n_vocab, hp->dim, hp->n_layers, hp->n_heads,
+                       hp->n_kv_heads, hp->head_dim, hp->head_dim_v, hp->rope_dim, hp->rope_type};
+    h = vt_hash64(shape, sizeof shape, h);
+    uint64_t size = gguf_size(f), data_off = gguf_data_offset(f);
+    h = vt_hash64(&size, sizeof size, h);
+    int64_t nt = gguf_n_tensors(f);
+    for (int64_t i = 0; i < nt; i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        h = vt_hash64(t->name, strlen(t->name), h);
+        h = vt_hash64(&t->type, sizeof t->type, h);
+        h = vt_hash64(t->ne, sizeof t->ne, h);
+        h = vt_hash64(&t->offset, sizeof t->offset, h);
+        /* 8 samples of 256 bytes spread over the tensor's data */
+        const uint8_t *d = t->data;
+        for (uint64_t k = 0; k < 8 && t->nbytes > 0; k++) {
+            uint64_t at = t->nbytes <= 256 ? 0 : (t->nbytes - 256) / 7 * k;
+            uint64_t n = t->nbytes < 256 ? t->nbytes : 256;
+            h = vt_hash64(d + at, n, h);
+        }
+        if (i == 0 && t->data) { /* the header: every metadata key and value */
+            const uint8_t *base = (const uint8_t *)t->data - t->offset - data_off;
+            h = vt_hash64(base, data_off, h);
+        }
+    }
+    return h;
 }

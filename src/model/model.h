@@ -110,6 +110,18 @@ int64_t md_kv_n_blocks(const md_kv *kv);
 size_t md_kv_block_bytes(const md_hparams *hp, int block_size);
 /* Copies the K/V of block src into block dst (copy-on-write). */
 void md_kv_copy_block(md_kv *kv, int64_t dst, int64_t src);
+/* A block's K/V as 2 * n_layers contiguous parts (part 2l: layer l's keys,
+ * 2l+1: its values), for copying a block out and back (the KV drawer):
+ * the address of part `part` of block b and its length in *len; NULL when
+ * b or part is out of range. */
+void *md_kv_block_part(md_kv *kv, int64_t b, int32_t part, size_t *len);
+int32_t md_kv_n_parts(const md_kv *kv);
+/* A fingerprint of everything the K/V of a token depends on: the file's
+ * header (hyperparameters, RoPE settings, tensor names, types and shapes)
+ * and samples of every tensor's data, with the cache's type and block size.
+ * Equal for the same file, different for another model or cache layout
+ * (with overwhelming probability). */
+uint64_t md_kv_identity(const md_model *m, int block_size);
 
 /* ---- forward pass ---- */
 typedef struct {

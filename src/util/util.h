@@ -1,7 +1,8 @@
 /*
  * util.h - small helpers shared by every module: half/bfloat conversions,
  * checked arithmetic, a monotonic clock and a few allocation helpers.
- * Everything here is header-only and side-effect free.
+ * Everything here is header-only and side-effect free, except vt_hash64
+ * (hash.c).
  */
 #ifndef VT_UTIL_H
 #define VT_UTIL_H
@@ -150,5 +151,10 @@ static inline void vt_buf_add(vt_buf *b, const char *s, size_t n)
     b->len += n;
     b->p[b->len] = 0;
 }
+
+/* A fast non-cryptographic 64-bit hash of data[0..n) (hash.c): checksums of
+ * files vitamin writes itself, fingerprints. Equal inputs and seeds give
+ * equal hashes on every run and machine (little-endian). */
+uint64_t vt_hash64(const void *data, size_t n, uint64_t seed);
 
 #endif
