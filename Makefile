@@ -6,6 +6,7 @@
 #   make test-tsan             the thread tests under ThreadSanitizer
 #   make bench                 benchmarks against llama.cpp (needs the oracle)
 #   make bench-kv              KV efficiency: paged pool vs per-slot cache (no oracle)
+#   make bench-drawer          the KV drawer: a second turn after a restart vs recompute
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
 #   make fuzz-smoke            build them and run each a few seconds over its seeds
 
@@ -127,6 +128,11 @@ $(BUILD)/tests/test_kv_efficiency: $(BUILD)/bench/kvsim.o
 bench-kv: $(BUILD)/bench/bench_kv $(BUILD)/vitamin
 	$(BUILD)/bench/bench_kv --vitamin $(BUILD)/vitamin
 
+# The KV drawer (issue 9): a 2,000-token conversation's second turn after a
+# restart, from the drawer vs recomputed (bench/drawer.py).
+bench-drawer: all
+	python3 bench/drawer.py $(BUILD)/vitamin
+
 FBUILD ?= build-fuzz
 fuzz:
 	$(MAKE) -f fuzz/fuzz.mk FBUILD=$(FBUILD)
@@ -139,7 +145,7 @@ fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv fuzz fuzz-smoke clean
+.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

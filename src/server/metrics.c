@@ -176,6 +176,22 @@ char *srv_metrics_render(srv_metrics *m, vt_engine *e, size_t *len)
             "Prompt tokens looked up in the prefix cache.", c.kv.prefix_queries);
     put_one(f, "vitamin_prefix_cache_hits_total", "counter",
             "Prompt tokens found in the prefix cache.", c.kv.prefix_hits);
+    put_one(f, "vitamin_kv_drawer_hit_tokens_total", "counter",
+            "Of the prefix cache hits, tokens loaded from the KV drawer (--kv-drawer).",
+            c.kv.backing_hits);
+    put_one(f, "vitamin_kv_drawer_blocks_stored_total", "counter",
+            "KV blocks written to the drawer.", c.drawer.stored);
+    put_one(f, "vitamin_kv_drawer_blocks_loaded_total", "counter",
+            "KV blocks loaded from the drawer.", c.drawer.loaded);
+    put_one(f, "vitamin_kv_drawer_blocks_dropped_total", "counter",
+            "KV blocks not written (the write queue was full, or a write failed).",
+            c.drawer.dropped);
+    put_one(f, "vitamin_kv_drawer_files_rejected_total", "counter",
+            "Drawer files deleted because a check failed (never loaded).", c.drawer.rejected);
+    put_one(f, "vitamin_kv_drawer_bytes", "gauge", "Bytes the drawer's files take on disk.",
+            c.drawer.bytes);
+    put_one(f, "vitamin_kv_drawer_cap_bytes", "gauge", "The drawer's cap (0: no drawer).",
+            c.drawer.cap_bytes);
     static const int64_t bounds[ENG_STEP_HIST_N] = ENG_STEP_BOUNDS;
     const char *name = "vitamin_tokens_per_step";
     fprintf(f, "# HELP %s Tokens in each forward pass.\n# TYPE %s histogram\n", name, name);
