@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "chat/chat.h"
+#include "chat/toolcall.h"
 #include "template/template.h"
 #include "util/util.h"
 
@@ -16,6 +17,7 @@ struct chat_fmt {
     const tok_tokenizer *tok;
     tpl_template *tpl;
     char *bos, *eos; /* the special tokens' texts, or NULL */
+    chat_tool_family tools; /* the tool-call format the template speaks */
 };
 
 vt_err chat_template_source(const gguf_file *f, const char *path, char **src, size_t *len)
@@ -80,6 +82,7 @@ vt_err chat_fmt_create(const tok_tokenizer *tok, const char *src, size_t len, ch
     if (!c)
         return vt_fail(VT_ERR_NOMEM, "out of memory");
     c->tok = tok;
+    c->tools = chat_tool_family_detect(src, len);
     vt_err e = tpl_compile(src, len, &c->tpl);
     if (!e)
         e = token_text(tok, tok_bos(tok), &c->bos);
@@ -117,11 +120,54 @@ void chat_fmt_destroy(chat_fmt *c)
     free(c);
 }
 
+chat_tool_family chat_fmt_tool_family(const chat_fmt *c)
+{
+    return c->tools;
+}
+
+/* Sets the null or missing content of assistant messages to ""; true if
+ * there was any. */
+static bool fill_null_content(json_t *messages)
+{
+    bool any = false;
+    size_t i;
+    json_t *m;
+    json_array_foreach(messages, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        json_t *ct = json_object_get(m, "content");
+        if (role && !strcmp(role, "assistant") && (!ct || json_is_null(ct))) {
+            json_object_set_new(m, "content", json_string(""));
+            any = true;
+        }
+    }
+    return any;
+}
+
 vt_err chat_render(const chat_fmt *c, const json_t *messages, bool add_generation_prompt,
                    const json_t *extra, char **text, size_t *len)
 {
-    return tpl_render_chat(c->tpl, messages, add_generation_prompt, c->bos, c->eos, extra, NULL,
-                           text, len);
+    json_t *msgs;
+    *text = NULL;
+    vt_err e = chat_tool_messages(c->tools, messages, &msgs);
+    if (e)
+        return e;
+    e = tpl_render_chat(c->tpl, msgs, add_generation_prompt, c->bos, c->eos, extra, NULL, text,
+                        len);
+    /* Some templates (Qwen3's) read an assistant's content as a string even
+     * when it only made tool calls: they get "" for null, as llama.cpp's
+     * chat layer does for templates that need it. */
+    if (e && e != VT_ERR_NOMEM && e != VT_ERR_INVALID && fill_null_content(msgs)) {
+        char saved[512];
+        snprintf(saved, sizeof saved, "%s", vt_last_error());
+        vt_err e2 = tpl_render_chat(c->tpl, msgs, add_generation_prompt, c->bos, c->eos, extra,
+                                    NULL, text, len);
+        if (e2)
+            vt_fail(e, "%s", saved);
+        else
+            e = VT_OK;
+    }
+    json_decref(msgs);
+    return e;
 }
 
 vt_err chat_prompt(const chat_fmt *c, const json_t *messages, bool add_generation_prompt,

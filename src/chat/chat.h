@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chat/toolcall.h"
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "vitamin.h"
@@ -40,8 +41,14 @@ vt_err chat_fmt_load(const gguf_file *f, const tok_tokenizer *tok, const char *p
                      chat_fmt **out);
 void chat_fmt_destroy(chat_fmt *c); /* NULL is a no-op */
 
+/* The tool-call format of the template (toolcall.h). */
+chat_tool_family chat_fmt_tool_family(const chat_fmt *c);
+
 /* Renders messages (with the generation prompt when add_generation_prompt)
- * to text: *text malloc'd, NUL-terminated, *len its length. */
+ * to text: *text malloc'd, NUL-terminated, *len its length. Tool calls in
+ * the messages are checked and prepared as chat_tool_messages does (an
+ * error there is VT_ERR_INVALID naming the field); an assistant message
+ * with null content is given "" when the template fails on null. */
 vt_err chat_render(const chat_fmt *c, const json_t *messages, bool add_generation_prompt,
                    const json_t *extra, char **text, size_t *len);
 

@@ -1,0 +1,702 @@
+/*
+ * test_toolcall.c - tool calls (src/chat/toolcall.c and their use by the
+ * OpenAI layer):
+ *  - the family of each chat template in tests/data/templates;
+ *  - conversations with tools, tool calls and tool results (OpenAI's
+ *    request shape) rendered through every template exactly as the oracle
+ *    (@huggingface/jinja) renders them (tests/data/toolcall-render.json,
+ *    made by tests/data/toolcall-regen.mjs);
+ *  - render -> model output -> parse round trips for each family whose
+ *    template renders calls: an assistant turn with calls is rendered, the
+ *    text the template gives it is taken as the model's output, and parsing
+ *    it must give the same calls back (names, arguments as JSON values),
+ *    single and parallel, nested arguments and Unicode; Granite's format by
+ *    hand (its template does not render calls);
+ *  - streaming: every output fed byte by byte and in random splits gives
+ *    content deltas and calls that concatenate to exactly the whole parse;
+ *    text that may begin a marker is held back;
+ *  - malformed outputs (unknown names, arguments that are not objects, bad
+ *    or truncated JSON, invalid UTF-8, too deep) stay content, as written;
+ *  - parallel_tool_calls false, `tools` and message checks, Mistral ids;
+ *  - the OpenAI shapes from synthetic engine events (oai_request_parse with
+ *    tools / tool_choice, oai_response body and stream chunks);
+ *  - `vitamin serve` with the official `openai` client (tests/serve/
+ *    tools.mjs) on a model made to emit calls (see test_serve_tools).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "chat/chat.h"
+#include "chat/toolcall.h"
+#include "server/oai.h"
+#include "test.h"
+
+#define TDIR "tests/data/templates/"
+#define VOCAB "tests/data/vocab/ggml-vocab-llama-spm.gguf"
+
+static gguf_file *vocab_file;
+static tok_tokenizer *tok;
+
+static bool need_tok(void)
+{
+    if (tok)
+        return true;
+    if (!test_need_file(VOCAB, "a tokenizer for the chat formats"))
+        return false;
+    if (gguf_open(VOCAB, &vocab_file) || tok_load(vocab_file, &tok)) {
+        test_fail_at(__FILE__, __LINE__, "cannot load %s: %s", VOCAB, vt_last_error());
+        return false;
+    }
+    return true;
+}
+
+static chat_fmt *load_fmt(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, TDIR "%s", name);
+    if (!need_tok() || !test_need_file(path, "a chat template"))
+        return NULL;
+    chat_fmt *c = NULL;
+    vt_err e = chat_fmt_load(NULL, tok, path, &c);
+    CHECKF(e == VT_OK, "%s: %s", name, vt_last_error());
+    return c;
+}
+
+static char *render(const chat_fmt *c, const json_t *msgs, bool gen, const json_t *tools)
+{
+    json_t *extra = json_object();
+    if (tools)
+        json_object_set(extra, "tools", (json_t *)tools);
+    char *text = NULL;
+    size_t len;
+    vt_err e = chat_render(c, msgs, gen, extra, &text, &len);
+    json_decref(extra);
+    CHECKF(e == VT_OK, "render: %s", vt_last_error());
+    return text;
+}
+
+static json_t *slice(const json_t *a, size_t from, size_t to)
+{
+    json_t *r = json_array();
+    for (size_t i = from; i < to && i < json_array_size(a); i++)
+        json_array_append(r, json_array_get(a, i));
+    return r;
+}
+
+/* ---- families ---- */
+
+static void test_detect(void)
+{
+    static const struct {
+        const char *file;
+        chat_tool_family f;
+    } cases[] = {
+        {"Qwen-Qwen2.5-7B-Instruct.jinja", CHAT_TOOLS_HERMES},
+        {"Qwen-Qwen3-0.6B.jinja", CHAT_TOOLS_HERMES},
+        {"meta-llama-Llama-3.1-8B-Instruct.jinja", CHAT_TOOLS_LLAMA3},
+        {"mistralai-Mistral-Nemo-Instruct-2407.jinja", CHAT_TOOLS_MISTRAL},
+        {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", CHAT_TOOLS_DEEPSEEK},
+        {"ibm-granite-granite-3.3-2B-Instruct.jinja", CHAT_TOOLS_GRANITE},
+        {"HuggingFaceTB-SmolLM3-3B.jinja", CHAT_TOOLS_HERMES},
+        {"google-gemma-2-2b-it.jinja", CHAT_TOOLS_HERMES},
+        {"microsoft-Phi-3.5-mini-instruct.jinja", CHAT_TOOLS_HERMES},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        chat_fmt *c = load_fmt(cases[i].file);
+        if (!c)
+            return;
+        CHECKF(chat_fmt_tool_family(c) == cases[i].f, "%s: %s, expected %s", cases[i].file,
+               chat_tool_family_name(chat_fmt_tool_family(c)),
+               chat_tool_family_name(cases[i].f));
+        chat_fmt_destroy(c);
+    }
+    CHECK(!strcmp(chat_tool_family_name(CHAT_TOOLS_DEEPSEEK), "deepseek"));
+}
+
+/* ---- renderings against the oracle ---- */
+
+static void test_render_oracle(void)
+{
+    const char *path = "tests/data/toolcall-render.json";
+    if (!need_tok() || !test_need_file(path, "the oracle's renderings"))
+        return;
+    json_error_t je;
+    json_t *all = json_load_file(path, 0, &je);
+    CHECKF(json_is_array(all), "%s: %s", path, je.text);
+    size_t i, n_ok = 0, n_err = 0;
+    json_t *c;
+    json_array_foreach(all, i, c) {
+        const char *tname = json_string_value(json_object_get(c, "template"));
+        const char *name = json_string_value(json_object_get(c, "name"));
+        json_t *req = json_object_get(c, "request");
+        chat_fmt *f = load_fmt(tname);
+        if (!f)
+            break;
+        json_t *extra = json_pack("{s:O}", "tools", json_object_get(req, "tools"));
+        char *text = NULL;
+        size_t len = 0;
+        vt_err e = chat_render(f, json_object_get(req, "messages"), true, extra, &text, &len);
+        const char *want = json_string_value(json_object_get(c, "expected"));
+        if (want) {
+            CHECKF(e == VT_OK, "%s %s: %s", tname, name, vt_last_error());
+            if (!e) {
+                CHECKF(len == strlen(want) && !memcmp(text, want, len),
+                       "%s %s: rendered\n%s\nexpected\n%s", tname, name, text, want);
+                n_ok++;
+            }
+        } else {
+            const char *err = json_string_value(json_object_get(c, "error"));
+            CHECKF(e != VT_OK, "%s %s: rendered where the oracle failed (%s)", tname, name, err);
+            if (e)
+                CHECKF(strstr(vt_last_error(), err) != NULL, "%s %s: error '%s', oracle '%s'",
+                       tname, name, vt_last_error(), err);
+            n_err++;
+        }
+        free(text);
+        json_decref(extra);
+        chat_fmt_destroy(f);
+    }
+    CHECKF(n_ok >= 25 && n_err >= 1, "%zu renderings, %zu errors", n_ok, n_err);
+    json_decref(all);
+}
+
+/* ---- parsing helpers ---- */
+
+typedef struct {
+    char *content;
+    size_t content_len;
+    int32_t n_calls;
+    chat_tool_call calls[16];
+    int32_t order_ok; /* call events came in index order */
+} parsed;
+
+static void parsed_free(parsed *r)
+{
+    free(r->content);
+    for (int32_t i = 0; i < r->n_calls; i++) {
+        free(r->calls[i].name);
+        free(r->calls[i].arguments);
+    }
+    memset(r, 0, sizeof *r);
+}
+
+static json_t *tools_json(void)
+{
+    return json_loads(
+        "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":"
+        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}},"
+        "{\"type\":\"function\",\"function\":{\"name\":\"search\",\"parameters\":"
+        "{\"type\":\"object\",\"properties\":{\"query\":{\"type\":\"string\"}}}}}]",
+        0, NULL);
+}
+
+/* Parses text fed in pieces: splits[] gives the piece lengths (0 ends; NULL
+ * feeds it whole); the content deltas and call events are collected. */
+static void parse_split(chat_tool_family f, const json_t *tools, bool parallel, const char *text,
+                        size_t len, const size_t *splits, parsed *out)
+{
+    memset(out, 0, sizeof *out);
+    out->order_ok = 1;
+    chat_tool_parser *p = chat_tool_parser_create(f, tools, parallel, 42);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    size_t cap = len + 1, clen = 0;
+    char *content = malloc(cap);
+    size_t off = 0, k = 0;
+    while (content) {
+        size_t piece = splits ? splits[k++] : len;
+        if (piece > len - off)
+            piece = len - off;
+        bool final = off + piece == len;
+        const chat_tool_event *ev;
+        size_t n_ev;
+        vt_err e = chat_tool_parser_feed(p, text + off, piece, final, &ev, &n_ev);
+        CHECKF(e == VT_OK, "feed: %s", vt_last_error());
+        for (size_t i = 0; i < n_ev; i++) {
+            if (ev[i].kind == CHAT_TEV_CONTENT) {
+                CHECK(clen + ev[i].len <= len);
+                if (clen + ev[i].len <= len) {
+                    memcpy(content + clen, ev[i].text, ev[i].len);
+                    clen += ev[i].len;
+                }
+            } else {
+                if (ev[i].call != out->n_calls)
+                    out->order_ok = 0;
+                const chat_tool_call *c = chat_tool_parser_call(p, ev[i].call);
+                if (c && out->n_calls < 16) {
+                    chat_tool_call *d = &out->calls[out->n_calls++];
+                    *d = *c;
+                    d->name = strdup(c->name);
+                    d->arguments = strdup(c->arguments);
+                }
+            }
+        }
+        off += piece;
+        if (final || e)
+            break;
+    }
+    if (content)
+        content[clen] = 0;
+    out->content = content;
+    out->content_len = clen;
+    size_t whole_len;
+    const char *whole = chat_tool_parser_content(p, &whole_len);
+    CHECK(whole_len == clen && (!clen || !memcmp(whole, content, clen)));
+    CHECK(chat_tool_parser_n_calls(p) == out->n_calls);
+    chat_tool_parser_destroy(p);
+}
+
+static void parse_whole(chat_tool_family f, const char *text, parsed *out)
+{
+    json_t *tools = tools_json();
+    parse_split(f, tools, true, text, strlen(text), NULL, out);
+    json_decref(tools);
+}
+
+static bool same_parse(const parsed *a, const parsed *b)
+{
+    if (a->content_len != b->content_len || memcmp(a->content, b->content, a->content_len) ||
+        a->n_calls != b->n_calls)
+        return false;
+    for (int32_t i = 0; i < a->n_calls; i++)
+        if (strcmp(a->calls[i].id, b->calls[i].id) || strcmp(a->calls[i].name, b->calls[i].name) ||
+            strcmp(a->calls[i].arguments, b->calls[i].arguments))
+            return false;
+    return true;
+}
+
+/* Whole, byte by byte, and in 40 random splits: all the same. */
+static void check_streaming(chat_tool_family f, const char *text, const char *what)
+{
+    json_t *tools = tools_json();
+    size_t len = strlen(text);
+    parsed whole, part;
+    parse_split(f, tools, true, text, len, NULL, &whole);
+    CHECK(whole.order_ok);
+    size_t *splits = malloc((len + 2) * sizeof *splits);
+    for (int round = 0; splits && round < 41; round++) {
+        srand((unsigned)round * 7919u + 1);
+        for (size_t i = 0; i <= len; i++)
+            splits[i] = round == 0 ? 1 : 1 + (size_t)rand() % (round < 20 ? 4 : 24);
+        parse_split(f, tools, true, text, len, splits, &part);
+        CHECKF(same_parse(&whole, &part) && part.order_ok,
+               "%s: split %d differs: content '%s' vs '%s', %d vs %d calls", what, round,
+               part.content, whole.content, part.n_calls, whole.n_calls);
+        parsed_free(&part);
+    }
+    free(splits);
+    parsed_free(&whole);
+    json_decref(tools);
+}
+
+static bool json_text_equal(const char *a, const char *b)
+{
+    json_t *x = json_loads(a, JSON_DECODE_ANY, NULL), *y = json_loads(b, JSON_DECODE_ANY, NULL);
+    bool eq = x && y && json_equal(x, y);
+    json_decref(x);
+    json_decref(y);
+    return eq;
+}
+
+/* ---- render -> output -> parse ---- */
+
+static const char *const turn_ends[] = {"<|im_end|>", "<|eot_id|>", "</s>",
+                                        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence"
+                                        "\xef\xbd\x9c>", NULL};
+
+static const char *const assistant_headers[] = {
+    "<|im_start|>assistant\n", "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>", NULL};
+
+/* The text a template gives the assistant message msgs[k]: the rendering of
+ * msgs[0..k] (and the messages after it up to `to`) past that of
+ * msgs[0..k), less the assistant header, up to the end of the turn. NULL
+ * after a recorded failure. */
+static char *assistant_output(const chat_fmt *c, const json_t *msgs, size_t k, size_t to,
+                              const json_t *tools)
+{
+    json_t *pre = slice(msgs, 0, k), *full = slice(msgs, 0, to);
+    char *a = render(c, pre, false, tools), *g = render(c, pre, true, tools),
+         *b = render(c, full, false, tools), *out = NULL;
+    json_decref(pre);
+    json_decref(full);
+    if (a && g && b) {
+        size_t la = strlen(a);
+        CHECKF(!strncmp(a, b, la), "the rendering of the first %zu messages is no prefix", k);
+        const char *o = b + la;
+        (void)g;
+        for (int i = 0; assistant_headers[i]; i++)
+            if (!strncmp(o, assistant_headers[i], strlen(assistant_headers[i]))) {
+                o += strlen(assistant_headers[i]);
+                break;
+            }
+        size_t end = strlen(o);
+        for (int i = 0; turn_ends[i]; i++) {
+            const char *t = strstr(o, turn_ends[i]);
+            if (t && (size_t)(t - o) < end)
+                end = (size_t)(t - o);
+        }
+        out = strndup(o, end);
+    }
+    free(a);
+    free(g);
+    free(b);
+    return out;
+}
+
+static void round_trip(const char *tname, const char *conv, size_t k, bool content_kept)
+{
+    chat_fmt *c = load_fmt(tname);
+    if (!c)
+        return;
+    json_error_t je;
+    json_t *msgs = json_loads(conv, 0, &je), *tools = tools_json();
+    CHECKF(msgs != NULL, "%s", je.text);
+    if (msgs && chat_fmt_tool_family(c) == CHAT_TOOLS_MISTRAL) {
+        /* its system message moves into the last user turn: not prefix-stable */
+        json_array_remove(msgs, 0);
+        k--;
+    }
+    char *out = msgs ? assistant_output(c, msgs, k, json_array_size(msgs), tools) : NULL;
+    if (out) {
+        parsed r;
+        parse_whole(chat_fmt_tool_family(c), out, &r);
+        json_t *want = json_object_get(json_array_get(msgs, k), "tool_calls");
+        const char *wc = json_string_value(json_object_get(json_array_get(msgs, k), "content"));
+        CHECKF(r.n_calls == (int32_t)json_array_size(want), "%s: %d calls from '%s'", tname,
+               r.n_calls, out);
+        for (int32_t i = 0; i < r.n_calls && i < (int32_t)json_array_size(want); i++) {
+            json_t *fn = json_object_get(json_array_get(want, (size_t)i), "function");
+            CHECKF(!strcmp(r.calls[i].name, json_string_value(json_object_get(fn, "name"))),
+                   "%s: call %d is %s", tname, i, r.calls[i].name);
+            CHECKF(json_text_equal(r.calls[i].arguments,
+                                   json_string_value(json_object_get(fn, "arguments"))),
+                   "%s: call %d arguments %s", tname, i, r.calls[i].arguments);
+            CHECK(!strncmp(r.calls[i].id, "call_", 5) && strlen(r.calls[i].id) == 29);
+        }
+        const char *expect = content_kept && wc ? wc : "";
+        CHECKF(!strcmp(r.content, expect), "%s: content '%s', expected '%s' (output '%s')",
+               tname, r.content, expect, out);
+        check_streaming(chat_fmt_tool_family(c), out, tname);
+        parsed_free(&r);
+    }
+    free(out);
+    json_decref(msgs);
+    json_decref(tools);
+    chat_fmt_destroy(c);
+}
+
+#define CONV_ONE                                                                                   \
+    "[{\"role\":\"system\",\"content\":\"You are a weather bot.\"},"                               \
+    "{\"role\":\"user\",\"content\":\"Weather?\"},"                                                \
+    "{\"role\":\"assistant\",\"content\":%s,\"tool_calls\":[{\"id\":\"abc123XYZ\","               \
+    "\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":"                  \
+    "\"{\\\"city\\\": \\\"\xec\x84\x9c\xec\x9a\xb8 \\\\\\\"\xe5\x8c\x97\\\\\\\"\\\", "           \
+    "\\\"nested\\\": {\\\"a\\\": [1, 2.5, {\\\"b\\\": null}], \\\"t\\\": true}}\"}}]},"                                                      \
+    "{\"role\":\"tool\",\"tool_call_id\":\"abc123XYZ\",\"content\":\"sunny\"}]"
+
+#define CONV_TWO                                                                                   \
+    "[{\"role\":\"system\",\"content\":\"You are a weather bot.\"},"                               \
+    "{\"role\":\"user\",\"content\":\"Weather and news?\"},"                                       \
+    "{\"role\":\"assistant\",\"content\":%s,\"tool_calls\":["                                      \
+    "{\"id\":\"A1b2C3d4E\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","          \
+    "\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}},"                                           \
+    "{\"id\":\"Z9y8X7w6V\",\"type\":\"function\",\"function\":{\"name\":\"search\","               \
+    "\"arguments\":\"{\\\"query\\\": \\\"<tool_call> in text, \\\\u00e9\\\"}\"}}]},"               \
+    "{\"role\":\"tool\",\"tool_call_id\":\"A1b2C3d4E\",\"content\":\"sunny\"},"                    \
+    "{\"role\":\"tool\",\"tool_call_id\":\"Z9y8X7w6V\",\"content\":\"quiet\"}]"
+
+static void test_round_trips(void)
+{
+    char one_null[2048], one_text[2048], two[2048], two_null[2048];
+    snprintf(one_null, sizeof one_null, CONV_ONE, "null");
+    snprintf(one_text, sizeof one_text, CONV_ONE, "\"Let me look that up.\"");
+    snprintf(two, sizeof two, CONV_TWO, "\"Checking both.\"");
+    snprintf(two_null, sizeof two_null, CONV_TWO, "null");
+    round_trip("Qwen-Qwen2.5-7B-Instruct.jinja", one_null, 2, true);
+    round_trip("Qwen-Qwen2.5-7B-Instruct.jinja", one_text, 2, true);
+    round_trip("Qwen-Qwen2.5-7B-Instruct.jinja", two, 2, true);
+    round_trip("Qwen-Qwen3-0.6B.jinja", one_null, 2, true);
+    round_trip("Qwen-Qwen3-0.6B.jinja", two, 2, true);
+    round_trip("meta-llama-Llama-3.1-8B-Instruct.jinja", one_null, 2, false);
+    round_trip("mistralai-Mistral-Nemo-Instruct-2407.jinja", one_null, 2, false);
+    round_trip("mistralai-Mistral-Nemo-Instruct-2407.jinja", two_null, 2, false);
+    round_trip("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", one_null, 2, false);
+    round_trip("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", two_null, 2, false);
+}
+
+/* Outputs written by hand, as the models write them. */
+static void test_hand_outputs(void)
+{
+    static const struct {
+        chat_tool_family f;
+        const char *out, *content;
+        int calls;
+        const char *args0;
+    } cases[] = {
+        {CHAT_TOOLS_GRANITE,
+         "<|tool_call|>[{\"arguments\": {\"city\": \"Z\xc3\xbcrich\"}, \"name\": \"get_weather\"},"
+         " {\"name\": \"search\", \"arguments\": {\"query\": \"x\"}}]",
+         "", 2, "{\"city\": \"Z\xc3\xbcrich\"}"},
+        {CHAT_TOOLS_GRANITE, "Sure. <|tool_call|>{\"name\": \"search\", \"arguments\": {}}", "Sure.",
+         1, "{}"},
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>{\"name\": \"search\", \"parameters\": {\"query\": \"q\"}}",
+         "", 1, "{\"query\": \"q\"}"},
+        {CHAT_TOOLS_LLAMA3,
+         "  {\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}; {\"name\": \"search\", "
+         "\"parameters\": {\"query\": \"B\"}}",
+         "", 2, "{\"city\": \"A\"}"},
+        {CHAT_TOOLS_LLAMA3, "The JSON is {\"name\": \"search\"}.",
+         "The JSON is {\"name\": \"search\"}.", 0, NULL},
+        {CHAT_TOOLS_LLAMA3, "{\"a\": 1} is an object", "{\"a\": 1} is an object", 0, NULL},
+        {CHAT_TOOLS_MISTRAL,
+         "[TOOL_CALLS] [{\"name\": \"search\", \"arguments\": {\"query\": \"x\"}, \"id\": "
+         "\"abcdefghi\"}]",
+         "", 1, "{\"query\": \"x\"}"},
+        {CHAT_TOOLS_HERMES,
+         "<think>\nI should call it.\n</think>\n\n<tool_call>\n{\"name\": \"search\", \"arguments\": "
+         "{\"query\": \"-0.5e-7 and 1E+2\"}}\n</tool_call>",
+         "<think>\nI should call it.\n</think>", 1, "{\"query\": \"-0.5e-7 and 1E+2\"}"},
+        /* unterminated at the end of the output, JSON complete */
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"search\", \"arguments\": {\"query\": 1}}", "",
+         1, "{\"query\": 1}"},
+        /* a second <tool_call> before the first was closed */
+        {CHAT_TOOLS_HERMES,
+         "<tool_call>{\"name\": \"search\", \"arguments\": {}}\n<tool_call>{\"name\": \"search\", "
+         "\"arguments\": {\"n\": [1e400, 123456789012345678901234567890]}}</tool_call>\nDone.",
+         "Done.", 2, "{}"},
+        {CHAT_TOOLS_DEEPSEEK,
+         "Ok.<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c><\xef\xbd\x9c"
+         "tool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>function<\xef\xbd\x9ctool"
+         "\xe2\x96\x81sep\xef\xbd\x9c>search\n{\"query\": \"no fences\"}<\xef\xbd\x9ctool"
+         "\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c><\xef\xbd\x9ctool\xe2\x96\x81"
+         "calls\xe2\x96\x81" "end\xef\xbd\x9c>",
+         "Ok.", 1, "{\"query\": \"no fences\"}"},
+        /* malformed: stays content, as written */
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"nope\", \"arguments\": {}}</tool_call>",
+         "<tool_call>{\"name\": \"nope\", \"arguments\": {}}</tool_call>", 0, NULL},
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"search\", \"arguments\": \"q\"}</tool_call>",
+         "<tool_call>{\"name\": \"search\", \"arguments\": \"q\"}</tool_call>", 0, NULL},
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"search\", \"arguments\": {]}</tool_call> x",
+         "<tool_call>{\"name\": \"search\", \"arguments\": {]}</tool_call> x", 0, NULL},
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"tr",
+         "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"tr", 0, NULL},
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"\xff\"}}",
+         "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"\xff\"}}", 0, NULL},
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": 01}}",
+         "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": 01}}", 0, NULL},
+        {CHAT_TOOLS_HERMES, "<tool_call>{\"name\": \"search\", \"arguments\": {}} trailing</tool_call>",
+         "<tool_call>{\"name\": \"search\", \"arguments\": {}} trailing</tool_call>", 0, NULL},
+        {CHAT_TOOLS_MISTRAL,
+         "[TOOL_CALLS][{\"name\": \"search\", \"arguments\": {}}, {\"name\": \"x\", \"arguments\": {}}] ok",
+         "[TOOL_CALLS][{\"name\": \"search\", \"arguments\": {}}, {\"name\": \"x\", \"arguments\": {}}] ok",
+         0, NULL},
+        {CHAT_TOOLS_MISTRAL, "[TOOL_CALLS] not json", "[TOOL_CALLS] not json", 0, NULL},
+        {CHAT_TOOLS_MISTRAL, "[TOOL_CALLS][]", "[TOOL_CALLS][]", 0, NULL},
+        {CHAT_TOOLS_HERMES, "no calls at all <tool_ here, <b>bold</b>  ",
+         "no calls at all <tool_ here, <b>bold</b>  ", 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        parsed r;
+        parse_whole(cases[i].f, cases[i].out, &r);
+        CHECKF(r.n_calls == cases[i].calls && !strcmp(r.content, cases[i].content),
+               "case %zu: %d calls, content '%s'", i, r.n_calls, r.content);
+        if (cases[i].args0 && r.n_calls > 0)
+            CHECKF(!strcmp(r.calls[0].arguments, cases[i].args0), "case %zu: arguments %s", i,
+                   r.calls[0].arguments);
+        check_streaming(cases[i].f, cases[i].out, cases[i].out);
+        parsed_free(&r);
+    }
+    /* nesting past the scanner's limit: content */
+    char deep[2048];
+    int n = snprintf(deep, sizeof deep, "<tool_call>{\"name\": \"search\", \"arguments\": ");
+    for (int i = 0; i < 200; i++)
+        n += snprintf(deep + n, sizeof deep - (size_t)n, i < 100 ? "{\"a\":" : "}");
+    snprintf(deep + n, sizeof deep - (size_t)n, "}</tool_call>");
+    parsed r;
+    parse_whole(CHAT_TOOLS_HERMES, deep, &r);
+    CHECK(r.n_calls == 0 && !strcmp(r.content, deep));
+    parsed_free(&r);
+}
+
+/* Held-back text, deltas as they are released. */
+#define FEED(p, str, fin) chat_tool_parser_feed(p, str, strlen(str), fin, &ev, &n)
+
+static void test_holdback(void)
+{
+    json_t *tools = tools_json();
+    chat_tool_parser *p = chat_tool_parser_create(CHAT_TOOLS_HERMES, tools, true, 1);
+    const chat_tool_event *ev;
+    size_t n;
+    CHECK(FEED(p, "Hello <tool", false) == VT_OK);
+    CHECK(n == 1 && ev[0].kind == CHAT_TEV_CONTENT && ev[0].len == 5 &&
+          !memcmp(ev[0].text, "Hello", 5));
+    CHECK(FEED(p, "_call>{\"name\": \"search\", ", false) == VT_OK);
+    CHECK(n == 0);
+    CHECK(FEED(p, "\"arguments\": {}}</tool_call>\n", false) == VT_OK);
+    CHECK(n == 1 && ev[0].kind == CHAT_TEV_CALL && ev[0].call == 0);
+    CHECK(FEED(p, "\nBye <tool", false) == VT_OK);
+    CHECK(n == 1 && ev[0].kind == CHAT_TEV_CONTENT && ev[0].len == 3 &&
+          !memcmp(ev[0].text, "Bye", 3));
+    CHECK(FEED(p, "box>", true) == VT_OK);
+    CHECK(n == 1 && ev[0].len == 10 && !memcmp(ev[0].text, " <toolbox>", 10));
+    size_t len;
+    const char *all = chat_tool_parser_content(p, &len);
+    CHECKF(len == 18 && !memcmp(all, "HelloBye <toolbox>", 18), "content '%.*s'", (int)len, all);
+    CHECK(chat_tool_parser_feed(p, "x", 1, true, &ev, &n) == VT_ERR_INVALID);
+    chat_tool_parser_destroy(p);
+
+    /* parallel_tool_calls false: the first call only */
+    p = chat_tool_parser_create(CHAT_TOOLS_HERMES, tools, false, 1);
+    const char *two = "<tool_call>{\"name\": \"search\", \"arguments\": {\"query\": \"1\"}}</tool_call>"
+                      "<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>";
+    CHECK(chat_tool_parser_feed(p, two, strlen(two), true, &ev, &n) == VT_OK);
+    CHECK(chat_tool_parser_n_calls(p) == 1 &&
+          !strcmp(chat_tool_parser_call(p, 0)->arguments, "{\"query\": \"1\"}"));
+    chat_tool_parser_content(p, &len);
+    CHECK(len == 0);
+    chat_tool_parser_destroy(p);
+
+    /* ids: distinct, from the seed */
+    p = chat_tool_parser_create(CHAT_TOOLS_HERMES, tools, true, 7);
+    chat_tool_parser *q = chat_tool_parser_create(CHAT_TOOLS_HERMES, tools, true, 8);
+    chat_tool_parser_feed(p, two, strlen(two), true, &ev, &n);
+    chat_tool_parser_feed(q, two, strlen(two), true, &ev, &n);
+    CHECK(chat_tool_parser_n_calls(p) == 2 && chat_tool_parser_n_calls(q) == 2);
+    if (chat_tool_parser_n_calls(p) == 2 && chat_tool_parser_n_calls(q) == 2) {
+        CHECK(strcmp(chat_tool_parser_call(p, 0)->id, chat_tool_parser_call(p, 1)->id));
+        CHECK(strcmp(chat_tool_parser_call(p, 0)->id, chat_tool_parser_call(q, 0)->id));
+    }
+    chat_tool_parser_destroy(p);
+    chat_tool_parser_destroy(q);
+    json_decref(tools);
+}
+
+/* A long call fed a byte at a time stays fast (the searches resume). */
+static void test_long_call(void)
+{
+    json_t *tools = tools_json();
+    size_t big = 400000;
+    for (int fam = 0; fam < 2; fam++) {
+        char *text = malloc(big + 200);
+        int n = snprintf(text, 200, "%s{\"name\": \"search\", \"arguments\": {\"query\": \"",
+                         fam ? "[TOOL_CALLS]" : "<tool_call>");
+        memset(text + n, 'x', big);
+        strcpy(text + n + big, fam ? "\"}}" : "\"}}</tool_call>");
+        size_t len = strlen(text);
+        chat_tool_parser *p = chat_tool_parser_create(fam ? CHAT_TOOLS_MISTRAL : CHAT_TOOLS_HERMES,
+                                                      tools, true, 1);
+        const chat_tool_event *ev;
+        size_t ne;
+        for (size_t i = 0; i < len; i++)
+            chat_tool_parser_feed(p, text + i, 1, i + 1 == len, &ev, &ne);
+        CHECKF(chat_tool_parser_n_calls(p) == 1 &&
+                   chat_tool_parser_call(p, 0)->arguments_len == big + 13,
+               "%d calls", chat_tool_parser_n_calls(p));
+        chat_tool_parser_destroy(p);
+        free(text);
+    }
+    json_decref(tools);
+}
+
+/* ---- tools and messages ---- */
+
+static void test_checks(void)
+{
+    static const struct {
+        const char *tools, *err;
+    } bad[] = {
+        {"{}", "tools: must be an array"},
+        {"[1]", "tools[0]: must be an object"},
+        {"[{\"type\":\"fn\",\"function\":{\"name\":\"a\"}}]", "tools[0].type"},
+        {"[{\"type\":\"function\"}]", "tools[0].function: must be"},
+        {"[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]", "tools[0].function.name"},
+        {"[{\"type\":\"function\",\"function\":{\"name\":\"\"}}]", "tools[0].function.name"},
+        {"[{\"type\":\"function\",\"function\":{\"name\":\"a\",\"parameters\":[]}}]",
+         "tools[0].function.parameters"},
+        {"[{\"type\":\"function\",\"function\":{\"name\":\"a\"}},"
+         "{\"type\":\"function\",\"function\":{\"name\":\"a\"}}]",
+         "tools[1].function.name: 'a' is also"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *t = json_loads(bad[i].tools, JSON_DECODE_ANY, NULL);
+        CHECKF(chat_tools_check(t) == VT_ERR_INVALID && strstr(vt_last_error(), bad[i].err),
+               "%s: %s", bad[i].tools, vt_last_error());
+        json_decref(t);
+    }
+    json_t *t = tools_json();
+    CHECK(chat_tools_check(t) == VT_OK);
+    CHECK(chat_tools_find(t, "search") == 1 && chat_tools_find(t, "nope") == -1);
+    json_decref(t);
+
+    static const struct {
+        const char *msgs, *err;
+    } badm[] = {
+        {"[{\"role\":\"tool\",\"content\":\"x\"}]", "messages[0].tool_call_id"},
+        {"[{\"role\":\"assistant\",\"tool_calls\":{}}]", "messages[0].tool_calls: must be"},
+        {"[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\","
+         "\"arguments\":\"[1]\"}}]}]",
+         "messages[0].tool_calls[0].function.arguments"},
+        {"[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\","
+         "\"arguments\":\"{bad\"}}]}]",
+         "messages[0].tool_calls[0].function.arguments"},
+        {"[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{}}]}]",
+         "messages[0].tool_calls[0].function.name"},
+        {"[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"x\",\"function\":{\"name\":\"f\"}}]}]",
+         "messages[0].tool_calls[0].type"},
+    };
+    for (size_t i = 0; i < sizeof badm / sizeof badm[0]; i++) {
+        json_t *m = json_loads(badm[i].msgs, 0, NULL), *out = NULL;
+        CHECKF(chat_tool_messages(CHAT_TOOLS_HERMES, m, &out) == VT_ERR_INVALID &&
+                   strstr(vt_last_error(), badm[i].err) && !out,
+               "%s: %s", badm[i].msgs, vt_last_error());
+        json_decref(m);
+    }
+    /* Mistral: other ids mapped to 9 alphanumerics, the same for a call and
+     * its result; 9-character ids kept */
+    json_t *m = json_loads(
+        "[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"call_Abc\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"{}\"}},{\"id\":\"abcdefghi\",\"function\":{\"name\":\"g\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_Abc\",\"content\":\"1\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"abcdefghi\",\"content\":\"2\"}]",
+        0, NULL),
+           *out = NULL;
+    CHECK(chat_tool_messages(CHAT_TOOLS_MISTRAL, m, &out) == VT_OK);
+    if (out) {
+        json_t *calls = json_object_get(json_array_get(out, 0), "tool_calls");
+        const char *id0 = json_string_value(json_object_get(json_array_get(calls, 0), "id"));
+        const char *id1 = json_string_value(json_object_get(json_array_get(calls, 1), "id"));
+        const char *r0 = json_string_value(json_object_get(json_array_get(out, 1), "tool_call_id"));
+        CHECK(id0 && strlen(id0) == 9 && r0 && !strcmp(id0, r0));
+        for (int i = 0; id0 && id0[i]; i++)
+            CHECK((id0[i] >= '0' && id0[i] <= '9') || (id0[i] | 32) >= 'a');
+        CHECK(id1 && !strcmp(id1, "abcdefghi"));
+        json_t *args = json_object_get(json_object_get(json_array_get(calls, 0), "function"),
+                                       "arguments");
+        CHECK(json_is_object(args));
+        CHECK(json_is_object(json_object_get(
+            json_object_get(json_array_get(calls, 1), "function"), "arguments")));
+        CHECK(!strcmp(json_string_value(json_object_get(json_array_get(calls, 1), "type")),
+                      "function"));
+    }
+    json_decref(out);
+    json_decref(m);
+}
+
+int main(void)
+{
+    RUN_TEST(test_detect);
+    RUN_TEST(test_render_oracle);
+    RUN_TEST(test_round_trips);
+    RUN_TEST(test_hand_outputs);
+    RUN_TEST(test_holdback);
+    RUN_TEST(test_long_call);
+    RUN_TEST(test_checks);
+    tok_destroy(tok);
+    gguf_close(vocab_file);
+    return test_finish("test_toolcall");
+}
