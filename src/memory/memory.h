@@ -39,6 +39,12 @@
 #define MEM_TOP_MAX 1000  /* mem_query.top_k */
 #define MEM_LIST_MAX 1000 /* mem_list page size */
 
+/* VT_OK for a valid user name / memory id (1..MEM_USER_MAX / MEM_ID_MAX
+ * bytes of UTF-8 without spaces or control characters), else VT_ERR_INVALID
+ * or VT_ERR_RANGE with the reason in vt_last_error(). */
+vt_err mem_valid_user(const char *user);
+vt_err mem_valid_id(const char *id);
+
 /* "no time given" (event_time) */
 #define MEM_TIME_NONE INT64_MIN
 

@@ -268,6 +268,16 @@ static vt_err valid_user(const char *user)
     return mem_valid_key(user, "user", MEM_USER_MAX);
 }
 
+vt_err mem_valid_user(const char *user)
+{
+    return valid_user(user);
+}
+
+vt_err mem_valid_id(const char *id)
+{
+    return mem_valid_key(id, "id", MEM_ID_MAX);
+}
+
 static vt_err valid_input(const mem_input *in)
 {
     vt_err e;

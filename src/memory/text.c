@@ -6,8 +6,8 @@
  * `porter unicode61` tokenizer folds case and diacritics and stems them.
  * Korean, Japanese and Chinese are not separated into words the same way
  * (Korean attaches particles: 사과를 is 사과 + 를), so a run of those
- * characters is indexed as its overlapping character bigrams (사과를 ->
- * 사과 과를), and a query word becomes the bigrams of its stem: 사과는 ->
+ * characters is indexed as its overlapping character bigrams and its last
+ * character (사과를 -> 를 사과 과를), and a query word becomes the bigrams of its stem: 사과는 ->
  * 사과 finds 사과를. A one-character query word matches any bigram it
  * starts (a prefix term). Query words are split here on anything that is
  * not a letter or digit and handed on as quoted strings, so no query text is
@@ -120,8 +120,10 @@ static void each_word(const char *s, void (*fn)(void *, const word *), void *ctx
 
 static void bigrams(vt_buf *b, const uint32_t *cp, int n)
 {
-    if (n == 1) {
-        put_cp(b, cp[0]);
+    /* the last character alone too, so a one-character query (a prefix
+     * term) finds it in any position */
+    if (n >= 1) {
+        put_cp(b, cp[n - 1]);
         vt_buf_add(b, " ", 1);
     }
     for (int i = 0; i + 1 < n; i++) {
