@@ -7,6 +7,7 @@
 #   make bench                 benchmarks against llama.cpp (needs the oracle)
 #   make bench-kv              KV efficiency: paged pool vs per-slot cache (no oracle)
 #   make bench-drawer          the KV drawer: a second turn after a restart vs recompute
+#   make bench-recall          memory recall quality (EvHit@5/@10) vs the FTS5 baseline
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
 #   make fuzz-smoke            build them and run each a few seconds over its seeds
 
@@ -133,6 +134,11 @@ bench-kv: $(BUILD)/bench/bench_kv $(BUILD)/vitamin
 bench-drawer: all
 	python3 bench/drawer.py $(BUILD)/vitamin
 
+# Recall quality of the long-term memory (issue 9): English and Korean
+# multi-session conversations, vitamin memory search vs plain FTS5 (bench/recall).
+bench-recall: all
+	python3 bench/recall/eval.py --vitamin $(BUILD)/vitamin
+
 FBUILD ?= build-fuzz
 fuzz:
 	$(MAKE) -f fuzz/fuzz.mk FBUILD=$(FBUILD)
@@ -145,7 +151,7 @@ fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer fuzz fuzz-smoke clean
+.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer bench-recall fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

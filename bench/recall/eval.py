@@ -175,6 +175,21 @@ def detect_modes(help_text):
     return [x.strip() for x in re.split(r"[|,/]", m.group(1)) if x.strip()]
 
 
+def embed_all(url, model, texts, batch=64):
+    """Embeddings of texts from an OpenAI-compatible POST {url} (e.g. vitamin
+    serve's /v1/embeddings); returns a list of float lists in order."""
+    import urllib.request
+    out = []
+    for i in range(0, len(texts), batch):
+        body = json.dumps({"model": model, "input": texts[i:i + batch]}).encode()
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            data = json.loads(r.read())["data"]
+        data.sort(key=lambda d: d["index"])
+        out += [d["embedding"] for d in data]
+    return out
+
+
 def run(cmd, timeout=600):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
@@ -183,8 +198,10 @@ def run(cmd, timeout=600):
     return p.stdout
 
 
-def vitamin_search(vitamin, turns, qs, topk, modes, extra, tmp):
-    """{mode: ({question index: [ids...]}, seconds import, seconds search)}."""
+def vitamin_search(vitamin, turns, qs, topk, modes, extra, tmp, embed=None):
+    """{mode: ({question index: [ids...]}, seconds import, seconds search)}.
+    embed: None, or a function from a list of texts to their embeddings, then
+    given with every imported turn and every query."""
     by_user = collections.defaultdict(list)
     for i, q in enumerate(qs):
         by_user[q["user"]].append(i)
@@ -192,12 +209,21 @@ def vitamin_search(vitamin, turns, qs, topk, modes, extra, tmp):
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
             os.unlink(db + suffix)
+    vecs, qvecs = {}, {}
+    if embed:
+        for user, rows in turns.items():
+            vecs[user] = embed([r["text"] for r in rows])
+        qv = embed([q["question"] for q in qs])
+        qvecs = dict(enumerate(qv))
     t0 = time.time()
     for user, rows in turns.items():
         path = os.path.join(tmp, user + ".jsonl")
         with open(path, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({k: r[k] for k in TURN_KEYS}, ensure_ascii=False) + "\n")
+            for j, r in enumerate(rows):
+                line = {k: r[k] for k in TURN_KEYS}
+                if embed:
+                    line["embedding"] = vecs[user][j]
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
         run([vitamin, "memory", "--db", db] + extra + ["import", path, "--user", user])
     t_import = time.time() - t0
     out = {}
@@ -207,7 +233,9 @@ def vitamin_search(vitamin, turns, qs, topk, modes, extra, tmp):
             qpath = os.path.join(tmp, user + ".queries")
             with open(qpath, "w", encoding="utf-8") as f:
                 for i in idx:
-                    f.write(json.dumps(qs[i]["question"], ensure_ascii=False) + "\n")
+                    q = {"query": qs[i]["question"], "embedding": qvecs[i]} if embed \
+                        else qs[i]["question"]
+                    f.write(json.dumps(q, ensure_ascii=False) + "\n")
             cmd = [vitamin, "memory", "--db", db] + extra + \
                   ["search", "--user", user, "--top", str(topk), "--json", "--queries", qpath]
             if mode:
@@ -254,6 +282,8 @@ def markdown(res, langs):
         for name in res[lang]:
             if name not in systems:
                 systems.append(name)
+    order = list(systems)
+    systems.sort(key=lambda n: (n.startswith("vitamin"), order.index(n)))
     head = "| retriever | " + " | ".join("%s EvHit@%d" % (l, k) for l in langs for k in KS) + " |"
     lines += [head, "|" + "---|" * (1 + len(langs) * len(KS))]
     base = {l: res[l].get("baseline fts5 porter unicode61", {}).get("all", {}) for l in langs}
@@ -275,7 +305,8 @@ def markdown(res, langs):
                   "| retriever | " + " | ".join("%s (%d)" % (c, next(iter(res[l].values()))[c]["n"])
                                                for c in cats) + " |",
                   "|" + "---|" * (1 + len(cats))]
-        for name, s in res[l].items():
+        for name in [n for n in systems if n in res[l]]:
+            s = res[l][name]
             lines.append("| %s | %s |" % (name, " | ".join(
                 "%.1f / %.1f" % (s[c]["evhit@5"], s[c]["evhit@10"]) if c in s else "—" for c in cats)))
     return "\n".join(lines)
@@ -293,6 +324,10 @@ def main():
     ap.add_argument("--vitamin-arg", action="append", default=[],
                     help="extra argument for every `vitamin memory` call, before the "
                          "subcommand (repeatable), e.g. --vitamin-arg=--embedding-model=E.gguf")
+    ap.add_argument("--embed-url", help="an OpenAI-compatible embeddings endpoint (e.g. "
+                    "http://127.0.0.1:8080/v1/embeddings of `vitamin serve -m EMBEDDING.gguf`): "
+                    "vitamin is then also run with an embedding on every turn and query")
+    ap.add_argument("--embed-model", default="default", help="the model name sent to --embed-url")
     ap.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     ap.add_argument("--misses", type=int, default=0,
                     help="also list up to N missed questions per category for vitamin")
@@ -330,15 +365,21 @@ def main():
         with tempfile.TemporaryDirectory(prefix="recall-") as tmp:
             for l in langs:
                 turns, qs = data[l]
-                for mode, (hits, ti, ts) in vitamin_search(args.vitamin, turns, qs, 10, modes,
-                                                           args.vitamin_arg, tmp).items():
-                    name = "vitamin" + (" --mode %s" % mode if mode else "")
-                    res[l][name] = score(qs, hits)
-                    info["notes"].append("%s %s: import %.2f s (%d turns), search %.2f s (%d queries)"
-                                         % (l, name, ti, sum(len(r) for r in turns.values()),
-                                            ts, len(qs)))
-                    if args.misses:
-                        missed.setdefault(l, {})[name] = misses(qs, hits, 5, args.misses)
+                runs = [(None, "")]
+                if args.embed_url:
+                    runs.append((lambda texts: embed_all(args.embed_url, args.embed_model, texts),
+                                 " + embeddings"))
+                for embed, label in runs:
+                    found = vitamin_search(args.vitamin, turns, qs, 10, modes, args.vitamin_arg,
+                                           tmp, embed)
+                    for mode, (hits, ti, ts) in found.items():
+                        name = "vitamin" + label + (" --mode %s" % mode if mode else "")
+                        res[l][name] = score(qs, hits)
+                        info["notes"].append(
+                            "%s %s: import %.2f s (%d turns), search %.2f s (%d queries)"
+                            % (l, name, ti, sum(len(r) for r in turns.values()), ts, len(qs)))
+                        if args.misses:
+                            missed.setdefault(l, {})[name] = misses(qs, hits, 5, args.misses)
     if args.json:
         print(json.dumps({"results": res, "notes": info["notes"], "misses": missed},
                          ensure_ascii=False, indent=1))
