@@ -56,6 +56,9 @@ typedef struct {
     /* cosine candidates, best first (q has norm 1) */
     vt_err (*vector)(mem_store *s, const char *user, const float *q, int32_t n_embd,
                      int32_t limit, mem_cand **c, size_t *n);
+    /* the distinct speakers of the user's memories (at most 256); the array
+     * and strings are the store's, valid until its next call */
+    vt_err (*speakers)(mem_store *s, const char *user, char ***names, size_t *n);
     /* turns of the same conversation within `radius` of index (not itself), in order */
     vt_err (*neighbours)(mem_store *s, const char *user, const char *conversation, int64_t index,
                          int32_t radius, mem_memory **items, size_t *n);
@@ -90,6 +93,11 @@ void mem_index_time(int64_t ms, vt_buf *b);
  * Korean particles and endings), CJK as bigrams; duplicates dropped.
  * *t is malloc'd (free with mem_terms_free). */
 vt_err mem_query_terms(const char *q, mem_term **t, size_t *n);
+/* The same, after taking the names out of q (whole words, ASCII case
+ * ignored; a Korean name with a particle attached too): named[i] (may be
+ * NULL) tells whether names[i] was in it. */
+vt_err mem_query_terms_named(const char *q, char *const *names, size_t nn, bool *named,
+                             mem_term **t, size_t *n);
 void mem_terms_free(mem_term *t, size_t n);
 /* The normalised form of a text for de-duplication (lower case, words
  * separated by single spaces); malloc'd, NULL on OOM. */

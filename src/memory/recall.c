@@ -14,11 +14,13 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "memory/memory_int.h"
 
 #define RRF_K 60.0
+#define SPEAKER_BOOST 0.3
 
 void mem_query_init(mem_query *q)
 {
@@ -37,6 +39,7 @@ void mem_hits_free(mem_hit *h, size_t n)
 
 typedef struct {
     int64_t seq;
+    size_t idx; /* its memory in the candidates read */
     double score;
     int32_t lex_rank, vec_rank;
     double sim;
@@ -66,6 +69,13 @@ static int by_time(const void *a, const void *b)
 {
     const fused *x = *(fused *const *)a, *y = *(fused *const *)b;
     return x->t < y->t ? 1 : x->t > y->t ? -1 : 0;
+}
+
+/* tuning knobs (VT_MEM_TUNE_* in the environment, for the benchmark) */
+static double knob(const char *name, double dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? atof(v) : dflt;
 }
 
 vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **hits, size_t *n)
@@ -107,13 +117,22 @@ vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **
             qe[i] = (float)(q->embedding[i] / sqrt(ss));
     }
     int32_t limit = top * 5 < 50 ? 50 : top * 5;
+    double speaker_boost = knob("VT_MEM_TUNE_SPEAKER", SPEAKER_BOOST);
     mem_term *terms = NULL;
-    size_t nt = 0, nl = 0, nv = 0, nf = 0, nh = 0;
+    size_t nt = 0, nl = 0, nv = 0, nf = 0, nh = 0, nsp = 0;
     mem_cand *lex = NULL, *vec = NULL;
     fused *f = NULL;
+    mem_memory *mems = NULL;
     mem_hit *h = NULL;
-    char **keys = NULL;
-    if ((e = mem_query_terms(q->text, &terms, &nt)))
+    char **keys = NULL, **speakers = NULL;
+    bool *named = NULL;
+    if (q->text && (e = s->be->speakers(s, user, &speakers, &nsp)))
+        goto out;
+    if (nsp && !(named = calloc(nsp, sizeof *named))) {
+        e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
+        goto out;
+    }
+    if ((e = mem_query_terms_named(q->text, speakers, nsp, named, &terms, &nt)))
         goto out;
     if (nt && (e = s->be->lexical(s, user, terms, nt, limit, &lex, &nl)))
         goto out;
@@ -121,7 +140,9 @@ vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **
         goto out;
     if (!nl && !nv)
         goto out;
-    if (!(f = calloc(nl + nv, sizeof *f))) {
+    f = calloc(nl + nv, sizeof *f);
+    mems = calloc(nl + nv, sizeof *mems);
+    if (!f || !mems) {
         e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
         goto out;
     }
@@ -136,21 +157,35 @@ vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **
         x->sim = vec[i].score;
         x->score += 1.0 / (RRF_K + (double)i + 1);
     }
+    /* read the candidates (a memory deleted meanwhile drops out) */
+    size_t kept = 0;
+    for (size_t i = 0; i < nf; i++) {
+        if (s->be->get_seq(s, user, f[i].seq, &mems[kept]))
+            continue;
+        f[kept] = f[i];
+        f[kept].idx = kept;
+        f[kept].t = mems[kept].event_time != MEM_TIME_NONE ? mems[kept].event_time
+                                                           : mems[kept].updated;
+        kept++;
+    }
+    nf = kept;
+    /* the person the query names said it, more likely than not */
+    for (size_t i = 0; i < nf && speaker_boost > 0; i++) {
+        const char *sp = mems[i].speaker;
+        for (size_t k = 0; sp && k < nsp; k++)
+            if (named[k] && !strcmp(speakers[k], sp)) {
+                f[i].score *= 1.0 + speaker_boost;
+                break;
+            }
+    }
     if (q->recency_weight > 0) {
         fused **order = malloc(sizeof *order * nf);
         if (!order) {
             e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
             goto out;
         }
-        for (size_t i = 0; i < nf; i++) {
-            mem_memory m;
+        for (size_t i = 0; i < nf; i++)
             order[i] = &f[i];
-            f[i].t = 0;
-            if (!s->be->get_seq(s, user, f[i].seq, &m)) {
-                f[i].t = m.event_time != MEM_TIME_NONE ? m.event_time : m.updated;
-                mem_memory_clear(&m);
-            }
-        }
         qsort(order, nf, sizeof *order, by_time);
         for (size_t i = 0; i < nf; i++)
             order[i]->score += q->recency_weight / (RRF_K + (double)i + 1);
@@ -165,12 +200,9 @@ vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **
     }
     int32_t radius = q->context < 0 ? 0 : q->context == 0 ? 1 : q->context;
     for (size_t i = 0; i < nf && nh < (size_t)top; i++) {
-        mem_hit *x = &h[nh];
-        if (s->be->get_seq(s, user, f[i].seq, &x->m))
-            continue; /* deleted meanwhile */
-        char *key = mem_dedup_key(x->m.text);
+        mem_memory *m = &mems[f[i].idx];
+        char *key = mem_dedup_key(m->text);
         if (!key) {
-            mem_memory_clear(&x->m);
             e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
             goto out;
         }
@@ -179,10 +211,12 @@ vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **
             dup = !strcmp(keys[k], key);
         if (dup) {
             free(key);
-            mem_memory_clear(&x->m);
             continue;
         }
+        mem_hit *x = &h[nh];
         keys[nh] = key;
+        x->m = *m;
+        memset(m, 0, sizeof *m); /* moved */
         x->score = f[i].score;
         x->lexical_rank = f[i].lex_rank;
         x->vector_rank = f[i].vec_rank;
@@ -203,7 +237,9 @@ out:
         free(keys[k]);
     free(keys);
     free(qe);
+    free(named);
     mem_terms_free(terms, nt);
+    mem_memories_free(mems, nl + nv);
     free(lex);
     free(vec);
     free(f);

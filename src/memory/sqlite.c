@@ -84,7 +84,7 @@ enum {
     Q_FIND, Q_NEXT_INDEX, Q_INSERT, Q_UPDATE_FULL, Q_UPDATE_TEXT, Q_HIST_ADD, Q_HISTORY,
     Q_GET, Q_GET_SEQ, Q_TURN, Q_SET_CTX, Q_DELETE, Q_LIST, Q_COUNT,
     Q_FORGET_HIST, Q_FORGET_MEM, Q_FORGET_PROFILE, Q_PROFILE_GET, Q_PROFILE_SET,
-    Q_LEXICAL, Q_VECTORS, Q_NEIGHBOURS, Q_DATA_VERSION,
+    Q_LEXICAL, Q_VECTORS, Q_NEIGHBOURS, Q_DATA_VERSION, Q_SPEAKERS,
     Q_COUNT_
 };
 
@@ -104,6 +104,14 @@ typedef struct {
         int8_t *v;
         float *scale;
     } vc;
+    /* the speakers of one user */
+    struct {
+        char *user;
+        uint64_t gen;
+        int64_t data_version;
+        char **names;
+        size_t n;
+    } sc;
 } sq;
 
 static sq *S(mem_store *s)
@@ -965,6 +973,49 @@ static vt_err be_vector(mem_store *s, const char *user, const float *q, int32_t 
     return VT_OK;
 }
 
+static void sc_clear(sq *d)
+{
+    for (size_t i = 0; i < d->sc.n; i++)
+        free(d->sc.names[i]);
+    free(d->sc.names);
+    free(d->sc.user);
+    memset(&d->sc, 0, sizeof d->sc);
+}
+
+static vt_err be_speakers(mem_store *s, const char *user, char ***names, size_t *n)
+{
+    sq *d = S(s);
+    *names = NULL;
+    *n = 0;
+    int64_t dv = data_version(d);
+    if (!d->sc.user || strcmp(d->sc.user, user) || d->sc.gen != d->gen ||
+        d->sc.data_version != dv) {
+        sc_clear(d);
+        if (!(d->sc.user = strdup(user)) || !(d->sc.names = calloc(256, sizeof *d->sc.names))) {
+            sc_clear(d);
+            return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+        }
+        d->sc.gen = d->gen;
+        d->sc.data_version = dv;
+        sqlite3_stmt *st = d->q[Q_SPEAKERS];
+        sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+        int rc;
+        while (d->sc.n < 256 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            char *nm = col_str(st, 0);
+            if (!nm) {
+                done(st);
+                sc_clear(d);
+                return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+            }
+            d->sc.names[d->sc.n++] = nm;
+        }
+        done(st);
+    }
+    *names = d->sc.names;
+    *n = d->sc.n;
+    return VT_OK;
+}
+
 static vt_err be_neighbours(mem_store *s, const char *user, const char *conv, int64_t index,
                             int32_t radius, mem_memory **items, size_t *n)
 {
@@ -988,6 +1039,7 @@ static void be_close(mem_store *s)
     for (int i = 0; i < Q_COUNT_; i++)
         sqlite3_finalize(d->q[i]);
     vc_clear(d);
+    sc_clear(d);
     sqlite3_close(d->db);
     free(d);
     s->impl = NULL;
@@ -1069,6 +1121,8 @@ static vt_err prepare_all(sq *d)
                       "length(embedding) = ?2 ORDER BY seq",
         [Q_NEIGHBOURS] = neigh,
         [Q_DATA_VERSION] = "PRAGMA data_version",
+        [Q_SPEAKERS] = "SELECT DISTINCT speaker FROM memories WHERE user = ?1 AND "
+                       "speaker IS NOT NULL LIMIT 256",
     };
     for (int i = 0; i < Q_COUNT_; i++) {
         if (!sql[i])
@@ -1234,5 +1288,6 @@ const mem_backend mem_sqlite_backend = {
     .profile_set = be_profile_set,
     .lexical = be_lexical,
     .vector = be_vector,
+    .speakers = be_speakers,
     .neighbours = be_neighbours,
 };

@@ -17,6 +17,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "memory/memory_int.h"
 
@@ -305,8 +306,9 @@ static void query_word(void *ctx, const word *w)
          * then an ending */
         for (int i = 0; i < n; i++)
             put_cp(&b, w->cp[i]);
-        if (b.p && in_list(stop_ko, VT_ARRAY_LEN(stop_ko), b.p)) {
-            free(b.p);
+        if (b.p && (in_list(stop_ko, VT_ARRAY_LEN(stop_ko), b.p) ||
+                    in_list(particles, VT_ARRAY_LEN(particles), b.p))) {
+            free(b.p); /* a question word, or a particle left by a name taken out */
             return;
         }
         free(b.p);
@@ -341,6 +343,43 @@ static void query_word(void *ctx, const word *w)
             add_term(ts, b.p, b.len, false);
     }
     free(b.p);
+}
+
+static bool word_byte(unsigned char c)
+{
+    return c >= 0x80 || isalnum(c);
+}
+
+vt_err mem_query_terms_named(const char *q, char *const *names, size_t nn, bool *named,
+                             mem_term **t, size_t *n)
+{
+    *t = NULL;
+    *n = 0;
+    if (!q)
+        return VT_OK;
+    char *w = strdup(q);
+    if (!w)
+        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    size_t len = strlen(w);
+    for (size_t i = 0; i < nn; i++) {
+        if (named)
+            named[i] = false;
+        size_t k = strlen(names[i]);
+        if (k < 2 || k > len)
+            continue;
+        bool latin = !((unsigned char)names[i][k - 1] & 0x80);
+        for (size_t p = 0; p + k <= len; p++) {
+            if (strncasecmp(w + p, names[i], k) || (p && word_byte((unsigned char)w[p - 1])) ||
+                (latin && p + k < len && word_byte((unsigned char)w[p + k])))
+                continue;
+            memset(w + p, ' ', k);
+            if (named)
+                named[i] = true;
+        }
+    }
+    vt_err e = mem_query_terms(w, t, n);
+    free(w);
+    return e;
 }
 
 vt_err mem_query_terms(const char *q, mem_term **t, size_t *n)
