@@ -30,11 +30,16 @@ static void help(FILE *out)
             "  import FILE.jsonl     lines {\"id\", \"text\", \"speaker\", \"time\", \"session\"}\n"
             "                        (also \"kind\", \"embedding\"); a given id is kept, an id\n"
             "                        that exists is updated; '-' reads stdin\n"
-            "  search [--top K] [--json] [--context N] [--recency W] QUERY\n"
-            "  search [--top K] --json --queries FILE\n"
+            "  search [--top K] [--json] [--mode hybrid|bm25|vector] [--context N]\n"
+            "         [--recency W] QUERY\n"
+            "  search [--top K] --json [--mode M] --queries FILE\n"
             "                        the best memories for QUERY; with --queries, one JSON\n"
             "                        string (or {\"query\", \"embedding\"}) per line, one result\n"
-            "                        line {\"results\": [...]} per query, in order\n"
+            "                        line {\"results\": [...]} per query, in order. --mode:\n"
+            "                        hybrid (default: full text and, for a query with an\n"
+            "                        embedding, cosine similarity, fused), bm25 (full text\n"
+            "                        only), vector (cosine only: nothing without an embedding);\n"
+            "                        --context N: N neighbouring turns each side (default 1)\n"
             "  list [--limit N] [--after CURSOR] [--json]\n"
             "                        a page of memories, oldest first\n"
             "  get ID                one memory with its history (JSON)\n"
@@ -71,7 +76,7 @@ typedef struct {
     const char *db, *user, *cmd;
     const char *pos[2];
     int npos;
-    const char *id, *kind, *speaker, *time, *session, *queries, *set, *set_file, *after;
+    const char *id, *kind, *speaker, *time, *session, *queries, *set, *set_file, *after, *mode;
     long top, limit, context;
     double recency;
     bool json;
@@ -99,6 +104,7 @@ static int parse_args(int argc, char **argv, args *a)
                           : !strcmp(o, "--set")      ? &a->set
                           : !strcmp(o, "--set-file") ? &a->set_file
                           : !strcmp(o, "--after")    ? &a->after
+                          : !strcmp(o, "--mode")     ? &a->mode
                                                      : NULL;
         if (sv) {
             if (!cli_need_value(argc, argv, i))
@@ -348,15 +354,16 @@ static vt_err search_one(mem_store *s, const char *user, const args *a, const ch
 {
     mem_query q;
     mem_query_init(&q);
-    q.text = text;
-    q.embedding = emb;
-    q.n_embd = n_embd;
+    bool bm25 = a->mode && !strcmp(a->mode, "bm25"), vector = a->mode && !strcmp(a->mode, "vector");
+    q.text = vector ? NULL : text;
+    q.embedding = bm25 ? NULL : emb;
+    q.n_embd = bm25 ? 0 : n_embd;
     q.top_k = (int32_t)a->top;
     q.context = a->context ? (int32_t)a->context : 1;
     q.recency_weight = a->recency;
-    mem_hit *h;
-    size_t n;
-    vt_err e = mem_search(s, user, &q, &h, &n);
+    mem_hit *h = NULL;
+    size_t n = 0;
+    vt_err e = q.text || q.embedding ? mem_search(s, user, &q, &h, &n) : VT_OK;
     if (e)
         return e;
     if (a->json) {
@@ -374,6 +381,11 @@ static vt_err search_one(mem_store *s, const char *user, const args *a, const ch
 
 static int cmd_search(mem_store *s, const char *user, const args *a)
 {
+    if (a->mode && strcmp(a->mode, "hybrid") && strcmp(a->mode, "bm25") &&
+        strcmp(a->mode, "vector")) {
+        ERR("search: --mode '%s': expected hybrid, bm25 or vector", a->mode);
+        return 2;
+    }
     if (!a->queries) {
         if (a->npos != 1) {
             ERR("search: expected one QUERY or --queries FILE (see --help)");

@@ -25,6 +25,8 @@
 #include "memory/memory_int.h"
 
 #define SCHEMA_VERSION 2
+/* bm25 weight of a turn's context (its neighbours, its date) beside its own words */
+#define CTX_WEIGHT 0.35
 
 /* schema 1: memories, their full-text index, profiles */
 static const char schema_v1[] =
@@ -812,6 +814,8 @@ static vt_err be_lexical(mem_store *s, const char *user, const mem_term *t, size
     sqlite3_bind_text(st, 1, q.p, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, limit);
+    const char *w = getenv("VT_MEM_TUNE_CTX");
+    sqlite3_bind_double(st, 4, w && *w ? atof(w) : CTX_WEIGHT);
     vt_err e = VT_OK;
     mem_cand *a = malloc(sizeof *a * (size_t)limit);
     if (!a)
@@ -1114,7 +1118,7 @@ static vt_err prepare_all(sq *d)
         [Q_PROFILE_SET] = "INSERT INTO profiles(user, text, updated) VALUES (?1, ?2, ?3) "
                           "ON CONFLICT(user) DO UPDATE SET text = excluded.text, "
                           "updated = excluded.updated WHERE profiles.user = ?1",
-        [Q_LEXICAL] = "SELECT m.seq, bm25(memories_fts, 1.0, 0.35) AS r FROM memories_fts "
+        [Q_LEXICAL] = "SELECT m.seq, bm25(memories_fts, 1.0, ?4) AS r FROM memories_fts "
                       "JOIN memories m ON m.seq = memories_fts.rowid "
                       "WHERE memories_fts MATCH ?1 AND m.user = ?2 ORDER BY r LIMIT ?3",
         [Q_VECTORS] = "SELECT seq, embedding FROM memories WHERE user = ?1 AND "
