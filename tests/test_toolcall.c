@@ -687,6 +687,286 @@ static void test_checks(void)
     json_decref(m);
 }
 
+
+/* ---- the OpenAI shapes, from synthetic engine events ---- */
+
+static const char *const REQ_TOOLS =
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":"
+    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"search\"}}]";
+
+static oai_request *oai_parse(const chat_fmt *c, const char *fmt, const char *extra, oai_error *err)
+{
+    char body[4096];
+    snprintf(body, sizeof body, fmt, extra);
+    oai_ctx ctx = {.tok = tok, .max_seq_len = 4096, .chat = c};
+    oai_request *r = NULL;
+    memset(err, 0, sizeof *err);
+    oai_request_parse_text(OAI_CHAT, body, strlen(body), &ctx, &r, err);
+    return r;
+}
+
+#define MSGS "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s}"
+
+/* Feeds pieces (NULL-terminated) as token events, then FINISH and DONE;
+ * returns the body (stream NULL) or the stream's chunks. */
+static json_t *run_events(oai_request *r, const char *const *pieces, vt_finish fin, bool stream)
+{
+    oai_response *resp = oai_response_create(r, tok, "chatcmpl-test", 1);
+    CHECK(resp != NULL);
+    if (!resp)
+        return NULL;
+    json_t *chunks = stream ? oai_stream_begin(resp) : NULL;
+    for (int i = 0; pieces[i]; i++) {
+        vt_event ev = {.kind = VT_EV_TOKEN, .index = 0, .token = 1, .text = pieces[i],
+                       .len = strlen(pieces[i])};
+        if (stream) {
+            json_t *a = oai_stream_event(resp, 0, &ev);
+            CHECK(a != NULL);
+            json_array_extend(chunks, a);
+            json_decref(a);
+        } else
+            CHECK(oai_response_add(resp, 0, &ev) == VT_OK);
+    }
+    vt_event fe = {.kind = VT_EV_FINISH, .index = 0, .finish = fin, .text = "", .len = 0};
+    vt_event de = {.kind = VT_EV_DONE, .index = 0, .usage = {.prompt_tokens = 5,
+                                                             .completion_tokens = 3}};
+    json_t *out;
+    if (stream) {
+        json_t *a = oai_stream_event(resp, 0, &fe);
+        json_array_extend(chunks, a);
+        json_decref(a);
+        a = oai_stream_event(resp, 0, &de);
+        json_array_extend(chunks, a);
+        json_decref(a);
+        out = chunks;
+    } else {
+        CHECK(oai_response_add(resp, 0, &fe) == VT_OK && oai_response_add(resp, 0, &de) == VT_OK);
+        oai_error err;
+        out = oai_response_body(resp, &err);
+        CHECK(out != NULL);
+    }
+    oai_response_free(resp);
+    return out;
+}
+
+static void test_oai_shapes(void)
+{
+    chat_fmt *c = load_fmt("Qwen-Qwen2.5-7B-Instruct.jinja");
+    if (!c)
+        return;
+    oai_error err;
+    oai_request *r = oai_parse(c, MSGS, REQ_TOOLS, &err);
+    CHECKF(r != NULL, "%s", err.message);
+    if (!r) {
+        chat_fmt_destroy(c);
+        return;
+    }
+    CHECK(r->parse_tools && r->tool_choice == OAI_TOOLS_AUTO && r->parallel_tool_calls &&
+          r->params.special && r->tool_family == CHAT_TOOLS_HERMES);
+    char *text;
+    size_t len;
+    CHECK(tok_detokenize(tok, r->prompts[0].ids, (size_t)r->prompts[0].n, false, true, &text,
+                         &len) == VT_OK);
+    CHECKF(strstr(text, "<tools>") && strstr(text, "\"get_weather\""), "prompt: %s", text);
+    free(text);
+
+    static const char *const mixed[] = {"I'll check.", "\n<tool", "_call>\n{\"name\": \"get_weather\", ",
+                                        "\"arguments\": {\"city\": \"Par", "is\"}}\n</tool_call>",
+                                        "\n<tool_call>{\"name\": \"search\"}</tool_call>", NULL};
+    json_t *b = run_events(r, mixed, VT_FINISH_EOS, false);
+    json_t *ch = json_array_get(json_object_get(b, "choices"), 0);
+    json_t *msg = json_object_get(ch, "message");
+    CHECKF(!strcmp(json_string_value(json_object_get(msg, "content")), "I'll check."),
+           "content %s", json_dumps(msg, 0));
+    CHECK(!strcmp(json_string_value(json_object_get(ch, "finish_reason")), "tool_calls"));
+    json_t *calls = json_object_get(msg, "tool_calls");
+    CHECK(json_array_size(calls) == 2);
+    json_t *c0 = json_array_get(calls, 0), *f0 = json_object_get(c0, "function");
+    CHECK(!strncmp(json_string_value(json_object_get(c0, "id")), "call_", 5));
+    CHECK(!strcmp(json_string_value(json_object_get(c0, "type")), "function"));
+    CHECK(!strcmp(json_string_value(json_object_get(f0, "name")), "get_weather"));
+    CHECK(!strcmp(json_string_value(json_object_get(f0, "arguments")), "{\"city\": \"Paris\"}"));
+    CHECK(!strcmp(json_string_value(json_object_get(
+                      json_object_get(json_array_get(calls, 1), "function"), "arguments")),
+                  "{}"));
+    char *ids[2] = {strdup(json_string_value(json_object_get(c0, "id"))),
+                    strdup(json_string_value(json_object_get(json_array_get(calls, 1), "id")))};
+    json_decref(b);
+
+    /* streamed: the same content and calls, in OpenAI's delta shape */
+    json_t *chunks = run_events(r, mixed, VT_FINISH_EOS, true);
+    char content[256] = "", args[2][256] = {"", ""};
+    int heads = 0, finishes = 0;
+    size_t i;
+    json_t *k;
+    json_array_foreach(chunks, i, k) {
+        CHECK(!strcmp(json_string_value(json_object_get(k, "object")), "chat.completion.chunk"));
+        json_t *c1 = json_array_get(json_object_get(k, "choices"), 0);
+        json_t *d = json_object_get(c1, "delta"), *fr = json_object_get(c1, "finish_reason");
+        if (json_is_string(fr)) {
+            finishes++;
+            CHECK(!strcmp(json_string_value(fr), "tool_calls") && i + 1 == json_array_size(chunks));
+        }
+        if (json_is_string(json_object_get(d, "content")))
+            strncat(content, json_string_value(json_object_get(d, "content")),
+                    sizeof content - strlen(content) - 1);
+        json_t *tc = json_object_get(d, "tool_calls");
+        if (!tc)
+            continue;
+        CHECK(json_array_size(tc) == 1 && !json_object_get(d, "content"));
+        json_t *t = json_array_get(tc, 0), *fn = json_object_get(t, "function");
+        int idx = (int)json_integer_value(json_object_get(t, "index"));
+        CHECK(idx == 0 || idx == 1);
+        if (idx < 0 || idx > 1)
+            continue;
+        if (json_object_get(t, "id")) {
+            heads++;
+            CHECK(!strcmp(json_string_value(json_object_get(t, "id")), ids[idx]));
+            CHECK(!strcmp(json_string_value(json_object_get(t, "type")), "function"));
+            CHECK(!strcmp(json_string_value(json_object_get(fn, "arguments")), ""));
+            CHECK(!strcmp(json_string_value(json_object_get(fn, "name")),
+                          idx ? "search" : "get_weather"));
+        } else {
+            CHECK(!json_object_get(fn, "name"));
+        }
+        strncat(args[idx], json_string_value(json_object_get(fn, "arguments")),
+                sizeof args[idx] - strlen(args[idx]) - 1);
+    }
+    CHECKF(!strcmp(content, "I'll check."), "streamed content '%s'", content);
+    CHECK(heads == 2 && finishes == 1);
+    CHECK(!strcmp(args[0], "{\"city\": \"Paris\"}") && !strcmp(args[1], "{}"));
+    json_decref(chunks);
+    free(ids[0]);
+    free(ids[1]);
+
+    /* calls only: content null; a malformed call: content, "stop" */
+    static const char *const only[] = {"<tool_call>{\"name\": \"search\", \"arguments\": {}}", NULL};
+    b = run_events(r, only, VT_FINISH_EOS, false);
+    msg = json_object_get(json_array_get(json_object_get(b, "choices"), 0), "message");
+    CHECK(json_is_null(json_object_get(msg, "content")) &&
+          json_array_size(json_object_get(msg, "tool_calls")) == 1);
+    json_decref(b);
+    static const char *const bad[] = {"<tool_call>{\"name\": \"nope\", \"arguments\": {}}", NULL};
+    b = run_events(r, bad, VT_FINISH_EOS, false);
+    ch = json_array_get(json_object_get(b, "choices"), 0);
+    msg = json_object_get(ch, "message");
+    CHECK(!strcmp(json_string_value(json_object_get(msg, "content")), bad[0]) &&
+          !json_object_get(msg, "tool_calls") &&
+          !strcmp(json_string_value(json_object_get(ch, "finish_reason")), "stop"));
+    json_decref(b);
+    /* cut by max_tokens: "length" stays */
+    b = run_events(r, only, VT_FINISH_LENGTH, false);
+    ch = json_array_get(json_object_get(b, "choices"), 0);
+    CHECK(!strcmp(json_string_value(json_object_get(ch, "finish_reason")), "length"));
+    json_decref(b);
+    oai_request_free(r);
+
+    /* parallel_tool_calls false: one call */
+    char extra[1024];
+    snprintf(extra, sizeof extra, "%s,\"parallel_tool_calls\":false", REQ_TOOLS);
+    r = oai_parse(c, MSGS, extra, &err);
+    CHECK(r && !r->parallel_tool_calls);
+    if (r) {
+        b = run_events(r, mixed, VT_FINISH_EOS, false);
+        msg = json_object_get(json_array_get(json_object_get(b, "choices"), 0), "message");
+        CHECK(json_array_size(json_object_get(msg, "tool_calls")) == 1);
+        json_decref(b);
+    }
+    oai_request_free(r);
+
+    /* tool_choice none: no tools in the prompt, nothing parsed */
+    snprintf(extra, sizeof extra, "%s,\"tool_choice\":\"none\"", REQ_TOOLS);
+    r = oai_parse(c, MSGS, extra, &err);
+    CHECK(r && !r->parse_tools && r->tool_choice == OAI_TOOLS_NONE && !r->params.special);
+    if (r) {
+        CHECK(tok_detokenize(tok, r->prompts[0].ids, (size_t)r->prompts[0].n, false, true, &text,
+                             &len) == VT_OK);
+        CHECKF(!strstr(text, "<tools>"), "prompt: %s", text);
+        free(text);
+        b = run_events(r, only, VT_FINISH_EOS, false);
+        msg = json_object_get(json_array_get(json_object_get(b, "choices"), 0), "message");
+        CHECK(!strcmp(json_string_value(json_object_get(msg, "content")), only[0]));
+        json_decref(b);
+    }
+    oai_request_free(r);
+
+    /* a conversation with a call and its result renders */
+    r = oai_parse(c,
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":"
+                  "\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":"
+                  "\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":"
+                  "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":"
+                  "\"call_1\",\"content\":\"sunny\"}],%s}",
+                  REQ_TOOLS, &err);
+    CHECKF(r != NULL, "%s", err.message);
+    if (r) {
+        CHECK(tok_detokenize(tok, r->prompts[0].ids, (size_t)r->prompts[0].n, false, true, &text,
+                             &len) == VT_OK);
+        CHECKF(strstr(text, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                            "{\"city\": \"Paris\"}}\n</tool_call>") &&
+                   strstr(text, "<tool_response>\nsunny\n</tool_response>"),
+               "prompt: %s", text);
+        free(text);
+    }
+    oai_request_free(r);
+
+    /* validation errors, in OpenAI's shape */
+    static const struct {
+        const char *extra, *param, *msg;
+    } errs[] = {
+        {"\"tools\":{}", "tools", "an array"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]", "tools",
+         "tools[0].function.name"},
+        {"\"tool_choice\":\"required\"", "tool_choice", "needs 'tools'"},
+        {"\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}", "tool_choice",
+         "needs 'tools'"},
+        {"\"tool_choice\":\"sometimes\"", "tool_choice", "must be"},
+        {"\"tool_choice\":5", "tool_choice", "must be"},
+        {"\"parallel_tool_calls\":1", "parallel_tool_calls", "a boolean"},
+    };
+    for (size_t e = 0; e < sizeof errs / sizeof errs[0]; e++) {
+        r = oai_parse(c, MSGS, errs[e].extra, &err);
+        CHECKF(!r && err.status == 400 && !strcmp(err.param, errs[e].param) &&
+                   strstr(err.message, errs[e].msg) &&
+                   !strcmp(err.type, "invalid_request_error"),
+               "%s: %d %s %s", errs[e].extra, err.status, err.param, err.message);
+        oai_request_free(r);
+    }
+    snprintf(extra, sizeof extra,
+             "%s,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}",
+             REQ_TOOLS);
+    r = oai_parse(c, MSGS, extra, &err);
+    CHECK(!r && err.status == 400 && !strcmp(err.param, "tool_choice") &&
+          strstr(err.message, "'nope'"));
+    r = oai_parse(c,
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\","
+                  "\"content\":\"r\"}]%s}",
+                  "", &err);
+    CHECKF(!r && err.status == 400 && !strcmp(err.param, "messages") &&
+               strstr(err.message, "tool_call_id"),
+           "%s", err.message);
+    chat_fmt_destroy(c);
+
+    /* Mistral: [TOOL_CALLS] is a control token; its text is kept */
+    c = load_fmt("mistralai-Mistral-Nemo-Instruct-2407.jinja");
+    if (!c)
+        return;
+    r = oai_parse(c, MSGS, REQ_TOOLS, &err);
+    CHECKF(r && r->tool_family == CHAT_TOOLS_MISTRAL, "%s", err.message);
+    if (r) {
+        static const char *const mc[] = {"[TOOL_CALLS][{\"name\": \"search\", \"arguments\": ",
+                                         "{\"query\": \"x\"}}]", NULL};
+        b = run_events(r, mc, VT_FINISH_EOS, false);
+        msg = json_object_get(json_array_get(json_object_get(b, "choices"), 0), "message");
+        CHECK(json_is_null(json_object_get(msg, "content")) &&
+              json_array_size(json_object_get(msg, "tool_calls")) == 1);
+        json_decref(b);
+    }
+    oai_request_free(r);
+    chat_fmt_destroy(c);
+}
+
 int main(void)
 {
     RUN_TEST(test_detect);
@@ -696,6 +976,7 @@ int main(void)
     RUN_TEST(test_holdback);
     RUN_TEST(test_long_call);
     RUN_TEST(test_checks);
+    RUN_TEST(test_oai_shapes);
     tok_destroy(tok);
     gguf_close(vocab_file);
     return test_finish("test_toolcall");

@@ -173,6 +173,12 @@ vt_err chat_render(const chat_fmt *c, const json_t *messages, bool add_generatio
 vt_err chat_prompt(const chat_fmt *c, const json_t *messages, bool add_generation_prompt,
                    const json_t *extra, int32_t **ids, size_t *n)
 {
+    return chat_prompt_suffix(c, messages, add_generation_prompt, extra, NULL, ids, n);
+}
+
+vt_err chat_prompt_suffix(const chat_fmt *c, const json_t *messages, bool add_generation_prompt,
+                          const json_t *extra, const char *suffix, int32_t **ids, size_t *n)
+{
     char *text;
     size_t len;
     *ids = NULL;
@@ -180,6 +186,17 @@ vt_err chat_prompt(const chat_fmt *c, const json_t *messages, bool add_generatio
     vt_err e = chat_render(c, messages, add_generation_prompt, extra, &text, &len);
     if (e)
         return e;
+    if (suffix && *suffix) {
+        size_t sl = strlen(suffix);
+        char *t = realloc(text, len + sl + 1);
+        if (!t) {
+            free(text);
+            return vt_fail(VT_ERR_NOMEM, "out of memory");
+        }
+        text = t;
+        memcpy(text + len, suffix, sl + 1);
+        len += sl;
+    }
     int32_t *body;
     size_t nb;
     e = tok_encode(c->tok, text, len, false, true, &body, &nb);

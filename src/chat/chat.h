@@ -58,6 +58,10 @@ vt_err chat_render(const chat_fmt *c, const json_t *messages, bool add_generatio
  * its length (>= 0). */
 vt_err chat_prompt(const chat_fmt *c, const json_t *messages, bool add_generation_prompt,
                    const json_t *extra, int32_t **ids, size_t *n);
+/* chat_prompt with suffix (NULL: none) appended to the rendering before
+ * tokenizing (a forced start of the reply, e.g. a tool call's opening). */
+vt_err chat_prompt_suffix(const chat_fmt *c, const json_t *messages, bool add_generation_prompt,
+                          const json_t *extra, const char *suffix, int32_t **ids, size_t *n);
 
 /* Appends {"role": role, "content": content[0..len)} to the array messages.
  * JSON strings must be UTF-8, so each byte of content that is not part of a

@@ -17,6 +17,7 @@
 
 #include "chat/chat.h"
 #include "chat/toolcall.h"
+#include "sample/grammar.h"
 #include "util/util.h"
 
 #define MAX_TOOLS 256
@@ -536,6 +537,112 @@ vt_err chat_tool_messages(chat_tool_family f, const json_t *messages, json_t **o
         return e;
     }
     *out = res;
+    return VT_OK;
+}
+
+/* ---- forced calls ---- */
+
+/* Copies the GBNF text g with every rule name prefixed (names outside
+ * string literals, character classes, repetition counts and comments). */
+static void prefix_rules(vt_buf *out, const char *g, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; g[i];) {
+        char c = g[i];
+        size_t j = i + 1;
+        if (c == '#') {
+            while (g[j] && g[j] != '\n')
+                j++;
+        } else if (c == '"' || c == '[' || c == '{') {
+            char close = c == '"' ? '"' : c == '[' ? ']' : '}';
+            while (g[j] && g[j] != close)
+                j += g[j] == '\\' && g[j + 1] ? 2 : 1;
+            if (g[j])
+                j++;
+        } else if (isalnum((unsigned char)c) || c == '-' || c == '_') {
+            while (isalnum((unsigned char)g[j]) || g[j] == '-' || g[j] == '_')
+                j++;
+            vt_buf_add(out, prefix, pl);
+        }
+        vt_buf_add(out, g + i, j - i);
+        i = j;
+    }
+}
+
+vt_err chat_tool_forced(chat_tool_family f, const json_t *tools, int named, char **prefill,
+                        char **gbnf)
+{
+    static const char *const opening[CHAT_TOOLS_N_FAMILIES] = {
+        [CHAT_TOOLS_HERMES] = "<tool_call>\n",
+        [CHAT_TOOLS_LLAMA3] = "",
+        [CHAT_TOOLS_MISTRAL] = "[TOOL_CALLS]",
+        [CHAT_TOOLS_GRANITE] = "<|tool_call|>",
+        [CHAT_TOOLS_DEEPSEEK] = DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP,
+    };
+    *prefill = *gbnf = NULL;
+    if (f < 0 || f >= CHAT_TOOLS_N_FAMILIES)
+        f = CHAT_TOOLS_HERMES;
+    size_t n = json_array_size(tools);
+    if (n == 0 || named >= (int)n)
+        return vt_fail(VT_ERR_INVALID, "tool_choice: no such tool");
+    vt_buf g = {0}, rules = {0};
+    bool arr = f == CHAT_TOOLS_MISTRAL || f == CHAT_TOOLS_GRANITE;
+    vt_buf_add(&g, "root ::= ", 9);
+    if (arr)
+        vt_buf_add(&g, "\"[\" ", 5);
+    vt_buf_add(&g, "(", 1);
+    vt_err e = VT_OK;
+    bool first = true;
+    for (size_t i = 0; i < n && !e; i++) {
+        if (named >= 0 && (size_t)named != i)
+            continue;
+        json_t *fn = json_object_get(json_array_get(tools, i), "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        json_t *params = json_object_get(fn, "parameters");
+        char *schema = json_is_object(params) ? json_dumps(params, JSON_COMPACT)
+                                              : strdup("{\"type\":\"object\"}");
+        char *args = NULL;
+        if (!schema) {
+            e = vt_fail(VT_ERR_NOMEM, "out of memory");
+            break;
+        }
+        e = smp_json_schema_to_gbnf(schema, strlen(schema), &args);
+        free(schema);
+        if (e) {
+            e = vt_fail(e == VT_ERR_NOMEM ? e : VT_ERR_INVALID,
+                        "tools[%zu].function.parameters: cannot generate arguments under this "
+                        "schema: %s", i, vt_last_error());
+            break;
+        }
+        char head[160], pre[24];
+        snprintf(pre, sizeof pre, "t%zu-", i);
+        if (f == CHAT_TOOLS_DEEPSEEK)
+            snprintf(head, sizeof head, "\"%s\\n```json\\n\" t%zu-root \"\\n```\"", name, i);
+        else
+            snprintf(head, sizeof head, "\"{\\\"name\\\": \\\"%s\\\", \\\"%s\\\": \" t%zu-root \"}\"",
+                     name, f == CHAT_TOOLS_LLAMA3 ? "parameters" : "arguments", i);
+        if (!first)
+            vt_buf_add(&g, " | ", 3);
+        first = false;
+        vt_buf_add(&g, head, strlen(head));
+        prefix_rules(&rules, args, pre);
+        vt_buf_add(&rules, "\n", 1);
+        free(args);
+    }
+    vt_buf_add(&g, ")", 1);
+    if (arr)
+        vt_buf_add(&g, " \"]\"", 5);
+    vt_buf_add(&g, "\n", 1);
+    if (!e && rules.len)
+        vt_buf_add(&g, rules.p, rules.len);
+    free(rules.p);
+    if (!e && (g.oom || rules.oom || !(*prefill = strdup(opening[f]))))
+        e = vt_fail(VT_ERR_NOMEM, "out of memory");
+    if (e) {
+        free(g.p);
+        return e;
+    }
+    *gbnf = g.p;
     return VT_OK;
 }
 

@@ -86,6 +86,18 @@ int chat_tools_find(const json_t *tools, const char *name);
  * VT_ERR_INVALID naming the field, VT_ERR_NOMEM. */
 vt_err chat_tool_messages(chat_tool_family f, const json_t *messages, json_t **out);
 
+/* A forced call, for tool_choice "required" (named < 0: any of the tools)
+ * or a named function (named: its index in tools): *prefill, the text that
+ * opens a call in family f (put after the generation prompt, and fed to the
+ * parser before the output), and *gbnf, a GBNF grammar (sample/grammar.h)
+ * for the rest of exactly one call whose arguments follow the function's
+ * `parameters` JSON Schema (the schemas converted by
+ * smp_json_schema_to_gbnf, their rules renamed per tool). Both malloc'd
+ * (the caller frees), NULL on failure: VT_ERR_INVALID naming the tool whose
+ * schema cannot be converted, VT_ERR_NOMEM. */
+vt_err chat_tool_forced(chat_tool_family f, const json_t *tools, int named, char **prefill,
+                        char **gbnf);
+
 /* ---- parsing ---- */
 
 typedef struct {

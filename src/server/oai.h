@@ -16,6 +16,11 @@
  * each event into the streaming chunks to send (`text_completion` chunks;
  * `chat.completion.chunk` with a role delta first, content deltas, a final
  * chunk with finish_reason, and the usage chunk when include_usage).
+ * With tools, each chat choice's text goes through a tool-call parser
+ * (chat/toolcall.h): the message gets `tool_calls` (content null when
+ * there is no other text) and finish_reason "tool_calls"; streams carry
+ * OpenAI's `tool_calls` deltas (the first with index, id, type and name and
+ * arguments "", then the arguments).
  *
  * Ownership: everything returned is owned by the caller (free with the
  * matching function, json_decref for json_t). The context's engine and chat
@@ -69,6 +74,13 @@ typedef struct {
     const char *model_name;   /* NULL: any "model" is accepted */
 } oai_ctx;
 
+typedef enum {
+    OAI_TOOLS_NONE = 0, /* no tools, or tool_choice "none" */
+    OAI_TOOLS_AUTO,
+    OAI_TOOLS_REQUIRED,
+    OAI_TOOLS_NAMED,
+} oai_tool_choice;
+
 typedef struct {
     int32_t *ids; /* the prompt's tokens (malloc'd) */
     int64_t n;
@@ -93,6 +105,20 @@ typedef struct {
     bool stream;
     bool include_usage;
     char *user;
+    /* chat tools: tools (the checked array, NULL without), the choice
+     * (tool_choice "none" renders no tools and parses no calls), whether
+     * calls are parsed out of the output (in the template's family), and
+     * for "required" / a named function the forced call: tool_prefill (the
+     * family's call opening, put after the generation prompt and fed to the
+     * parser first) and the GBNF grammar the rest is generated under. */
+    json_t *tools;
+    oai_tool_choice tool_choice;
+    int32_t tool_named; /* OAI_TOOLS_NAMED: its index in tools */
+    bool parse_tools;
+    bool parallel_tool_calls;
+    chat_tool_family tool_family;
+    char *tool_prefill;
+    char *tool_grammar;
 } oai_request;
 
 /* Parses JSON text as a request body must be: at most OAI_MAX_DEPTH deep,

@@ -5,8 +5,10 @@
  * OpenAI's error type/param/code), completions prompts (a string, a token
  * array, or a list of either) tokenized with the model's BOS rule, chat
  * messages (string or text-part content) rendered through the chat template
- * with `tools` as a template variable, and the context-length check in
- * OpenAI's words.
+ * with `tools` as a template variable (`tool_choice` and
+ * `parallel_tool_calls` checked; for "required" or a named function the
+ * call's opening put after the generation prompt and the grammar of the rest
+ * set), and the context-length check in OpenAI's words.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -401,6 +403,82 @@ static int normalize_messages(const json_t *msgs, json_t **out, oai_error *err)
     return 0;
 }
 
+/* tools, tool_choice, parallel_tool_calls (before the prompt: the choice
+ * decides whether the template sees the tools). */
+static int parse_tools(const json_t *body, oai_request *r, const oai_ctx *ctx, oai_error *err)
+{
+    json_t *tools = json_object_get(body, "tools"), *tc = json_object_get(body, "tool_choice");
+    int rc;
+    if (tools && json_is_null(tools))
+        tools = NULL;
+    if (tools) {
+        if (!json_is_array(tools))
+            return type_error(err, "tools", "an array");
+        if (chat_tools_check(tools))
+            return oai_error_set(err, 400, INVALID, "tools", NULL, "%s", vt_last_error());
+        if (json_array_size(tools) == 0)
+            tools = NULL;
+    }
+    r->tool_choice = tools ? OAI_TOOLS_AUTO : OAI_TOOLS_NONE;
+    r->parallel_tool_calls = true;
+    if ((rc = get_bool(body, "parallel_tool_calls", &r->parallel_tool_calls, err)))
+        return rc;
+    if (tc && !json_is_null(tc)) {
+        const char *v = json_string_value(tc);
+        if (v && !strcmp(v, "none")) {
+            r->tool_choice = OAI_TOOLS_NONE;
+        } else if (v && !strcmp(v, "auto")) {
+            r->tool_choice = tools ? OAI_TOOLS_AUTO : OAI_TOOLS_NONE;
+        } else if (v && !strcmp(v, "required")) {
+            r->tool_choice = OAI_TOOLS_REQUIRED;
+        } else if (json_is_object(tc)) {
+            json_t *ty = json_object_get(tc, "type"), *fn = json_object_get(tc, "function");
+            const char *name = json_string_value(json_object_get(fn, "name"));
+            if (!json_is_string(ty) || strcmp(json_string_value(ty), "function") || !name)
+                return oai_error_set(err, 400, INVALID, "tool_choice", NULL,
+                                     "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                                     "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+            if (tools && (r->tool_named = chat_tools_find(tools, name)) < 0)
+                return oai_error_set(err, 400, INVALID, "tool_choice", NULL,
+                                     "tool_choice names the function '%.100s', which is not "
+                                     "among the tools", name);
+            r->tool_choice = OAI_TOOLS_NAMED;
+        } else {
+            return oai_error_set(err, 400, INVALID, "tool_choice", NULL,
+                                 "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                                 "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        }
+        if (!tools && r->tool_choice != OAI_TOOLS_NONE)
+            return oai_error_set(err, 400, INVALID, "tool_choice", NULL,
+                                 "'tool_choice' %s needs 'tools'",
+                                 r->tool_choice == OAI_TOOLS_REQUIRED ? "\"required\""
+                                                                      : "naming a function");
+    }
+    if (r->tool_choice == OAI_TOOLS_NONE)
+        return 0;
+    r->tools = json_incref(tools);
+    r->parse_tools = true;
+    r->tool_family = chat_fmt_tool_family(ctx->chat);
+    /* the families' call markers are often special tokens: keep their text
+     * (vLLM's tool parsers do the same) unless the client chose */
+    if (!json_object_get(body, "skip_special_tokens"))
+        r->params.special = true;
+    if (r->tool_choice == OAI_TOOLS_REQUIRED || r->tool_choice == OAI_TOOLS_NAMED) {
+        vt_err e = chat_tool_forced(r->tool_family, tools,
+                                    r->tool_choice == OAI_TOOLS_NAMED ? r->tool_named : -1,
+                                    &r->tool_prefill, &r->tool_grammar);
+        if (e == VT_ERR_NOMEM)
+            return nomem(err);
+        if (e)
+            return oai_error_set(err, 400, INVALID, "tools", NULL, "%s", vt_last_error());
+        /* the grammar engine's request field is not in vitamin.h yet */
+        return oai_error_set(err, 400, INVALID, "tool_choice", NULL,
+                             "tool_choice \"required\" or a named function needs "
+                             "grammar-constrained sampling, which this build lacks");
+    }
+    return 0;
+}
+
 static int parse_chat_prompt(const json_t *body, oai_request *r, const oai_ctx *ctx,
                              oai_error *err)
 {
@@ -416,18 +494,17 @@ static int parse_chat_prompt(const json_t *body, oai_request *r, const oai_ctx *
         return oai_error_set(err, 400, INVALID, "messages", NULL,
                              "the model has no chat template (give one with --chat-template)");
     }
-    json_t *tools = json_object_get(body, "tools"), *kw = json_object_get(body,
-                                                                           "chat_template_kwargs");
-    if (tools && !json_is_null(tools) && !json_is_array(tools)) {
-        json_decref(norm);
-        return type_error(err, "tools", "an array");
-    }
+    json_t *kw = json_object_get(body, "chat_template_kwargs");
     if (kw && !json_is_null(kw) && !json_is_object(kw)) {
         json_decref(norm);
         return type_error(err, "chat_template_kwargs", "an object");
     }
+    if ((rc = parse_tools(body, r, ctx, err))) {
+        json_decref(norm);
+        return rc;
+    }
     if (!(extra = json_is_object(kw) ? json_deep_copy(kw) : json_object()) ||
-        (json_is_array(tools) && json_object_set(extra, "tools", tools))) {
+        (r->tools && json_object_set(extra, "tools", r->tools))) {
         json_decref(norm);
         json_decref(extra);
         return nomem(err);
@@ -439,7 +516,8 @@ static int parse_chat_prompt(const json_t *body, oai_request *r, const oai_ctx *
     }
     r->n_prompts = 1;
     size_t n = 0;
-    vt_err e = chat_prompt(ctx->chat, norm, true, extra, &r->prompts[0].ids, &n);
+    vt_err e = chat_prompt_suffix(ctx->chat, norm, true, extra, r->tool_prefill,
+                                  &r->prompts[0].ids, &n);
     json_decref(norm);
     json_decref(extra);
     r->prompts[0].n = (int64_t)n;
@@ -678,6 +756,9 @@ void oai_request_free(oai_request *r)
     free(r->bias);
     free(r->model);
     free(r->user);
+    json_decref(r->tools);
+    free(r->tool_prefill);
+    free(r->tool_grammar);
     free(r);
 }
 

@@ -25,6 +25,7 @@ typedef struct {
     size_t offset;   /* completions: text_offset of the next token */
     vt_finish finish;
     bool finished;
+    chat_tool_parser *tp; /* chat with tools: the choice's tool-call parser */
 } choice;
 
 struct oai_response {
@@ -147,6 +148,19 @@ oai_response *oai_response_create(const oai_request *r, const tok_tokenizer *tok
         snprintf(s->id, sizeof s->id, "%s%016llx", prefix, (unsigned long long)x);
     }
     for (int32_t i = 0; i < s->n_choices; i++) {
+        if (r->endpoint == OAI_CHAT && r->parse_tools) {
+            const chat_tool_event *ev;
+            size_t n_ev;
+            s->c[i].tp = chat_tool_parser_create(r->tool_family, r->tools, r->parallel_tool_calls,
+                                                 vt_hash64(s->id, strlen(s->id), (uint64_t)i));
+            if (!s->c[i].tp ||
+                (r->tool_prefill && chat_tool_parser_feed(s->c[i].tp, r->tool_prefill,
+                                                          strlen(r->tool_prefill), false, &ev,
+                                                          &n_ev))) {
+                oai_response_free(s);
+                return NULL;
+            }
+        }
         if (r->logprobs < 0)
             continue;
         s->c[i].lp = r->endpoint == OAI_CHAT
@@ -170,6 +184,7 @@ void oai_response_free(oai_response *s)
     for (int32_t i = 0; s->c && i < s->n_choices; i++) {
         free(s->c[i].text);
         json_decref(s->c[i].lp);
+        chat_tool_parser_destroy(s->c[i].tp);
     }
     free(s->c);
     free(s->done);
@@ -262,11 +277,15 @@ static bool merge_logprobs(const oai_request *rq, choice *c, const json_t *one)
     return true;
 }
 
-/* Collects ev; *one (may be NULL) receives the token's logprobs entry. */
-static vt_err collect(oai_response *s, int32_t prompt, const vt_event *ev, json_t **one)
+/* Collects ev; *one (may be NULL) receives the token's logprobs entry, and
+ * *tev / *n_tev (may be NULL) what the choice's tool-call parser released. */
+static vt_err collect(oai_response *s, int32_t prompt, const vt_event *ev, json_t **one,
+                      const chat_tool_event **tev, size_t *n_tev)
 {
     if (one)
         *one = NULL;
+    if (tev)
+        *tev = NULL, *n_tev = 0;
     if (prompt < 0 || prompt >= s->rq->n_prompts)
         return vt_fail(VT_ERR_INVALID, "oai: prompt %d out of range", (int)prompt);
     int32_t n = s->rq->params.n;
@@ -277,6 +296,16 @@ static vt_err collect(oai_response *s, int32_t prompt, const vt_event *ev, json_
         c = &s->c[prompt * n + ev->index];
         if (!append(c, ev->text, ev->len))
             return vt_fail(VT_ERR_NOMEM, "out of memory");
+        if (c->tp && !c->finished) {
+            const chat_tool_event *te;
+            size_t nt;
+            vt_err e = chat_tool_parser_feed(c->tp, ev->text ? ev->text : "", ev->len,
+                                             ev->kind == VT_EV_FINISH, &te, &nt);
+            if (e)
+                return e;
+            if (tev)
+                *tev = te, *n_tev = nt;
+        }
     }
     switch (ev->kind) {
     case VT_EV_TOKEN:
@@ -319,7 +348,47 @@ static vt_err collect(oai_response *s, int32_t prompt, const vt_event *ev, json_
 
 vt_err oai_response_add(oai_response *s, int32_t prompt, const vt_event *ev)
 {
-    return collect(s, prompt, ev, NULL);
+    return collect(s, prompt, ev, NULL, NULL, NULL);
+}
+
+/* "tool_calls" for a choice that called tools and ended by itself. */
+static json_t *choice_finish(const choice *c)
+{
+    if (c->tp && chat_tool_parser_n_calls(c->tp) > 0 &&
+        (c->finish == VT_FINISH_EOS || c->finish == VT_FINISH_STOP))
+        return json_string("tool_calls");
+    return finish_json(c->finish);
+}
+
+/* A call as OpenAI writes it in a message. */
+static json_t *call_json(const chat_tool_call *t)
+{
+    return json_pack("{s:s,s:s,s:{s:s,s:o}}", "id", t->id, "type", "function", "function",
+                     "name", t->name, "arguments", jstr(t->arguments, t->arguments_len));
+}
+
+/* The chat message of a choice: role, content (null when the output was
+ * only calls), tool_calls when there were any. */
+static json_t *message_json(const choice *c)
+{
+    if (!c->tp)
+        return json_pack("{s:s,s:o}", "role", "assistant", "content", jstr(c->text, c->len));
+    size_t len;
+    const char *text = chat_tool_parser_content(c->tp, &len);
+    int32_t n = chat_tool_parser_n_calls(c->tp);
+    json_t *m = json_pack("{s:s,s:o}", "role", "assistant", "content",
+                          n > 0 && len == 0 ? json_null() : jstr(text, len));
+    json_t *calls = n > 0 ? json_array() : NULL;
+    for (int32_t i = 0; calls && i < n; i++)
+        if (json_array_append_new(calls, call_json(chat_tool_parser_call(c->tp, i)))) {
+            json_decref(calls);
+            calls = NULL;
+        }
+    if (!m || (n > 0 && (!calls || json_object_set_new(m, "tool_calls", calls)))) {
+        json_decref(m);
+        return NULL;
+    }
+    return m;
 }
 
 static json_t *head(const oai_response *s, const char *object)
@@ -343,9 +412,8 @@ json_t *oai_response_body(oai_response *s, oai_error *err)
         json_t *ch;
         if (chat) {
             json_t *lp = c->lp ? json_pack("{s:O}", "content", c->lp) : json_null();
-            ch = json_pack("{s:i,s:{s:s,s:o},s:o,s:o}", "index", (int)i, "message", "role",
-                           "assistant", "content", jstr(c->text, c->len), "logprobs", lp,
-                           "finish_reason", finish_json(c->finish));
+            ch = json_pack("{s:i,s:o,s:o,s:o}", "index", (int)i, "message", message_json(c),
+                           "logprobs", lp, "finish_reason", choice_finish(c));
         } else {
             const oai_prompt *p = &s->rq->prompts[i / s->rq->params.n];
             json_t *text = NULL;
@@ -433,16 +501,57 @@ static json_t *delta_choice(const oai_response *s, int32_t index, const char *te
                      "logprobs", lp ? json_incref(lp) : json_null(), "finish_reason", finish);
 }
 
+/* The two deltas of a completed call: index, id, type, name and arguments
+ * "", then the arguments. */
+static bool push_call(const oai_response *s, json_t *a, int32_t index, int32_t k,
+                      const chat_tool_call *t)
+{
+    json_t *d1 = json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", (int)k, "id",
+                           t->id, "type", "function", "function", "name", t->name, "arguments", "");
+    json_t *d2 = json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", (int)k, "function",
+                           "arguments", jstr(t->arguments, t->arguments_len));
+    return push(a, chunk(s, json_pack("{s:i,s:o,s:n,s:n}", "index", (int)index, "delta", d1,
+                                      "logprobs", "finish_reason"))) &&
+           push(a, chunk(s, json_pack("{s:i,s:o,s:n,s:n}", "index", (int)index, "delta", d2,
+                                      "logprobs", "finish_reason")));
+}
+
+/* Chat with tools: the parser's releases as content and tool_calls deltas
+ * (the token's logprobs ride on the first chunk, or on an empty delta). */
+static bool push_tool_events(const oai_response *s, json_t *a, int32_t index, const choice *c,
+                             const chat_tool_event *te, size_t nt, json_t *one)
+{
+    bool ok = true;
+    for (size_t i = 0; ok && i < nt; i++) {
+        if (te[i].kind == CHAT_TEV_CONTENT) {
+            ok = push(a, chunk(s, delta_choice(s, index, te[i].text, te[i].len, one, json_null())));
+            one = NULL;
+        } else {
+            ok = push_call(s, a, index, te[i].call, chat_tool_parser_call(c->tp, te[i].call));
+        }
+    }
+    if (ok && one)
+        ok = push(a, chunk(s, delta_choice(s, index, NULL, 0, one, json_null())));
+    return ok;
+}
+
 json_t *oai_stream_event(oai_response *s, int32_t prompt, const vt_event *ev)
 {
     json_t *one = NULL, *a;
-    if (collect(s, prompt, ev, &one) || !(a = json_array())) {
+    const chat_tool_event *te;
+    size_t nt;
+    if (collect(s, prompt, ev, &one, &te, &nt) || !(a = json_array())) {
         json_decref(one);
         return NULL;
     }
     int32_t index = prompt * s->rq->params.n + ev->index;
     bool ok = true, chat = s->rq->endpoint == OAI_CHAT;
-    if (ev->kind == VT_EV_TOKEN && (ev->len || one)) {
+    const choice *c = ev->kind == VT_EV_TOKEN || ev->kind == VT_EV_FINISH ? &s->c[index] : NULL;
+    if (c && c->tp) {
+        ok = push_tool_events(s, a, index, c, te, nt, one);
+        if (ok && ev->kind == VT_EV_FINISH)
+            ok = push(a, chunk(s, delta_choice(s, index, NULL, 0, NULL, choice_finish(c))));
+    } else if (ev->kind == VT_EV_TOKEN && (ev->len || one)) {
         ok = push(a, chunk(s, delta_choice(s, index, ev->text, ev->len, one, json_null())));
     } else if (ev->kind == VT_EV_FINISH) {
         if (chat && ev->len)
