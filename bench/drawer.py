@@ -54,7 +54,7 @@ def ensure_model():
 class Server:
     def __init__(self, drawer=None):
         args = [BIN, "serve", "-m", MODEL, "--port", "0", "-t", THREADS, "--ctx", "4096",
-                "--chat-template", TEMPLATE, "--quiet"]
+                "--chat-template", TEMPLATE, "--model-name", "m", "--quiet"]
         if drawer:
             args += ["--kv-drawer", drawer, "--kv-drawer-size", CAP]
         self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -80,8 +80,13 @@ bool serve_start(serve_proc *p, const char *model, const char *const *extra)
         test_fail_at(__FILE__, __LINE__, "pipe: %s", strerror(errno));
         return false;
     }
+    /* the server's default memory store goes under the test's folder, never
+     * into the home folder (a test that wants its own passes --memory-db) */
+    char xdg[600];
+    snprintf(xdg, sizeof xdg, "%s/xdg", test_tmpdir());
     pid_t pid = fork();
     if (pid == 0) {
+        setenv("XDG_DATA_HOME", xdg, 0);
         int logfd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(out[1], 1);
         if (logfd >= 0)

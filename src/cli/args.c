@@ -104,3 +104,16 @@ bool cli_parse_size(const char *opt, const char *s, int64_t *out)
     *out = (int64_t)(v * mul);
     return true;
 }
+
+char *cli_memory_default_db(void)
+{
+    const char *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    char buf[4096];
+    if (x && *x)
+        snprintf(buf, sizeof buf, "%s/vitamin/memory.db", x);
+    else if (home && *home)
+        snprintf(buf, sizeof buf, "%s/.local/share/vitamin/memory.db", home);
+    else
+        return NULL;
+    return strdup(buf);
+}

@@ -43,6 +43,11 @@ bool cli_parse_int_list(const char *opt, const char *s, int32_t **out, int *n);
 /* Does argv[i] need a value, and is there one? Prints the error if not. */
 bool cli_need_value(int argc, char **argv, int i);
 
+/* The memory store's default path: $XDG_DATA_HOME/vitamin/memory.db, else
+ * ~/.local/share/vitamin/memory.db (malloc'd), or NULL when neither
+ * XDG_DATA_HOME nor HOME is set. */
+char *cli_memory_default_db(void);
+
 /* Threads to use when -t is not given: the online cores (cmd_logits.c). */
 int cli_default_threads(void);
 

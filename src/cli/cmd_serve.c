@@ -16,6 +16,7 @@
 #include "chat/chat.h"
 #include "cli.h"
 #include "engine/engine.h"
+#include "memory/memory.h"
 #include "server/server.h"
 #include "util/util.h"
 
@@ -47,6 +48,14 @@ static void help(FILE *out)
             "                           DIR and load them back for a later request with the\n"
             "                           same prefix, also after a restart (default: off)\n"
             "  --kv-drawer-size SIZE    the drawer's cap on disk (default 4G)\n"
+            "  --memory-db URI          the long-term memory store: a SQLite file (default\n"
+            "                           $XDG_DATA_HOME/vitamin/memory.db) or postgresql://...\n"
+            "  --no-memory              no long-term memory: no recall, nothing stored,\n"
+            "                           no /v1/memories\n"
+            "  --memory-budget N        tokens of recalled memories in a chat prompt\n"
+            "                           (default 512)\n"
+            "  --memory-user NAME       without --api-key-file: the one user (default\n"
+            "                           \"default\")\n"
             "  --max-queue N            engine requests held at once, running and waiting;\n"
             "                           more get 429 (default 1024)\n"
             "  --max-connections N      open connections (default 512)\n"
@@ -74,7 +83,11 @@ int cmd_serve(int argc, char **argv)
     long threads = cli_default_threads(), n_ctx = 0, max_seqs = 0, max_batch = 512, port = 8080;
     long max_queue = 1024, max_conn = 512, idle = 60;
     int64_t kv_mem = 0, max_body = 8 << 20, drawer_size = 0;
-    const char *drawer = NULL;
+    const char *drawer = NULL, *memory_db = NULL;
+    bool no_memory = false;
+    long mem_budget = 512;
+    mem_store *mem = NULL;
+    char *mem_default = NULL;
     double grace = 5;
     srv_config cfg = {.host = "127.0.0.1", .log = true};
     for (int i = 1; i < argc; i++) {
@@ -87,11 +100,16 @@ int cmd_serve(int argc, char **argv)
             cfg.log = false;
             continue;
         }
+        if (!strcmp(a, "--no-memory")) {
+            no_memory = true;
+            continue;
+        }
         static const char *const opts[] = {
             "-m", "--model", "--host", "--port", "--model-name", "--api-key-file",
             "--chat-template", "-t", "--threads", "--ctx", "--kv-mem", "--max-seqs",
             "--max-batch-tokens", "--max-queue", "--max-connections", "--max-body",
-            "--idle-timeout", "--shutdown-grace", "--kv-drawer", "--kv-drawer-size"};
+            "--idle-timeout", "--shutdown-grace", "--kv-drawer", "--kv-drawer-size",
+            "--memory-db", "--memory-budget", "--memory-user"};
         size_t k = 0;
         while (k < sizeof opts / sizeof opts[0] && strcmp(a, opts[k]))
             k++;
@@ -127,7 +145,10 @@ int cmd_serve(int argc, char **argv)
                 fprintf(stderr, "vitamin serve: --shutdown-grace: seconds in [0, 3600]\n");
             break;
         case 18: drawer = v; break;
-        default: ok = cli_parse_size(a, v, &drawer_size); break;
+        case 19: ok = cli_parse_size(a, v, &drawer_size); break;
+        case 20: memory_db = v; break;
+        case 21: ok = cli_parse_int(a, v, 1, 1000000, &mem_budget); break;
+        default: cfg.memory_user = v; break;
         }
         if (!ok)
             return 2;
@@ -160,9 +181,22 @@ int cmd_serve(int argc, char **argv)
                             .max_batch_tokens = (int32_t)max_batch,
                             .kv_drawer = drawer,
                             .kv_drawer_bytes = drawer_size};
+    vt_err err;
+    if (!no_memory) {
+        if (!memory_db && !(memory_db = mem_default = cli_memory_default_db())) {
+            fprintf(stderr, "vitamin serve: no --memory-db given and neither XDG_DATA_HOME nor "
+                            "HOME is set (or use --no-memory)\n");
+            goto done;
+        }
+        if ((err = mem_open(memory_db, NULL, &mem))) {
+            fprintf(stderr, "vitamin serve: memory store: %s\n", vt_last_error());
+            goto done;
+        }
+    }
+    cfg.memory = mem;
+    cfg.memory_budget = (size_t)mem_budget;
     if (cli_engine_open("serve", path, threads, &ec, &m, &tok, &pool, &e))
         goto done;
-    vt_err err;
     err = chat_fmt_load(m->file, tok, tfile, &chat);
     if (err == VT_ERR_NOT_FOUND && !tfile) {
         chat = NULL;
@@ -199,6 +233,8 @@ done:
     cli_engine_close(m, tok, pool, e); /* first: it may still wake the server */
     srv_free(srv);
     chat_fmt_destroy(chat);
+    mem_close(mem); /* after the server: it stores turns until it stops */
+    free(mem_default);
     free(dname);
     return rc;
 }

@@ -243,6 +243,20 @@ static const char *bearer(struct MHD_Connection *c, size_t *len)
     return h;
 }
 
+/* Is method one of want's ("GET" or "GET|POST|DELETE"; HEAD goes with GET)? */
+static bool method_ok(const char *method, const char *want)
+{
+    size_t n = strlen(method);
+    for (const char *w = want; *w;) {
+        size_t l = strcspn(w, "|");
+        if ((l == n && !strncmp(w, method, n)) || (l == 3 && !strncmp(w, "GET", 3) &&
+                                                   !strcmp(method, "HEAD")))
+            return true;
+        w += l + (w[l] == '|');
+    }
+    return false;
+}
+
 /* The error the headers alone decide, if any (true: *err filled). */
 static bool early_error(srv_conn *k, const char *method, oai_error *err)
 {
@@ -259,7 +273,7 @@ static bool early_error(srv_conn *k, const char *method, oai_error *err)
                       k->path);
         return true;
     }
-    if (strcmp(method, want) && !(!strcmp(method, "HEAD") && !strcmp(want, "GET"))) {
+    if (!method_ok(method, want)) {
         oai_error_set(err, 405, "invalid_request_error", NULL, "method_not_allowed",
                       "%.100s takes %s, not %.16s", k->path, want, method);
         return true;
@@ -412,6 +426,11 @@ srv_server *srv_start(const srv_config *cfg, vt_engine *e, const chat_fmt *chat)
         s->cfg.max_connections = 512;
     if (s->cfg.idle_timeout <= 0)
         s->cfg.idle_timeout = 60;
+    if (!s->cfg.memory_budget)
+        s->cfg.memory_budget = 512;
+    if (!s->cfg.memory_user)
+        s->cfg.memory_user = "default";
+    s->mem = cfg->memory;
     s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     s->model_name = strdup(cfg->model_name ? cfg->model_name : "vitamin");
     s->e = e;

@@ -28,6 +28,8 @@ static const struct {
     {"/tokenize", false, R_TOKENIZE, "POST", true},
     {"/detokenize", false, R_DETOKENIZE, "POST", true},
     {"/v1/embeddings", false, R_EMBEDDINGS, "POST", true},
+    {"/v1/memories", false, R_MEMORIES, "GET|POST|DELETE", true},
+    {"/v1/memories/", true, R_MEMORIES, "GET|POST|PUT|DELETE", true},
     {"/", false, R_ROOT, "GET", false},
 };
 
@@ -36,13 +38,18 @@ srv_route srv_route_find(const char *path, const char **method, const char **lab
     size_t n = strcspn(path, "?");
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         size_t pl = strlen(routes[i].path);
-        bool hit = routes[i].prefix
+        /* a path ending in '/' takes anything below it */
+        bool deep = routes[i].path[pl - 1] == '/';
+        bool hit = deep ? n > pl && !strncmp(path, routes[i].path, pl)
+                   : routes[i].prefix
                        ? n > pl + 1 && !strncmp(path, routes[i].path, pl) && path[pl] == '/' &&
                              !memchr(path + pl + 1, '/', n - pl - 1)
                        : n == pl && !strncmp(path, routes[i].path, pl);
         if (hit) {
             *method = routes[i].method;
-            *label = routes[i].prefix ? "/v1/models/{id}" : routes[i].path;
+            *label = deep ? "/v1/memories/{...}"
+                     : routes[i].prefix ? "/v1/models/{id}"
+                                        : routes[i].path;
             *auth = routes[i].auth;
             return routes[i].route;
         }
@@ -249,6 +256,8 @@ enum MHD_Result srv_route_handle(srv_conn *k)
         return detokenize(k);
     case R_EMBEDDINGS:
         return srv_embed(k);
+    case R_MEMORIES:
+        return srv_memories(k);
     case R_ROOT:
         return srv_page_send(k);
     default:

@@ -29,6 +29,13 @@ typedef struct {
     int idle_timeout;         /* seconds before an idle connection is closed (default 60) */
     double shutdown_grace;    /* seconds running requests get at shutdown (default 5) */
     bool log;                 /* one line per request on stderr */
+    /* Long-term memory (memory/, server/memory.c): the store (borrowed, used
+     * only on the server's thread; NULL: memory off), the token budget of the
+     * recalled block in a chat prompt (default 512) and, without keys, the
+     * server's one user (default "default"; borrowed). */
+    struct mem_store *memory;
+    size_t memory_budget;
+    const char *memory_user;
 } srv_config;
 
 typedef struct srv_server srv_server;

@@ -51,6 +51,7 @@ typedef enum {
     R_TOKENIZE,
     R_DETOKENIZE,
     R_EMBEDDINGS,
+    R_MEMORIES,
     R_ROOT,
 } srv_route;
 
@@ -80,6 +81,7 @@ struct srv_server {
     int port;
     srv_auth *auth;
     srv_metrics *metrics;
+    struct mem_store *mem; /* cfg.memory */
     int64_t created;
     atomic_bool stopping;
     pthread_mutex_t mu; /* wakers, the live list, n_inflight */
@@ -118,6 +120,7 @@ struct srv_conn {
     size_t out_len, out_off, out_cap;
     bool stream_end;
     struct srv_embed *emb; /* /v1/embeddings (embed.c) */
+    struct srv_mem_req *mem; /* a chat request's recall and turn (memory.c) */
     srv_conn *next, *prev;
     bool listed;
 };
@@ -170,6 +173,22 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep);
 enum MHD_Result srv_generate_resume(srv_conn *k);
 /* Frees k's generation state (its engine requests are freed, aborting them). */
 void srv_generate_free(srv_conn *k);
+
+/* ---- memory.c, memory_api.c ---- */
+/* Chat requests, before the body is validated: recall into body's messages
+ * (changed in place) and note the turn to store. *handled: an error was
+ * sent (return the result). */
+enum MHD_Result srv_memory_prepare(srv_conn *k, json_t *body, bool *handled);
+/* Adds the "vitamin" extension (memories used, conversation, prompt) to a
+ * response body or a first stream chunk. */
+void srv_memory_annotate(srv_conn *k, json_t *obj);
+/* The request is done: stores its user turn. */
+void srv_memory_finish(srv_conn *k);
+void srv_memory_req_free(srv_conn *k);
+/* The user a memory request acts for (*out NULL after sending the error). */
+enum MHD_Result srv_memory_user(srv_conn *k, const json_t *body, const char **out);
+/* /v1/memories and below. */
+enum MHD_Result srv_memories(srv_conn *k);
 
 /* ---- embed.c ---- */
 /* Validates and submits a /v1/embeddings request; answers it (errors, or at

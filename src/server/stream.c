@@ -92,6 +92,8 @@ static bool drain(srv_conn *k, bool stream)
     }
     if (k->n_done == k->n_reqs && k->inflight)
         srv_conn_settle(k);
+    if (k->n_done == k->n_reqs)
+        srv_memory_finish(k); /* the user's turn goes to memory (once) */
     return ok;
 }
 
@@ -140,6 +142,7 @@ enum MHD_Result srv_generate_resume(srv_conn *k)
         if (k->n_done == k->n_reqs) {
             oai_error err;
             json_t *body = oai_response_body(k->resp, &err);
+            srv_memory_annotate(k, body);
             return body ? srv_send_json(k, 200, body) : srv_send_error(k, &err);
         }
         if (srv_conn_gone(k))
@@ -161,7 +164,20 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep)
                                "This model's maximum context length is %lld tokens; the request "
                                "body (%zu bytes) is far longer than that.",
                                (long long)ctx, k->len);
-    if (oai_request_parse_text(ep, k->body ? k->body : "", k->len, &s->octx, &k->rq, &err))
+    json_t *body = NULL;
+    if (oai_json_load(k->body ? k->body : "", k->len, &body, &err))
+        return srv_send_error(k, &err);
+    if (ep == OAI_CHAT && json_is_object(body)) { /* recall goes into the messages */
+        bool handled = false;
+        enum MHD_Result res = srv_memory_prepare(k, body, &handled);
+        if (handled) {
+            json_decref(body);
+            return res;
+        }
+    }
+    int status = oai_request_parse(ep, body, &s->octx, &k->rq, &err);
+    json_decref(body);
+    if (status)
         return srv_send_error(k, &err);
     oai_request *rq = k->rq;
     if (k->user[0]) { /* the key's user is the request's */
@@ -200,7 +216,9 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep)
         k->phase = PH_WAIT;
         return srv_generate_resume(k);
     }
-    if (!sse_array(k, oai_stream_begin(k->resp)))
+    json_t *first = oai_stream_begin(k->resp);
+    srv_memory_annotate(k, json_array_get(first, 0));
+    if (!sse_array(k, first))
         return srv_send_errorf(k, 500, "internal_error", NULL, NULL, "out of memory");
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader,
                                                                k, NULL);
@@ -240,4 +258,5 @@ void srv_generate_free(srv_conn *k)
     free(k->out);
     k->out = NULL;
     srv_embed_free(k);
+    srv_memory_req_free(k);
 }
