@@ -32,6 +32,8 @@ LANGS = {"en": lang_en, "ko": lang_ko}
 # How often a fact is stated in its plain variant (words a question would use,
 # see PLAIN in the language tables) rather than a casual or indirect one.
 P_PLAIN = 0.5
+# How often a fact's value also turns up in an unrelated turn (L.ECHO).
+P_ECHO = 0.35
 
 # ---------------------------------------------------------------- formatting
 
@@ -44,6 +46,7 @@ _JOSA = {  # Korean particle pairs: (after a final consonant, after a vowel)
     "이가": ("이가", "가"), "이도": ("이도", "도"), "이의": ("이의", "의"),
     "이를": ("이를", "를"), "이한테": ("이한테", "한테"), "이라": ("이라", "라"),
     "이라고": ("이라고", "라고"), "이고": ("이고", "고"),
+    "이었어": ("이었어", "였어"), "이라는": ("이라는", "라는"),
 }
 for _p in ("에게", "에", "의", "도", "에서", "한테", "만"):  # the same after any syllable
     _JOSA[_p] = (_p, _p)
@@ -199,9 +202,22 @@ class Conv:
 
     # -- fact kinds -------------------------------------------------------
 
+    def echo(self, value):
+        """A same-entity distractor: the value said in an unrelated turn of
+        some session, by either speaker."""
+        x = value.split("|")[0]
+        if not x or self.rng.random() >= P_ECHO:
+            return
+        who = self.rng.randrange(2)
+        line = fmt(self.rng.choice(self.L.ECHO), {"x": x})
+        react = self.rng.choice(self.L.REACT["neu"])
+        self.blocks[self.rng.randrange(len(self.dates))].append(
+            [(who, line, None), (1 - who, react, None)])
+
     def add_fact(self, F, owner, sess):
         rng, n = self.rng, len(self.dates)
         v = self.pick_value(F["key"], F["values"])
+        self.echo(v)
         c = self.ctx(owner, self.value_ctx(v))
         kind, mood = F["kind"], F.get("mood", "pos")
         answer = F.get("answer", "{a}")
@@ -237,7 +253,9 @@ class Conv:
             c2 = self.ctx(owner, self.value_ctx(v2))
             for cc, ss in ((c, sess), (c2, s2)):
                 cc["t"] = time_phrase(rng, self.L, self.dates[ss])[0]
-            says = [self.say(F), self.say(F)]
+            first = self.say(F)
+            rest = [t for t in F["say"] + F.get("plain_say", []) if t is not first]
+            says = [first, rng.choice(rest)]
             tags = self.episode(sess, owner, says[0], c, mood)
             tags += self.episode(s2, owner, says[1], c2, mood)
             self.ask(F["ask"], owner, tags, "multi_hop",
@@ -249,8 +267,11 @@ class Conv:
         """Multi-hop: a relative introduced by relation in one session, then
         by name alone in a later one; the question names the relation."""
         rng, n = self.rng, len(self.dates)
-        rel = self.pick_value("rel", R["rels"])
-        person = self.pick_value("person", R["people"])
+        me = self.L.GENDER.get(self.names[owner], "n")
+        rels = [r for r in R["rels"] if (r.split("|") + ["n", "n"])[2] in ("n", me)]
+        rel, g = self.pick_value("rel", rels).split("|")[:2]
+        person = self.pick_value("person", [p for p in R["people"]
+                                            if g == "n" or p.endswith("|" + g)]).split("|")[0]
         c = self.ctx(owner, {"r": rel, "p": person})
         tags1 = self.episode(sess, owner, rng.choice(R["intro"]), c, "neu")
         A = rng.choice(R["attrs"])
