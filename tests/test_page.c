@@ -106,6 +106,8 @@ static void test_page(void)
         CHECKF(err && !strncmp(err, "400: ", 5), "the error shown inline: %s", err ? err : "");
         CHECK(json_real_value(json_object_get(r, "kv_used_after_stop")) == 0 &&
               json_is_number(json_object_get(r, "kv_used_after_stop")));
+        CHECK(json_is_true(json_object_get(r, "memory_deleted")));
+        CHECK(json_array_size(json_object_get(r, "memories_before")) == 0);
         CHECK(json_array_size(json_object_get(r, "problems")) == 0);
         CHECK(json_array_size(json_object_get(r, "foreign_requests")) == 0);
         json_decref(r);

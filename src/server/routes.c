@@ -39,7 +39,7 @@ srv_route srv_route_find(const char *path, const char **method, const char **lab
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         size_t pl = strlen(routes[i].path);
         /* a path ending in '/' takes anything below it */
-        bool deep = routes[i].path[pl - 1] == '/';
+        bool deep = pl > 1 && routes[i].path[pl - 1] == '/';
         bool hit = deep ? n > pl && !strncmp(path, routes[i].path, pl)
                    : routes[i].prefix
                        ? n > pl + 1 && !strncmp(path, routes[i].path, pl) && path[pl] == '/' &&

@@ -37,7 +37,7 @@ async function greedy(messages, max_tokens) {
   const r = await fetch(base + '/v1/chat/completions', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + key },
-    body: JSON.stringify({ model, messages, temperature: 0, max_tokens }),
+    body: JSON.stringify({ model, messages, temperature: 0, max_tokens, memory: false }),
   });
   const j = await r.json();
   return j.choices[0].message.content;
@@ -72,7 +72,8 @@ page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') 
 page.on('pageerror', (e) => problems.push('pageerror: ' + e.message));
 page.on('request', (r) => { if (!r.url().startsWith(base + '/') && !r.url().startsWith('data:')) foreign.push(r.url()); });
 
-await page.goto(base + '/?temperature=0&max_tokens=' + MAX_TOKENS);
+// memory off for the turns compared with the server's own answers
+await page.goto(base + '/?temperature=0&max_tokens=' + MAX_TOKENS + '&memory=0');
 
 // no key yet: the page says so inline and opens its settings
 await page.waitForSelector('#notice .error', { timeout: 20000 });
@@ -214,6 +215,45 @@ await assert(used === 0, 'KV blocks used after Stop: ' + used);
 await page.click('#new');
 out.after_new = await page.$$eval('.msg', (a) => a.length);
 await assert(out.after_new === 0 && (await page.isVisible('#empty')), 'New chat empties the page');
+
+// Memory: with it on, what the user says is kept; the panel lists it with a
+// delete button; deleting removes it from the server's store too
+async function memories() {
+  const r = await fetch(base + '/v1/memories', { headers: { Authorization: 'Bearer ' + key } });
+  return (await r.json()).results.map((m) => m.memory);
+}
+out.memories_before = await memories();
+await page.click('#settings-btn');
+await page.check('#use-memory');
+await page.fill('#max-tokens', '8');
+await page.press('#max-tokens', 'Tab');
+await page.click('#settings-btn');
+const fact = 'My favourite colour is teal, like the sea at Nazaré.';
+await page.click('#input');
+await page.keyboard.type(fact);
+await page.press('#input', 'Enter');
+await page.waitForSelector('.msg.assistant:nth-of-type(2)[data-state="done"]', { timeout: 60000 });
+out.memories_after_turn = await memories();
+await assert(out.memories_after_turn.includes(fact), 'the turn was stored: ' + JSON.stringify(out.memories_after_turn));
+await page.click('#memory-btn');
+await page.waitForSelector('#memory-list li', { timeout: 20000 });
+out.memory_panel = await page.$$eval('#memory-list li .text', (a) => a.map((e) => e.firstChild.textContent));
+await assert(out.memory_panel.includes(fact), 'the panel lists it: ' + JSON.stringify(out.memory_panel));
+// a second turn recalls it (the reply's line says so)
+await page.click('#input');
+await page.keyboard.type('What colour do I like?');
+await page.press('#input', 'Enter');
+await page.waitForSelector('.msg.assistant:nth-of-type(4)[data-state="done"]', { timeout: 60000 });
+out.recall_meta = await page.textContent('.msg.assistant:nth-of-type(4) .meta');
+await assert(/memor(y|ies) recalled/.test(out.recall_meta), 'recall shown: ' + out.recall_meta);
+await page.waitForFunction(() => document.querySelectorAll('#memory-list li').length >= 2, null, { timeout: 20000 });
+const li = page.locator('#memory-list li', { hasText: 'teal' });
+await li.locator('button.delete').click();
+await page.waitForFunction(() => ![...document.querySelectorAll('#memory-list li')].some((e) => e.textContent.includes('teal')), null, { timeout: 20000 });
+out.memories_after_delete = await memories();
+await assert(!out.memories_after_delete.includes(fact), 'deleted on the server: ' + JSON.stringify(out.memories_after_delete));
+out.memory_deleted = true;
+await page.screenshot({ path: shot.replace(/\.png$/, '') + '-memory.png', fullPage: false });
 
 out.problems = problems;
 out.foreign_requests = foreign;
