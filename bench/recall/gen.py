@@ -23,6 +23,7 @@ import random
 import re
 import sys
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lang_en  # noqa: E402
 import lang_ko  # noqa: E402
