@@ -620,11 +620,12 @@ static void check_chat(const char *path, const char *tpl_file, const char *tpl_s
         unload(&l);
         return;
     }
+    /* memory off: recall would change the renderings compared here */
     const char *args[16] = {"chat", "-m", path, "--temp", "0", "-n", "12", "-v", "-t", "1",
-                            "--system", "Be brief."};
+                            "--system", "Be brief.", "--no-memory"};
     if (tpl_file) {
-        args[12] = "--template";
-        args[13] = tpl_file;
+        args[13] = "--template";
+        args[14] = tpl_file;
     }
     char *out = NULL, *err = NULL;
     int rc = run_vitamin(args, "Hello there!\n\n안녕하세요, 잘 지내요?\n/exit\nignored\n", &out, &err);
@@ -677,6 +678,58 @@ done:
     free(err);
     tpl_destroy(t);
     unload(&l);
+}
+
+/* Long-term memory in vitamin chat: a fact told in one session is recalled
+ * in the next (a new process), both turns are in the store, --no-memory
+ * stores nothing, and another --memory-user sees nothing. */
+static void test_chat_memory(void)
+{
+    const char *path = small_model();
+    if (!path)
+        return;
+    char tpl[512], db[512];
+    snprintf(tpl, sizeof tpl, "%s/chatml-mem.jinja", test_tmpdir());
+    snprintf(db, sizeof db, "%s/chat-memory/memory.db", test_tmpdir());
+    FILE *f = fopen(tpl, "w");
+    if (!f) {
+        test_fail_at(__FILE__, __LINE__, "cannot write %s", tpl);
+        return;
+    }
+    fputs(chatml, f);
+    fclose(f);
+    const char *a1[] = {"chat", "-m", path, "--template", tpl, "--temp", "0", "-n", "4", "-v",
+                        "-t", "1", "--memory-db", db, NULL};
+    char *out = NULL, *err = NULL;
+    CHECK(run_vitamin(a1, "My cat is named Biscuit and hates the vacuum.\n", &out, &err) == 0);
+    CHECKF(err && strstr(err, ", 0 memories recalled]"), "%s", err ? err : "");
+    free(out);
+    free(err);
+    CHECK(run_vitamin(a1, "What is my cat called?\n", &out, &err) == 0);
+    CHECKF(err && strstr(err, ", 1 memories recalled]"), "session 2: %s", err ? err : "");
+    free(out);
+    free(err);
+    /* another user: nothing */
+    const char *a2[] = {"chat", "-m", path, "--template", tpl, "--temp", "0", "-n", "4", "-v",
+                        "-t", "1", "--memory-db", db, "--memory-user", "someone-else", NULL};
+    CHECK(run_vitamin(a2, "What is my cat called?\n", &out, &err) == 0);
+    CHECKF(err && strstr(err, ", 0 memories recalled]"), "other user: %s", err ? err : "");
+    free(out);
+    free(err);
+    /* --no-memory: nothing recalled, nothing stored */
+    const char *a3[] = {"chat", "-m", path, "--template", tpl, "--temp", "0", "-n", "4", "-v",
+                        "-t", "1", "--memory-db", db, "--no-memory", NULL};
+    CHECK(run_vitamin(a3, "Does my cat like the vacuum?\n", &out, &err) == 0);
+    CHECKF(err && strstr(err, ", 0 memories recalled]"), "--no-memory: %s", err ? err : "");
+    free(out);
+    free(err);
+    const char *l[] = {"memory", "--db", db, "list", "--user", "default", "--json", NULL};
+    CHECK(run_vitamin(l, "", &out, &err) == 0);
+    CHECKF(out && strstr(out, "Biscuit") && strstr(out, "What is my cat called?") &&
+               !strstr(out, "vacuum?"),
+           "the store: %s", out ? out : "");
+    free(out);
+    free(err);
 }
 
 static void test_chat_command(void)
@@ -732,6 +785,7 @@ int main(void)
     RUN_TEST(test_greedy_fixture_models);
     RUN_TEST(test_run_command);
     RUN_TEST(test_chat_command);
+    RUN_TEST(test_chat_memory);
     kn_pool_destroy(pool);
     return test_finish("generate");
 }

@@ -101,7 +101,10 @@ static void test_start(void)
     snprintf(body, sizeof body, "%d", MAX_BODY);
     const char *args[] = {"--model-name", MODEL_NAME, "--api-key-file", keys, "--ctx", ctx,
                           "--max-queue", "3", "--max-body", body, "--idle-timeout", "2",
-                          "--shutdown-grace", "30", NULL};
+                          "--shutdown-grace", "30",
+                          /* the API's shapes, compared with completions of the same
+                           * prompt: no recall changing the prompts (test_serve_memory) */
+                          "--no-memory", NULL};
     server_pid = spawn_server(args, log_path, &port);
 }
 
@@ -860,7 +863,7 @@ static void test_shutdown_abort(void)
     char log2[600];
     snprintf(log2, sizeof log2, "%s/serve2.log", test_tmpdir());
     const char *args[] = {"--model-name", MODEL_NAME, "--ctx", "4096", "--shutdown-grace", "0.2",
-                          NULL};
+                          "--no-memory", NULL};
     int p2 = 0;
     pid_t pid = spawn_server(args, log2, &p2);
     if (pid < 0 || p2 <= 0)

@@ -12,6 +12,14 @@
  * message. A model without a chat template is an error naming --template;
  * there is no silent fallback format.
  *
+ * Long-term memory (memory/, on unless --no-memory): before each turn the
+ * best memories of the user (--memory-user, "default" - the same one user
+ * as a `vitamin serve` without keys) are recalled into the conversation
+ * (mem_recall_messages: the system message on the first turn, in front of
+ * the new message later, where they stay so that the prefix cache keeps
+ * working), and after the reply the user's line is stored as a message
+ * memory of this conversation.
+ *
  * Input: one message per line from stdin; a "> " marker when stdin is a
  * terminal; "/exit", "/quit" or end of input quits, "/reset" starts over.
  * On a terminal, Ctrl-C during a reply ends the reply, at the prompt quits.
@@ -28,6 +36,7 @@
 #include "chat/chat.h"
 #include "cli.h"
 #include "engine/engine.h"
+#include "memory/memory.h"
 #include "tokenizer/tokenizer.h"
 #include "util/util.h"
 
@@ -46,7 +55,12 @@ static void help(FILE *out)
             "  -t, --threads N        threads (default: all cores)\n"
             "  --ctx N                context size in tokens (default: the model's, at most %d)\n"
             "  -v, --verbose          per turn on stderr: tokens reused from the cache, tokens\n"
-            "                         processed, generated, and speeds\n"
+            "                         processed, generated, speeds and memories recalled\n"
+            "  --memory-db URI        the long-term memory store (default\n"
+            "                         $XDG_DATA_HOME/vitamin/memory.db, or postgresql://...)\n"
+            "  --no-memory            no recall, nothing stored\n"
+            "  --memory-budget N      tokens of recalled memories per turn (default 512)\n"
+            "  --memory-user NAME     whose memories (default \"default\")\n"
             "  -h, --help             this help\n"
             "%s"
             "\n-n defaults to -1 here (a reply ends at the model's end-of-turn token).\n",
@@ -81,7 +95,21 @@ typedef struct {
     cli_sampling *smp;
     bool verbose;
     int turn;
+    mem_store *mem; /* NULL: memory off */
+    const char *mem_user;
+    size_t mem_budget;
+    char conv[64]; /* this conversation's id in the memory */
 } chat;
+
+static size_t count_tokens(void *ctx, const char *text, size_t len)
+{
+    return tok_count(ctx, text, len);
+}
+
+static void new_conversation(chat *c)
+{
+    snprintf(c->conv, sizeof c->conv, "chat-%lld-%d", (long long)mem_time_now(), (int)getpid());
+}
 
 /* One user message: 0 to go on, 1 on a fatal error. */
 static int turn(chat *c, const char *line, size_t len)
@@ -89,6 +117,16 @@ static int turn(chat *c, const char *line, size_t len)
     if (!chat_add_message(c->messages, "user", line, len)) {
         fprintf(stderr, "vitamin chat: out of memory\n");
         return 1;
+    }
+    size_t user_index = json_array_size(c->messages) - 1, n_recalled = 0;
+    if (c->mem) {
+        json_t *used = NULL;
+        if (mem_recall_messages(c->mem, c->mem_user, c->messages, c->mem_budget, count_tokens,
+                                (void *)c->tok, &used))
+            fprintf(stderr, "vitamin chat: memory recall failed: %s\n", vt_last_error());
+        n_recalled = json_array_size(used);
+        json_decref(used);
+        user_index = json_array_size(c->messages) - 1; /* a system message may have come first */
     }
     int32_t *ids = NULL;
     size_t n = 0;
@@ -132,6 +170,14 @@ static int turn(chat *c, const char *line, size_t len)
     }
     free(reply.p);
     c->turn++;
+    if (c->mem) {
+        char *text = strndup(line, len);
+        if (!text || mem_store_turn(c->mem, c->mem_user, c->conv, (int64_t)user_index, "user",
+                                    text, mem_time_now(), NULL))
+            fprintf(stderr, "vitamin chat: storing the turn failed: %s\n",
+                    text ? vt_last_error() : "out of memory");
+        free(text);
+    }
     int64_t max_len = vt_engine_max_seq_len(c->e);
     if (f == VT_FINISH_LENGTH && u.prompt_tokens + u.completion_tokens >= max_len)
         fprintf(stderr, "vitamin chat: the context of %lld tokens is full; /reset starts over\n",
@@ -141,11 +187,11 @@ static int turn(chat *c, const char *line, size_t len)
         int64_t np = u.prompt_tokens - u.cached_tokens;
         fprintf(stderr,
                 "[turn %d: %lld tokens reused from the cache, %lld processed (%.2f tok/s), "
-                "%lld generated (%.2f tok/s), finish: %s]\n",
+                "%lld generated (%.2f tok/s), finish: %s, %zu memories recalled]\n",
                 c->turn, (long long)u.cached_tokens, (long long)np,
                 tp > 0 ? (double)np / tp : 0.0, (long long)u.completion_tokens,
                 tg > 0 && u.completion_tokens > 1 ? (double)(u.completion_tokens - 1) / tg : 0.0,
-                vt_finish_reason(f));
+                vt_finish_reason(f), n_recalled);
     }
     return 0;
 }
@@ -180,6 +226,7 @@ static int loop(chat *c)
             while (json_array_size(c->messages) > c->n_keep)
                 json_array_remove(c->messages, json_array_size(c->messages) - 1);
             c->turn = 0;
+            new_conversation(c);
             fprintf(stderr, "(a new conversation)\n");
             continue;
         }
@@ -194,9 +241,10 @@ static int loop(chat *c)
 
 int cmd_chat(int argc, char **argv)
 {
-    const char *path = NULL, *system = NULL, *tfile = NULL;
-    long threads = cli_default_threads(), n_ctx = 0;
-    bool verbose = false;
+    const char *path = NULL, *system = NULL, *tfile = NULL, *memory_db = NULL;
+    const char *mem_user = "default";
+    long threads = cli_default_threads(), n_ctx = 0, mem_budget = 512;
+    bool verbose = false, no_memory = false;
     cli_sampling smp;
     cli_sampling_init(&smp, -1);
     for (int i = 1; i < argc; i++) {
@@ -213,6 +261,15 @@ int cmd_chat(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             verbose = true;
+        } else if (!strcmp(a, "--no-memory")) {
+            no_memory = true;
+        } else if (!strcmp(a, "--memory-db") && cli_need_value(argc, argv, i)) {
+            memory_db = argv[++i];
+        } else if (!strcmp(a, "--memory-user") && cli_need_value(argc, argv, i)) {
+            mem_user = argv[++i];
+        } else if (!strcmp(a, "--memory-budget") && cli_need_value(argc, argv, i)) {
+            if (!cli_parse_int(a, argv[++i], 1, 1000000, &mem_budget))
+                return 2;
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && cli_need_value(argc, argv, i)) {
             path = argv[++i];
         } else if (!strcmp(a, "--system") && cli_need_value(argc, argv, i)) {
@@ -228,7 +285,9 @@ int cmd_chat(int argc, char **argv)
         } else {
             bool known = !strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--system") ||
                          !strcmp(a, "--template") || !strcmp(a, "-t") ||
-                         !strcmp(a, "--threads") || !strcmp(a, "--ctx");
+                         !strcmp(a, "--threads") || !strcmp(a, "--ctx") ||
+                         !strcmp(a, "--memory-db") || !strcmp(a, "--memory-user") ||
+                         !strcmp(a, "--memory-budget");
             if (!known) /* a known one without its value has been reported */
                 fprintf(stderr, "vitamin chat: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -238,14 +297,33 @@ int cmd_chat(int argc, char **argv)
         fprintf(stderr, "vitamin chat: -m MODEL is required (see --help)\n");
         return 2;
     }
+    mem_store *mem = NULL;
+    if (!no_memory) {
+        char *dflt = NULL;
+        if (!memory_db && !(memory_db = dflt = cli_memory_default_db())) {
+            fprintf(stderr, "vitamin chat: no --memory-db given and neither XDG_DATA_HOME nor "
+                            "HOME is set (or use --no-memory)\n");
+            return 1;
+        }
+        vt_err me = mem_open(memory_db, NULL, &mem);
+        free(dflt);
+        if (me) {
+            fprintf(stderr, "vitamin chat: memory store: %s\n", vt_last_error());
+            return 1;
+        }
+    }
     md_model *m;
     tok_tokenizer *tok;
     kn_pool *pool;
     vt_engine *eng;
     vt_engine_config cfg = {.kv_tokens = n_ctx, .max_seq_len = n_ctx};
-    if (cli_engine_open("chat", path, threads, &cfg, &m, &tok, &pool, &eng))
+    if (cli_engine_open("chat", path, threads, &cfg, &m, &tok, &pool, &eng)) {
+        mem_close(mem);
         return 1;
-    chat c = {.tok = tok, .e = eng, .smp = &smp, .verbose = verbose};
+    }
+    chat c = {.tok = tok, .e = eng, .smp = &smp, .verbose = verbose, .mem = mem,
+              .mem_user = mem_user, .mem_budget = (size_t)mem_budget};
+    new_conversation(&c);
     int rc = 1;
     vt_err e = chat_fmt_load(m->file, tok, tfile, &c.fmt);
     if (e) {
@@ -276,5 +354,6 @@ done:
     json_decref(c.messages);
     chat_fmt_destroy(c.fmt);
     cli_engine_close(m, tok, pool, eng);
+    mem_close(mem);
     return rc;
 }

@@ -254,4 +254,30 @@ vt_err mem_format_block(const char *profile, const mem_hit *hits, size_t n, size
                         mem_count_fn count, void *ctx, char **block, const char ***used,
                         size_t *n_used);
 
+/* ---- recall into a conversation (prompt.c) -------------------------- */
+
+struct json_t;
+
+/* The text of an OpenAI message's content: a string, or its text parts
+ * joined by newlines (malloc'd; NULL for anything else or on OOM). */
+char *mem_message_text(const struct json_t *content);
+
+/* Recall for the next turn of a conversation: messages is an OpenAI
+ * messages array (json_t, changed in place); its last user message is the
+ * query; the profile and the best memories (mem_search with neighbouring
+ * turns) within `budget` tokens form the block of mem_format_block. On the
+ * conversation's first turn (no assistant message before the last user
+ * message) the block goes into the system message: appended to the first
+ * message when that is a system message with string content (after a
+ * blank line), else as a new system message in front. On later turns it
+ * goes in front of the last user message's content (then a blank line), so
+ * that the conversation before it renders exactly as on the turn before
+ * and its KV blocks come from the prefix cache. *used (may be NULL; a new
+ * JSON array of the ids put in, the caller decrefs) is set even when
+ * nothing was. A conversation without
+ * a user message, or whose last one has no usable word, changes nothing.
+ * Errors of the store (the messages are then unchanged). */
+vt_err mem_recall_messages(mem_store *s, const char *user, struct json_t *messages, size_t budget,
+                           mem_count_fn count, void *ctx, struct json_t **used);
+
 #endif

@@ -45,8 +45,6 @@
 #include "tokenizer/tokenizer.h"
 #include "util/util.h"
 
-#define RECALL_TOP 16
-
 struct srv_mem_req {
     char user[MEM_USER_MAX + 8];
     char conversation[MEM_ID_MAX + 8];
@@ -118,31 +116,6 @@ enum MHD_Result srv_memory_user(srv_conn *k, const json_t *body, const char **ou
 
 /* ---- recall into chat prompts ---- */
 
-/* The text of a message's content: a string, or its text parts joined. */
-static char *content_text(const json_t *content)
-{
-    if (json_is_string(content))
-        return strdup(json_string_value(content));
-    if (!json_is_array(content))
-        return NULL;
-    vt_buf b = {0};
-    size_t i;
-    json_t *part;
-    json_array_foreach(content, i, part) {
-        json_t *t = json_object_get(part, "text");
-        if (json_is_string(t)) {
-            if (b.len)
-                vt_buf_add(&b, "\n", 1);
-            vt_buf_add(&b, json_string_value(t), strlen(json_string_value(t)));
-        }
-    }
-    if (b.oom || !b.p) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
-}
-
 static const char *role_of(const json_t *m)
 {
     const char *r = json_string_value(json_object_get(m, "role"));
@@ -151,12 +124,7 @@ static const char *role_of(const json_t *m)
 
 static size_t count_tokens(void *ctx, const char *text, size_t len)
 {
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (tok_encode(ctx, text, len, false, false, &ids, &n) != VT_OK)
-        return len / 2 + 1; /* counting is never the reason a block is lost */
-    free(ids);
-    return n;
+    return tok_count(ctx, text, len);
 }
 
 static void default_conversation(const json_t *msgs, char *out, size_t cap)
@@ -169,7 +137,7 @@ static void default_conversation(const json_t *msgs, char *out, size_t cap)
         bool first = i == 0, user = !strcmp(role_of(m), "user");
         if (!first && !(user && users == 0))
             continue;
-        char *t = content_text(json_object_get(m, "content"));
+        char *t = mem_message_text(json_object_get(m, "content"));
         if (t) {
             h = vt_hash64(t, strlen(t), h);
             free(t);
@@ -267,7 +235,7 @@ enum MHD_Result srv_memory_prepare(srv_conn *k, json_t *body, bool *handled)
             last = i;
             break;
         }
-    char *query = last < n ? content_text(json_object_get(json_array_get(msgs, last), "content"))
+    char *query = last < n ? mem_message_text(json_object_get(json_array_get(msgs, last), "content"))
                            : NULL;
     if (store && query && *query) {
         mr->turn = strdup(query);
@@ -277,54 +245,18 @@ enum MHD_Result srv_memory_prepare(srv_conn *k, json_t *body, bool *handled)
         free(query);
         return MHD_YES;
     }
-    mem_query q;
-    mem_query_init(&q);
-    q.text = query;
-    q.top_k = RECALL_TOP;
-    mem_hit *hits = NULL;
-    size_t nh = 0;
-    char *profile = NULL, *block = NULL;
-    const char **used = NULL;
-    size_t n_used = 0;
-    vt_err e = mem_search(s->mem, user, &q, &hits, &nh);
-    if (e == VT_OK)
-        e = mem_profile_get(s->mem, user, &profile);
-    if (e == VT_OK)
-        e = mem_format_block(profile, hits, nh, (size_t)budget, count_tokens, (void *)s->tok,
-                             &block, &used, &n_used);
     free(query);
-    if (e != VT_OK) {
-        /* recall failing never fails the chat: it goes on without memories */
+    /* at most a quarter of the context goes to memories */
+    int64_t quarter = vt_engine_max_seq_len(s->e) / 4;
+    if (budget > quarter)
+        budget = quarter;
+    json_t *used = NULL;
+    vt_err e = mem_recall_messages(s->mem, user, msgs, (size_t)budget, count_tokens,
+                                   (void *)s->tok, &used);
+    if (e != VT_OK) /* recall failing never fails the chat: it goes on without memories */
         fprintf(stderr, "vitamin serve: memory recall for %s failed: %s\n", user,
                 vt_last_error());
-    } else {
-        mr->used = json_array();
-        for (size_t i = 0; i < n_used && mr->used; i++)
-            json_array_append_new(mr->used, json_string(used[i]));
-        if (block && *block) {
-            json_t *first = json_array_get(msgs, 0);
-            json_t *c0 = json_object_get(first, "content");
-            if (!strcmp(role_of(first), "system") && json_is_string(c0)) {
-                size_t l0 = strlen(json_string_value(c0)), lb = strlen(block);
-                char *t = malloc(l0 + lb + 3);
-                if (t) {
-                    memcpy(t, json_string_value(c0), l0);
-                    memcpy(t + l0, "\n\n", 2);
-                    memcpy(t + l0 + 2, block, lb + 1);
-                    json_object_set_new(first, "content", json_string(t));
-                    free(t);
-                }
-            } else {
-                /* (the stored index stays the client's, without the block) */
-                json_array_insert_new(msgs, 0,
-                                      json_pack("{s:s,s:s}", "role", "system", "content", block));
-            }
-        }
-    }
-    free(block);
-    free(used);
-    free(profile);
-    mem_hits_free(hits, nh);
+    mr->used = used;
     return MHD_YES;
 }
 
@@ -349,6 +281,14 @@ void srv_memory_annotate(srv_conn *k, json_t *obj)
         free(text);
     }
     json_object_set_new(obj, "vitamin", v);
+}
+
+void srv_memory_forget_recall(srv_conn *k)
+{
+    if (k->mem && k->mem->used) {
+        json_decref(k->mem->used);
+        k->mem->used = json_array();
+    }
 }
 
 void srv_memory_finish(srv_conn *k)

@@ -182,6 +182,8 @@ enum MHD_Result srv_memory_prepare(srv_conn *k, json_t *body, bool *handled);
 /* Adds the "vitamin" extension (memories used, conversation, prompt) to a
  * response body or a first stream chunk. */
 void srv_memory_annotate(srv_conn *k, json_t *obj);
+/* The recalled block was left out after all (the prompt was too long). */
+void srv_memory_forget_recall(srv_conn *k);
 /* The request is done: stores its user turn. */
 void srv_memory_finish(srv_conn *k);
 void srv_memory_req_free(srv_conn *k);

@@ -167,16 +167,25 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep)
     json_t *body = NULL;
     if (oai_json_load(k->body ? k->body : "", k->len, &body, &err))
         return srv_send_error(k, &err);
-    if (ep == OAI_CHAT && json_is_object(body)) { /* recall goes into the messages */
+    json_t *plain = NULL; /* the body before recall changed it */
+    if (ep == OAI_CHAT && json_is_object(body) && s->mem) { /* recall goes into the messages */
         bool handled = false;
+        plain = json_deep_copy(body);
         enum MHD_Result res = srv_memory_prepare(k, body, &handled);
         if (handled) {
             json_decref(body);
+            json_decref(plain);
             return res;
         }
     }
     int status = oai_request_parse(ep, body, &s->octx, &k->rq, &err);
+    if (status == 400 && plain && !strcmp(err.code, "context_length_exceeded")) {
+        /* the recalled memories made it too long: without them, then */
+        srv_memory_forget_recall(k);
+        status = oai_request_parse(ep, plain, &s->octx, &k->rq, &err);
+    }
     json_decref(body);
+    json_decref(plain);
     if (status)
         return srv_send_error(k, &err);
     oai_request *rq = k->rq;

@@ -343,3 +343,13 @@ vt_err tok_encode(const tok_tokenizer *t, const char *text, size_t len, bool add
     *n_ids = out.n;
     return VT_OK;
 }
+
+size_t tok_count(const tok_tokenizer *t, const char *text, size_t len)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (tok_encode(t, text, len, false, false, &ids, &n) != VT_OK)
+        return len / 2 + 1;
+    free(ids);
+    return n;
+}

@@ -116,6 +116,9 @@ int32_t tok_find(const tok_tokenizer *t, const char *text, size_t len);
  * vocabulary on one core (several times llama.cpp's). */
 vt_err tok_encode(const tok_tokenizer *t, const char *text, size_t len, bool add_special,
                   bool parse_special, int32_t **ids, size_t *n_ids);
+/* The number of tokens tok_encode gives for text[0..len) (nothing added or
+ * parsed); when it fails (out of memory), an overestimate: len / 2 + 1. */
+size_t tok_count(const tok_tokenizer *t, const char *text, size_t len);
 
 /* ---- decoding ---- */
 
