@@ -74,6 +74,9 @@ struct mem_store {
 extern const mem_backend mem_sqlite_backend;
 /* Opens the SQLite backend at path into s->impl. */
 vt_err mem_sqlite_open(mem_store *s, const char *path, const mem_options *opt);
+extern const mem_backend mem_pg_backend;
+/* Opens the PostgreSQL backend (postgres.c) at a postgresql:// URI into s->impl. */
+vt_err mem_pg_open(mem_store *s, const char *uri, const mem_options *opt);
 
 /* ---- checks (store.c) ---- */
 bool mem_utf8_valid(const char *s, size_t len);

@@ -348,10 +348,8 @@ vt_err mem_open(const char *uri, const mem_options *opt, mem_store **out)
     *out = NULL;
     if (!uri || !*uri)
         return vt_fail(VT_ERR_INVALID, "memory store: no path or URI");
-    if (!strncmp(uri, "postgresql://", 13) || !strncmp(uri, "postgres://", 11))
-        return vt_fail(VT_ERR_UNSUPPORTED,
-                       "memory store %s: the PostgreSQL backend is not built yet", "postgresql://...");
-    if (strstr(uri, "://"))
+    bool pg = !strncmp(uri, "postgresql://", 13) || !strncmp(uri, "postgres://", 11);
+    if (!pg && strstr(uri, "://"))
         return vt_fail(VT_ERR_UNSUPPORTED, "memory store '%.64s': unknown URI scheme", uri);
     const char *path = !strncmp(uri, "sqlite:", 7) ? uri + 7 : uri;
     mem_options o = {0};
@@ -362,8 +360,8 @@ vt_err mem_open(const char *uri, const mem_options *opt, mem_store **out)
     mem_store *s = calloc(1, sizeof *s);
     if (!s)
         return vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
-    s->be = &mem_sqlite_backend;
-    vt_err e = mem_sqlite_open(s, path, &o);
+    s->be = pg ? &mem_pg_backend : &mem_sqlite_backend;
+    vt_err e = pg ? mem_pg_open(s, uri, &o) : mem_sqlite_open(s, path, &o);
     if (e) {
         free(s);
         return e;
