@@ -579,6 +579,58 @@ static void test_prefix_hit(void)
     sim_free(&m);
 }
 
+/* Requests arriving together with a shared prefix: the first computes it,
+ * the others wait for it and find it cached (prefix dedupe), instead of
+ * each computing it in the same step; with no_prefix_dedupe they do not
+ * wait. Outputs equal the requests' alone either way. */
+static void test_prefix_in_flight(void)
+{
+    for (int off = 0; off < 2; off++) {
+        sim m;
+        sim_init(&m, 128, 16, true, 512, 16);
+        if (off) { /* the same, with dedupe off */
+            sched_destroy(m.s);
+            m.cfg.no_prefix_dedupe = true;
+            m.s = sched_create(m.kv, &m.cfg);
+        }
+        int32_t a[256], b[256], c[256];
+        fill_tokens(a, 256, 21);
+        memcpy(b, a, sizeof a);
+        fill_tokens(b + 224, 32, 22);
+        fill_tokens(c, 256, 23); /* shares nothing */
+        CHECK(sim_add(&m, 0, a, 256, 2, 0, 1) == VT_OK);
+        CHECK(sim_add(&m, 1, b, 256, 2, 0, 1) == VT_OK);
+        CHECK(sim_add(&m, 2, c, 256, 2, 0, 1) == VT_OK);
+        sim_step(&m);
+        sched_stats ss;
+        sched_get_stats(m.s, &ss);
+        if (!off) {
+            CHECK_EQ_INT(m.st.n_entries, 1); /* b waits for a's prefix; c behind it */
+            CHECK_EQ_INT(m.st.n_tokens, 256);
+            CHECK_EQ_INT(ss.prefix_deferred, 1);
+            sim_step(&m);
+            bool seen = false;
+            for (int64_t k = 0; k < m.st.n_entries; k++)
+                if (m.st.entries[k].id == 1) {
+                    seen = true;
+                    CHECK_EQ_INT(m.st.entries[k].pos, 224);
+                    CHECK_EQ_INT(m.st.entries[k].n_tokens, 32);
+                }
+            CHECK(seen);
+        } else {
+            CHECK_EQ_INT(m.st.n_entries, 2); /* a and b both compute the prefix */
+            CHECK_EQ_INT(m.st.n_tokens, 512);
+            CHECK_EQ_INT(ss.prefix_deferred, 0);
+        }
+        sim_run(&m, 100);
+        kv_stats ks;
+        kv_get_stats(m.kv, &ks);
+        CHECK_EQ_INT(ks.prefix_hits, off ? 0 : 224);
+        sim_check_alone(&m);
+        sim_free(&m);
+    }
+}
+
 /* A small pool: the request that arrived last is preempted when blocks run
  * out, its blocks freed at once; it resumes with prompt + generated tokens
  * and ends with the same tokens as alone. */
@@ -1054,6 +1106,7 @@ int main(void)
     RUN_TEST(test_chunked_prefill);
     RUN_TEST(test_decodes_first);
     RUN_TEST(test_prefix_hit);
+    RUN_TEST(test_prefix_in_flight);
     RUN_TEST(test_preempt_resume);
     RUN_TEST(test_preempt_priority);
     RUN_TEST(test_never);

@@ -41,6 +41,7 @@ typedef struct {
     int64_t requests_done;
     int64_t running, waiting; /* sequences now */
     int64_t preemptions;
+    int64_t prefix_deferred; /* admissions that waited for a shared prefix in flight */
     kv_stats kv;
     kv_drawer_stats drawer; /* zeros without a drawer */
     double t_forward;        /* seconds in md_forward */

@@ -171,6 +171,7 @@ static void publish(vt_engine *e)
     e->stats.running = ss.running;
     e->stats.waiting = ss.waiting;
     e->stats.preemptions = ss.preemptions;
+    e->stats.prefix_deferred = ss.prefix_deferred;
     kv_get_stats(e->kv, &e->stats.kv);
     kv_drawer_get_stats(e->drawer, &e->stats.drawer);
     pthread_mutex_lock(&e->mu);

@@ -72,6 +72,8 @@ struct sched {
     int64_t n_reported; /* finished[0..n_reported) went out with the last update */
 
     int64_t preemptions, steps, last_step_tokens, tokens_scheduled;
+    bool dedupe_prefix;
+    int64_t deferred; /* admissions put off for a prefix in flight */
 };
 
 /* ---- small containers ---- */
@@ -222,6 +224,7 @@ sched *sched_create(kv_pool *kv, const sched_config *cfg)
     s->max_batch_tokens = c.max_batch_tokens;
     s->max_seqs = c.max_seqs;
     s->admit_headroom = c.admit_headroom > 0 ? c.admit_headroom : 0;
+    s->dedupe_prefix = !c.no_prefix_dedupe;
     s->entries = calloc((size_t)c.max_seqs, sizeof *s->entries);
     s->entry_owner = calloc((size_t)c.max_seqs, sizeof *s->entry_owner);
     s->copies = calloc((size_t)c.max_seqs, sizeof *s->copies);
@@ -500,6 +503,29 @@ static void seal_step(sched *s, sched_step *out)
     }
 }
 
+/* Is the first block of q's tokens that the prefix cache did not give it
+ * (tokens pos .. pos + bs - 1, pos a multiple of the block size) one that a
+ * running sequence with the same salt and the same tokens up to there has
+ * yet to compute? Then q is better off waiting a step or two and finding it
+ * cached than computing it too: a crowd of requests sharing a long prefix
+ * (a system prompt) computes it once, not once per request admitted before
+ * the first one is done. */
+static bool prefix_in_flight(const sched *s, const sseq *q, int64_t pos)
+{
+    int64_t end = pos + kv_block_size(s->kv);
+    if (end > q->n_tokens - 1) /* q's last block: it computes that itself anyway */
+        return false;
+    for (int64_t i = 0; i < s->running.n; i++) {
+        const sseq *r = s->running.v[i];
+        if (r->req->salt != q->req->salt || r->n_tokens < end || !r->kv ||
+            kv_seq_n_computed(r->kv) >= end)
+            continue;
+        if (!memcmp(r->tokens, q->tokens, (size_t)end * sizeof *q->tokens))
+            return true;
+    }
+    return false;
+}
+
 vt_err sched_schedule(sched *s, sched_step *out)
 {
     if (!s || !out)
@@ -548,6 +574,11 @@ vt_err sched_schedule(sched *s, sched_step *out)
         if (!ks)
             break; /* host memory: try again next step */
         int64_t pos = kv_seq_n_computed(ks);
+        if (s->dedupe_prefix && prefix_in_flight(s, q, pos)) {
+            kv_seq_free(s->kv, ks);
+            s->deferred++;
+            break; /* head of line: its prefix is on the way */
+        }
         int64_t need = q->n_tokens - pos;
         int64_t n = need < s->budget ? need : s->budget;
         if (s->admit_headroom && s->running.n > 0) {
@@ -789,4 +820,5 @@ void sched_get_stats(const sched *s, sched_stats *out)
     out->steps = s->steps;
     out->last_step_tokens = s->last_step_tokens;
     out->tokens_scheduled = s->tokens_scheduled;
+    out->prefix_deferred = s->deferred;
 }

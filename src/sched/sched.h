@@ -75,6 +75,11 @@ typedef struct {
      * sequences' growth then preempts (and recomputes) them over and over.
      * 0: off (admit when the first chunk fits, as vLLM v1 does). */
     int32_t admit_headroom;
+    /* By default a waiting request whose next uncached prompt block a
+     * running sequence (same salt, same tokens so far) has yet to compute
+     * waits for it (blocking the queue behind it, FCFS) rather than
+     * computing it too; true turns that off. */
+    bool no_prefix_dedupe;
 } sched_config;
 
 typedef struct {
@@ -150,6 +155,7 @@ typedef struct {
     int64_t steps;            /* sched_schedule calls that scheduled something */
     int64_t last_step_tokens; /* tokens scheduled by the last sched_schedule */
     int64_t tokens_scheduled; /* total */
+    int64_t prefix_deferred;  /* admissions put off for a prefix block in flight */
 } sched_stats;
 
 /* A scheduler over kv (borrowed: it must outlive the scheduler and be used

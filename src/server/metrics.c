@@ -176,6 +176,10 @@ char *srv_metrics_render(srv_metrics *m, vt_engine *e, size_t *len)
             "Prompt tokens looked up in the prefix cache.", c.kv.prefix_queries);
     put_one(f, "vitamin_prefix_cache_hits_total", "counter",
             "Prompt tokens found in the prefix cache.", c.kv.prefix_hits);
+    put_one(f, "vitamin_prefix_deferred_total", "counter",
+            "Admissions that waited a step for a shared prompt prefix another request was "
+            "computing (instead of computing it too).",
+            c.prefix_deferred);
     put_one(f, "vitamin_kv_drawer_hit_tokens_total", "counter",
             "Of the prefix cache hits, tokens loaded from the KV drawer (--kv-drawer).",
             c.kv.backing_hits);
