@@ -589,7 +589,7 @@ vt_err chat_tool_forced(chat_tool_family f, const json_t *tools, int named, char
     bool arr = f == CHAT_TOOLS_MISTRAL || f == CHAT_TOOLS_GRANITE;
     vt_buf_add(&g, "root ::= ", 9);
     if (arr)
-        vt_buf_add(&g, "\"[\" ", 5);
+        vt_buf_add(&g, "\"[\" ", 4);
     vt_buf_add(&g, "(", 1);
     vt_err e = VT_OK;
     bool first = true;
@@ -631,7 +631,7 @@ vt_err chat_tool_forced(chat_tool_family f, const json_t *tools, int named, char
     }
     vt_buf_add(&g, ")", 1);
     if (arr)
-        vt_buf_add(&g, " \"]\"", 5);
+        vt_buf_add(&g, " \"]\"", 4);
     vt_buf_add(&g, "\n", 1);
     if (!e && rules.len)
         vt_buf_add(&g, rules.p, rules.len);
