@@ -321,6 +321,63 @@ static void test_api(void)
     CHECK(serve_stop(&p, 30));
 }
 
+/* --memory-embeddings: each stored turn carries the served model's
+ * embedding of its text, and a search with that vector (and words that
+ * match nothing) finds the turn first by cosine similarity ~1. */
+static void test_embeddings(void)
+{
+    if (!ready) {
+        test_fail_at(__FILE__, __LINE__, "no model (test_setup failed)");
+        return;
+    }
+    char edb[600];
+    snprintf(edb, sizeof edb, "%s/mem-store-emb/memory.db", test_tmpdir());
+    serve_proc p;
+    const char *args[] = {"--model-name", "m", "--api-key-file", keys, "--memory-db", edb,
+                          "--memory-embeddings", "--ctx", "2048", "-t", "1", NULL};
+    if (!serve_start(&p, model, args))
+        return;
+    const char *turn = "The lighthouse keeper paints his boat orange every spring.";
+    json_t *v = chat(p.port, KA, turn, "emb-1", NULL);
+    json_decref(v);
+    json_t *m = call(p.port, "GET", "/v1/memories/emb-1:0", KA, NULL, 200);
+    json_int_t dims = json_integer_value(json_object_get(m, "embedding_dims"));
+    CHECKF(dims == 64, "the stored turn's embedding has %lld dimensions", (long long)dims);
+    json_decref(m);
+    char *body = NULL;
+    json_t *eb = json_pack("{s:s,s:s}", "model", "m", "input", turn);
+    body = json_dumps(eb, JSON_COMPACT);
+    json_decref(eb);
+    json_t *er = call(p.port, "POST", "/v1/embeddings", KA, body, 200);
+    free(body);
+    json_t *vec = json_object_get(json_array_get(json_object_get(er, "data"), 0), "embedding");
+    CHECK(json_array_size(vec) == 64);
+    json_t *sq = json_pack("{s:s,s:O}", "query", "qqqq", "embedding", vec);
+    body = json_dumps(sq, JSON_COMPACT);
+    json_decref(sq);
+    json_decref(er);
+    json_t *r = call(p.port, "POST", "/v1/memories/search", KA, body, 200);
+    free(body);
+    json_t *top = json_array_get(json_object_get(r, "results"), 0);
+    CHECKF(top && !strcmp(json_string_value(json_object_get(top, "id")), "emb-1:0"),
+           "the vector search's first result: %s",
+           top ? json_string_value(json_object_get(top, "id")) : "(none)");
+    CHECK(json_integer_value(json_object_get(top, "vector_rank")) == 1);
+    CHECK(json_integer_value(json_object_get(top, "lexical_rank")) == 0);
+    CHECKF(json_number_value(json_object_get(top, "similarity")) > 0.98, "similarity %g",
+           json_number_value(json_object_get(top, "similarity")));
+    json_decref(r);
+    /* recall in a chat runs with the query's embedding too */
+    v = chat(p.port, KA, "Which colour is the lighthouse keeper's boat?", NULL, NULL);
+    CHECK(used_has(v, "emb-1:0"));
+    json_decref(v);
+    json_decref(call(p.port, "POST", "/v1/memories/search", KA,
+                     "{\"query\":\"x\",\"embedding\":[1,\"a\"]}", 400));
+    json_decref(call(p.port, "POST", "/v1/memories/search", KA,
+                     "{\"query\":\"x\",\"embedding\":[]}", 400));
+    CHECK(serve_stop(&p, 30));
+}
+
 static void test_no_memory(void)
 {
     if (!ready) {
@@ -345,6 +402,7 @@ int main(void)
     RUN_TEST(test_setup);
     RUN_TEST(test_recall_isolation_restart);
     RUN_TEST(test_api);
+    RUN_TEST(test_embeddings);
     RUN_TEST(test_no_memory);
     return test_finish("test_serve_memory");
 }

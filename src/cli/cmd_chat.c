@@ -61,6 +61,9 @@ static void help(FILE *out)
             "  --no-memory            no recall, nothing stored\n"
             "  --memory-budget N      tokens of recalled memories per turn (default 512)\n"
             "  --memory-user NAME     whose memories (default \"default\")\n"
+            "  --memory-embeddings    recall by meaning too: embed turns and queries with the\n"
+            "                         chat model (its mean-pooled hidden states)\n"
+            "  --embedding-model FILE ... or with this GGUF model\n"
             "  -h, --help             this help\n"
             "%s"
             "\n-n defaults to -1 here (a reply ends at the model's end-of-turn token).\n",
@@ -96,6 +99,7 @@ typedef struct {
     bool verbose;
     int turn;
     mem_store *mem; /* NULL: memory off */
+    vt_engine *embedder; /* embeddings of turns and queries (NULL: none) */
     const char *mem_user;
     size_t mem_budget;
     char conv[64]; /* this conversation's id in the memory */
@@ -111,18 +115,25 @@ static void new_conversation(chat *c)
     snprintf(c->conv, sizeof c->conv, "chat-%lld-%d", (long long)mem_time_now(), (int)getpid());
 }
 
-/* One user message: 0 to go on, 1 on a fatal error. */
-static int turn(chat *c, const char *line, size_t len)
+/* One user message: 0 to go on, 1 on a fatal error. *emb: the message's
+ * embedding, made here when there is an embedder (the caller frees it). */
+static int turn_with(chat *c, const char *line, size_t len, float **emb_out)
 {
     if (!chat_add_message(c->messages, "user", line, len)) {
         fprintf(stderr, "vitamin chat: out of memory\n");
         return 1;
     }
     size_t user_index = json_array_size(c->messages) - 1, n_recalled = 0;
+    float *emb = NULL;
+    int32_t n_embd = 0;
     if (c->mem) {
         json_t *used = NULL;
-        if (mem_recall_messages(c->mem, c->mem_user, c->messages, c->mem_budget, count_tokens,
-                                (void *)c->tok, &used))
+        if (c->embedder && eng_embed_text(c->embedder, line, len, 0, emb_out, &n_embd))
+            fprintf(stderr, "vitamin chat: the message's embedding failed: %s\n",
+                    vt_last_error());
+        emb = *emb_out;
+        if (mem_recall_messages(c->mem, c->mem_user, c->messages, c->mem_budget, emb, n_embd,
+                                count_tokens, (void *)c->tok, &used))
             fprintf(stderr, "vitamin chat: memory recall failed: %s\n", vt_last_error());
         n_recalled = json_array_size(used);
         json_decref(used);
@@ -172,8 +183,8 @@ static int turn(chat *c, const char *line, size_t len)
     c->turn++;
     if (c->mem) {
         char *text = strndup(line, len);
-        if (!text || mem_store_turn(c->mem, c->mem_user, c->conv, (int64_t)user_index, "user",
-                                    text, mem_time_now(), NULL))
+        if (!text || mem_store_turn_embedded(c->mem, c->mem_user, c->conv, (int64_t)user_index,
+                                             "user", text, mem_time_now(), emb, n_embd, NULL))
             fprintf(stderr, "vitamin chat: storing the turn failed: %s\n",
                     text ? vt_last_error() : "out of memory");
         free(text);
@@ -194,6 +205,14 @@ static int turn(chat *c, const char *line, size_t len)
                 vt_finish_reason(f), n_recalled);
     }
     return 0;
+}
+
+static int turn(chat *c, const char *line, size_t len)
+{
+    float *emb = NULL;
+    int rc = turn_with(c, line, len, &emb);
+    free(emb);
+    return rc;
 }
 
 static int loop(chat *c)
@@ -244,7 +263,8 @@ int cmd_chat(int argc, char **argv)
     const char *path = NULL, *system = NULL, *tfile = NULL, *memory_db = NULL;
     const char *mem_user = "default";
     long threads = cli_default_threads(), n_ctx = 0, mem_budget = 512;
-    bool verbose = false, no_memory = false;
+    bool verbose = false, no_memory = false, self_embed = false;
+    const char *emb_path = NULL;
     cli_sampling smp;
     cli_sampling_init(&smp, -1);
     for (int i = 1; i < argc; i++) {
@@ -263,6 +283,10 @@ int cmd_chat(int argc, char **argv)
             verbose = true;
         } else if (!strcmp(a, "--no-memory")) {
             no_memory = true;
+        } else if (!strcmp(a, "--memory-embeddings")) {
+            self_embed = true;
+        } else if (!strcmp(a, "--embedding-model") && cli_need_value(argc, argv, i)) {
+            emb_path = argv[++i];
         } else if (!strcmp(a, "--memory-db") && cli_need_value(argc, argv, i)) {
             memory_db = argv[++i];
         } else if (!strcmp(a, "--memory-user") && cli_need_value(argc, argv, i)) {
@@ -287,7 +311,7 @@ int cmd_chat(int argc, char **argv)
                          !strcmp(a, "--template") || !strcmp(a, "-t") ||
                          !strcmp(a, "--threads") || !strcmp(a, "--ctx") ||
                          !strcmp(a, "--memory-db") || !strcmp(a, "--memory-user") ||
-                         !strcmp(a, "--memory-budget");
+                         !strcmp(a, "--memory-budget") || !strcmp(a, "--embedding-model");
             if (!known) /* a known one without its value has been reported */
                 fprintf(stderr, "vitamin chat: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -295,6 +319,11 @@ int cmd_chat(int argc, char **argv)
     }
     if (!path) {
         fprintf(stderr, "vitamin chat: -m MODEL is required (see --help)\n");
+        return 2;
+    }
+    if (self_embed && emb_path) {
+        fprintf(stderr, "vitamin chat: --memory-embeddings and --embedding-model exclude each "
+                        "other\n");
         return 2;
     }
     mem_store *mem = NULL;
@@ -321,8 +350,21 @@ int cmd_chat(int argc, char **argv)
         mem_close(mem);
         return 1;
     }
+    md_model *em = NULL;
+    tok_tokenizer *etok = NULL;
+    kn_pool *epool = NULL;
+    vt_engine *ee = NULL;
     chat c = {.tok = tok, .e = eng, .smp = &smp, .verbose = verbose, .mem = mem,
               .mem_user = mem_user, .mem_budget = (size_t)mem_budget};
+    if (mem && emb_path) {
+        vt_engine_config ecfg = {.kv_tokens = 2048};
+        if (cli_engine_open("chat", emb_path, threads, &ecfg, &em, &etok, &epool, &ee)) {
+            cli_engine_close(m, tok, pool, eng);
+            mem_close(mem);
+            return 1;
+        }
+    }
+    c.embedder = !mem ? NULL : ee ? ee : self_embed ? eng : NULL;
     new_conversation(&c);
     int rc = 1;
     vt_err e = chat_fmt_load(m->file, tok, tfile, &c.fmt);
@@ -354,6 +396,7 @@ done:
     json_decref(c.messages);
     chat_fmt_destroy(c.fmt);
     cli_engine_close(m, tok, pool, eng);
+    cli_engine_close(em, etok, epool, ee);
     mem_close(mem);
     return rc;
 }

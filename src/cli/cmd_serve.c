@@ -56,6 +56,9 @@ static void help(FILE *out)
             "                           (default 512)\n"
             "  --memory-user NAME       without --api-key-file: the one user (default\n"
             "                           \"default\")\n"
+            "  --memory-embeddings      recall by meaning too: embed turns and queries with\n"
+            "                           the served model (its /v1/embeddings pooling)\n"
+            "  --embedding-model FILE   ... or with this GGUF model (loaded beside the served one)\n"
             "  --max-queue N            engine requests held at once, running and waiting;\n"
             "                           more get 429 (default 1024)\n"
             "  --max-connections N      open connections (default 512)\n"
@@ -84,7 +87,12 @@ int cmd_serve(int argc, char **argv)
     long max_queue = 1024, max_conn = 512, idle = 60;
     int64_t kv_mem = 0, max_body = 8 << 20, drawer_size = 0;
     const char *drawer = NULL, *memory_db = NULL;
-    bool no_memory = false;
+    bool no_memory = false, self_embed = false;
+    const char *emb_path = NULL;
+    md_model *em = NULL;
+    tok_tokenizer *etok = NULL;
+    kn_pool *epool = NULL;
+    vt_engine *ee = NULL;
     long mem_budget = 512;
     mem_store *mem = NULL;
     char *mem_default = NULL;
@@ -104,12 +112,16 @@ int cmd_serve(int argc, char **argv)
             no_memory = true;
             continue;
         }
+        if (!strcmp(a, "--memory-embeddings")) {
+            self_embed = true;
+            continue;
+        }
         static const char *const opts[] = {
             "-m", "--model", "--host", "--port", "--model-name", "--api-key-file",
             "--chat-template", "-t", "--threads", "--ctx", "--kv-mem", "--max-seqs",
             "--max-batch-tokens", "--max-queue", "--max-connections", "--max-body",
             "--idle-timeout", "--shutdown-grace", "--kv-drawer", "--kv-drawer-size",
-            "--memory-db", "--memory-budget", "--memory-user"};
+            "--memory-db", "--memory-budget", "--memory-user", "--embedding-model"};
         size_t k = 0;
         while (k < sizeof opts / sizeof opts[0] && strcmp(a, opts[k]))
             k++;
@@ -148,13 +160,19 @@ int cmd_serve(int argc, char **argv)
         case 19: ok = cli_parse_size(a, v, &drawer_size); break;
         case 20: memory_db = v; break;
         case 21: ok = cli_parse_int(a, v, 1, 1000000, &mem_budget); break;
-        default: cfg.memory_user = v; break;
+        case 22: cfg.memory_user = v; break;
+        default: emb_path = v; break;
         }
         if (!ok)
             return 2;
     }
     if (!path) {
         fprintf(stderr, "vitamin serve: -m MODEL is required (see --help)\n");
+        return 2;
+    }
+    if (self_embed && emb_path) {
+        fprintf(stderr, "vitamin serve: --memory-embeddings and --embedding-model exclude each "
+                        "other\n");
         return 2;
     }
     /* SIGINT/SIGTERM are taken by sigwait below: blocked before any thread
@@ -194,9 +212,16 @@ int cmd_serve(int argc, char **argv)
         }
     }
     cfg.memory = mem;
+    cfg.memory_uri = memory_db;
     cfg.memory_budget = (size_t)mem_budget;
     if (cli_engine_open("serve", path, threads, &ec, &m, &tok, &pool, &e))
         goto done;
+    if (mem && emb_path) {
+        vt_engine_config ecfg = {.kv_tokens = 2048};
+        if (cli_engine_open("serve", emb_path, threads, &ecfg, &em, &etok, &epool, &ee))
+            goto done;
+    }
+    cfg.memory_embedder = !mem ? NULL : ee ? ee : self_embed ? e : NULL;
     err = chat_fmt_load(m->file, tok, tfile, &chat);
     if (err == VT_ERR_NOT_FOUND && !tfile) {
         chat = NULL;
@@ -232,6 +257,7 @@ int cmd_serve(int argc, char **argv)
 done:
     cli_engine_close(m, tok, pool, e); /* first: it may still wake the server */
     srv_free(srv);
+    cli_engine_close(em, etok, epool, ee); /* the memory thread stopped with the server */
     chat_fmt_destroy(chat);
     mem_close(mem); /* after the server: it stores turns until it stops */
     free(mem_default);

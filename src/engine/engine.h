@@ -58,4 +58,13 @@ const tok_tokenizer *eng_tokenizer(const vt_engine *e);
 /* Any thread. */
 void eng_get_counters(vt_engine *e, eng_counters *out);
 
+/* The embedding of text[0..len) as an embedding request of e (tokenized
+ * with the model's BOS rule, its first max_seq_len tokens; pooled and
+ * L2-normalised as vt_request_params.embed says), waiting for it: for a
+ * thread other than e's (a threaded engine). salt: the request's cache
+ * salt. *out is malloc'd [*n_embd] (the caller frees). VT_ERR_INVALID for a
+ * text without tokens, the engine's errors. */
+vt_err eng_embed_text(vt_engine *e, const char *text, size_t len, uint64_t salt, float **out,
+                      int32_t *n_embd);
+
 #endif

@@ -161,6 +161,11 @@ vt_err mem_upsert(mem_store *s, const char *user, const mem_input *in, char *id_
  * (storing the same turn again updates it). */
 vt_err mem_store_turn(mem_store *s, const char *user, const char *conversation, int64_t index,
                       const char *speaker, const char *text, int64_t event_time, char *id_out);
+/* The same with the turn's embedding (NULL: none). */
+vt_err mem_store_turn_embedded(mem_store *s, const char *user, const char *conversation,
+                               int64_t index, const char *speaker, const char *text,
+                               int64_t event_time, const float *embedding, int32_t n_embd,
+                               char *id_out);
 /* One memory of this user; VT_ERR_NOT_FOUND if it has none with that id.
  * Clear *out with mem_memory_clear. */
 vt_err mem_get(mem_store *s, const char *user, const char *id, mem_memory *out);
@@ -275,9 +280,12 @@ char *mem_message_text(const struct json_t *content);
  * and its KV blocks come from the prefix cache. *used (may be NULL; a new
  * JSON array of the ids put in, the caller decrefs) is set even when
  * nothing was. A conversation without
- * a user message, or whose last one has no usable word, changes nothing.
+ * a user message, or whose last one has no usable word (and no
+ * query_embedding), changes nothing. query_embedding (NULL: none) is the
+ * last user message's embedding, for the vector half of mem_search.
  * Errors of the store (the messages are then unchanged). */
 vt_err mem_recall_messages(mem_store *s, const char *user, struct json_t *messages, size_t budget,
-                           mem_count_fn count, void *ctx, struct json_t **used);
+                           const float *query_embedding, int32_t n_embd, mem_count_fn count,
+                           void *ctx, struct json_t **used);
 
 #endif

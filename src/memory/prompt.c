@@ -90,7 +90,8 @@ static vt_err insert_block(json_t *messages, size_t last_user, const char *block
 }
 
 vt_err mem_recall_messages(mem_store *s, const char *user, json_t *messages, size_t budget,
-                           mem_count_fn count, void *ctx, json_t **used)
+                           const float *query_embedding, int32_t n_embd, mem_count_fn count,
+                           void *ctx, json_t **used)
 {
     if (used && !(*used = json_array()))
         return vt_fail(VT_ERR_NOMEM, "out of memory");
@@ -114,6 +115,8 @@ vt_err mem_recall_messages(mem_store *s, const char *user, json_t *messages, siz
     mem_query_init(&q);
     q.text = query;
     q.top_k = RECALL_TOP;
+    q.embedding = query_embedding;
+    q.n_embd = query_embedding ? n_embd : 0;
     mem_hit *hits = NULL;
     size_t nh = 0, n_used = 0;
     char *profile = NULL, *block = NULL;

@@ -470,6 +470,15 @@ vt_err mem_upsert(mem_store *s, const char *user, const mem_input *in, char *id_
 vt_err mem_store_turn(mem_store *s, const char *user, const char *conversation, int64_t index,
                       const char *speaker, const char *text, int64_t event_time, char *id_out)
 {
+    return mem_store_turn_embedded(s, user, conversation, index, speaker, text, event_time, NULL,
+                                   0, id_out);
+}
+
+vt_err mem_store_turn_embedded(mem_store *s, const char *user, const char *conversation,
+                               int64_t index, const char *speaker, const char *text,
+                               int64_t event_time, const float *embedding, int32_t n_embd,
+                               char *id_out)
+{
     vt_err e;
     if ((e = mem_valid_key(conversation, "conversation", MEM_ID_MAX - 12)))
         return e;
@@ -486,6 +495,8 @@ vt_err mem_store_turn(mem_store *s, const char *user, const char *conversation, 
     in.message_index = index;
     in.speaker = speaker;
     in.event_time = event_time == MEM_TIME_NONE ? mem_time_now() : event_time;
+    in.embedding = embedding;
+    in.n_embd = embedding ? n_embd : 0;
     return put(s, user, &in, MEM_PUT_UPSERT, id_out, NULL);
 }
 

@@ -138,7 +138,13 @@ bool srv_conn_track(srv_conn *k, int n)
     srv_server *s = k->s;
     bool ok = false;
     pthread_mutex_lock(&s->mu);
-    if (s->n_inflight + n <= s->cfg.max_queue && s->free_waker >= 0) {
+    if (k->waker >= 0) { /* tracked already (a recall first): n in flight now */
+        ok = s->n_inflight - k->inflight + n <= s->cfg.max_queue;
+        if (ok) {
+            s->n_inflight += n - k->inflight;
+            k->inflight = n;
+        }
+    } else if (s->n_inflight + n <= s->cfg.max_queue && s->free_waker >= 0) {
         int slot = s->free_waker;
         srv_waker *w = &s->wakers[slot];
         s->free_waker = w->next_free;
@@ -452,6 +458,12 @@ srv_server *srv_start(const srv_config *cfg, vt_engine *e, const chat_fmt *chat)
     s->free_waker = 0;
     if (cfg->api_key_file && srv_auth_load(cfg->api_key_file, &s->auth))
         goto fail;
+    if (s->mem && (!cfg->memory_uri ||
+                   !(s->memw = srv_memwork_start(cfg->memory_uri, cfg->memory_embedder, s->tok)))) {
+        if (!cfg->memory_uri)
+            vt_fail(VT_ERR_INVALID, "a memory store without its URI");
+        goto fail;
+    }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV}, *ai = NULL;
     char port[16];
@@ -486,6 +498,7 @@ srv_server *srv_start(const srv_config *cfg, vt_engine *e, const chat_fmt *chat)
 fail:
     if (g_server == s)
         g_server = NULL;
+    srv_memwork_stop(s->memw);
     srv_auth_free(s->auth);
     srv_metrics_destroy(s->metrics);
     free(s->wakers);
@@ -549,6 +562,8 @@ void srv_stop(srv_server *s)
     }
     MHD_stop_daemon(s->d);
     s->d = NULL;
+    srv_memwork_stop(s->memw); /* the turns still queued are stored first */
+    s->memw = NULL;
 }
 
 void srv_free(srv_server *s)

@@ -52,6 +52,11 @@ struct srv_mem_req {
     char *turn;      /* its text; NULL: nothing to store */
     json_t *used;    /* ids of the memories put into the prompt */
     bool return_prompt;
+    /* recall on the memory thread */
+    bool want_recall;
+    size_t budget;
+    srv_mjob *job;
+    json_t *body;    /* the request, kept while the recall runs */
 };
 
 void srv_memory_req_free(srv_conn *k)
@@ -60,6 +65,8 @@ void srv_memory_req_free(srv_conn *k)
         return;
     free(k->mem->turn);
     json_decref(k->mem->used);
+    srv_mjob_release(k->mem->job);
+    json_decref(k->mem->body);
     free(k->mem);
     k->mem = NULL;
 }
@@ -122,10 +129,6 @@ static const char *role_of(const json_t *m)
     return r ? r : "";
 }
 
-static size_t count_tokens(void *ctx, const char *text, size_t len)
-{
-    return tok_count(ctx, text, len);
-}
 
 static void default_conversation(const json_t *msgs, char *out, size_t cap)
 {
@@ -250,14 +253,57 @@ enum MHD_Result srv_memory_prepare(srv_conn *k, json_t *body, bool *handled)
     int64_t quarter = vt_engine_max_seq_len(s->e) / 4;
     if (budget > quarter)
         budget = quarter;
-    json_t *used = NULL;
-    vt_err e = mem_recall_messages(s->mem, user, msgs, (size_t)budget, count_tokens,
-                                   (void *)s->tok, &used);
-    if (e != VT_OK) /* recall failing never fails the chat: it goes on without memories */
-        fprintf(stderr, "vitamin serve: memory recall for %s failed: %s\n", user,
-                vt_last_error());
-    mr->used = used;
+    mr->want_recall = true;
+    mr->budget = (size_t)budget;
     return MHD_YES;
+}
+
+bool srv_memory_recall_pending(const srv_conn *k)
+{
+    return k->mem && k->mem->want_recall;
+}
+
+bool srv_memory_start_recall(srv_conn *k, json_t *body)
+{
+    struct srv_mem_req *mr = k->mem;
+    json_t *msgs = json_deep_copy(json_object_get(body, "messages"));
+    if (!msgs) {
+        json_decref(body);
+        return false;
+    }
+    mr->body = body;
+    mr->job = srv_memwork_recall(k->s->memw, mr->user, msgs, mr->budget, srv_conn_event_ctx(k));
+    if (!mr->job) {
+        json_decref(msgs);
+        return false;
+    }
+    return true;
+}
+
+bool srv_memory_recall_done(const srv_conn *k)
+{
+    return !k->mem->job || srv_mjob_done(k->mem->job);
+}
+
+json_t *srv_memory_finish_recall(srv_conn *k, json_t **plain)
+{
+    struct srv_mem_req *mr = k->mem;
+    json_t *body = mr->body, *used = NULL;
+    mr->body = NULL;
+    mr->want_recall = false;
+    *plain = NULL;
+    json_t *msgs = mr->job ? srv_mjob_take_messages(mr->job, &used) : NULL;
+    srv_mjob_release(mr->job);
+    mr->job = NULL;
+    json_decref(mr->used);
+    mr->used = used ? used : json_array();
+    if (msgs && json_array_size(used) > 0) {
+        *plain = json_deep_copy(body); /* without the block, should it not fit */
+        json_object_set_new(body, "messages", msgs);
+    } else {
+        json_decref(msgs);
+    }
+    return body;
 }
 
 void srv_memory_annotate(srv_conn *k, json_t *obj)
@@ -294,14 +340,9 @@ void srv_memory_forget_recall(srv_conn *k)
 void srv_memory_finish(srv_conn *k)
 {
     struct srv_mem_req *mr = k->mem;
-    if (!mr || !mr->turn || !k->s->mem)
+    if (!mr || !mr->turn || !k->s->memw)
         return;
-    char id[MEM_ID_MAX + 1];
-    vt_err e = mem_store_turn(k->s->mem, mr->user, mr->conversation, mr->index, "user", mr->turn,
-                              mem_time_now(), id);
-    if (e != VT_OK)
-        fprintf(stderr, "vitamin serve: storing a turn of %s failed: %s\n", mr->user,
-                vt_last_error());
+    srv_memwork_store(k->s->memw, mr->user, mr->conversation, mr->index, mr->turn);
     free(mr->turn);
     mr->turn = NULL;
 }

@@ -57,6 +57,8 @@ static json_t *memory_json(const mem_memory *m)
     json_object_set_new(o, "created_at", time_json(m->created));
     json_object_set_new(o, "updated_at", time_json(m->updated));
     json_object_set_new(o, "version", json_integer(m->version));
+    if (m->n_embd > 0)
+        json_object_set_new(o, "embedding_dims", json_integer(m->n_embd));
     return o;
 }
 
@@ -230,20 +232,46 @@ static enum MHD_Result search(srv_conn *k, const char *user, json_t *body)
                json_integer_value(tk) > MEM_TOP_MAX))
         return srv_send_errorf(k, 400, "invalid_request_error", "top_k", NULL,
                                "'top_k' must be 1..%d", MEM_TOP_MAX);
+    /* a vector for the cosine half, if the client brings one */
+    json_t *ev = json_object_get(body, "embedding");
+    float *emb = NULL;
+    size_t ne = json_array_size(ev);
+    if (ev && (!json_is_array(ev) || ne == 0 || ne > MEM_EMBD_MAX))
+        return srv_send_errorf(k, 400, "invalid_request_error", "embedding", NULL,
+                               "'embedding' must be an array of 1..%d numbers", MEM_EMBD_MAX);
+    if (ne && !(emb = malloc(ne * sizeof *emb)))
+        return srv_send_errorf(k, 500, "internal_error", NULL, NULL, "out of memory");
+    for (size_t i = 0; i < ne; i++) {
+        json_t *x = json_array_get(ev, i);
+        if (!json_is_number(x)) {
+            free(emb);
+            return srv_send_errorf(k, 400, "invalid_request_error", "embedding", NULL,
+                                   "'embedding' must be an array of numbers");
+        }
+        emb[i] = (float)json_number_value(x);
+    }
     mem_query q;
     mem_query_init(&q);
     q.text = query;
     q.top_k = tk ? (int32_t)json_integer_value(tk) : 10;
+    q.embedding = emb;
+    q.n_embd = (int32_t)ne;
     mem_hit *hits = NULL;
     size_t n = 0;
     vt_err e = mem_search(k->s->mem, user, &q, &hits, &n);
+    free(emb);
     if (e != VT_OK)
         return store_error(k, e);
     json_t *a = json_array();
     for (size_t i = 0; i < n && a; i++) {
         json_t *o = memory_json(&hits[i].m);
-        if (o)
+        if (o) {
             json_object_set_new(o, "score", json_real(hits[i].score));
+            json_object_set_new(o, "lexical_rank", json_integer(hits[i].lexical_rank));
+            json_object_set_new(o, "vector_rank", json_integer(hits[i].vector_rank));
+            if (hits[i].vector_rank > 0)
+                json_object_set_new(o, "similarity", json_real(hits[i].similarity));
+        }
         json_array_append_new(a, o);
     }
     mem_hits_free(hits, n);
@@ -335,6 +363,8 @@ enum MHD_Result srv_memories(srv_conn *k)
     enum MHD_Result res = body_of(k, &body);
     if (!body)
         return res;
+    /* read your writes: turns stored by requests that have ended are in */
+    srv_memwork_wait_idle(s->memw, 2.0);
     const char *user;
     res = srv_memory_user(k, body, &user);
     if (!user) {

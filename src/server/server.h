@@ -30,10 +30,13 @@ typedef struct {
     double shutdown_grace;    /* seconds running requests get at shutdown (default 5) */
     bool log;                 /* one line per request on stderr */
     /* Long-term memory (memory/, server/memory.c): the store (borrowed, used
-     * only on the server's thread; NULL: memory off), the token budget of the
+     * only on the server's thread; NULL: memory off), its URI (the memory
+     * thread opens it again), an engine for embeddings, the token budget of the
      * recalled block in a chat prompt (default 512) and, without keys, the
      * server's one user (default "default"; borrowed). */
     struct mem_store *memory;
+    const char *memory_uri;  /* the same store, for the memory thread's own handle */
+    vt_engine *memory_embedder; /* embeddings of turns and queries (NULL: none) */
     size_t memory_budget;
     const char *memory_user;
 } srv_config;

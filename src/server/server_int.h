@@ -17,6 +17,10 @@
 #include "server/oai.h"
 #include "server/server.h"
 
+typedef enum { SRV_MJOB_RECALL, SRV_MJOB_STORE } srv_mjob_kind;
+typedef struct srv_mjob srv_mjob;
+typedef struct srv_memwork srv_memwork; /* memory_worker.c */
+
 /* ---- auth.c ---- */
 typedef struct srv_auth srv_auth;
 /* The key file; NULL *out and the error (vt_last_error) on failure. */
@@ -81,7 +85,8 @@ struct srv_server {
     int port;
     srv_auth *auth;
     srv_metrics *metrics;
-    struct mem_store *mem; /* cfg.memory */
+    struct mem_store *mem; /* cfg.memory (the HTTP thread's handle) */
+    srv_memwork *memw;     /* the memory thread (with its own handle) */
     int64_t created;
     atomic_bool stopping;
     pthread_mutex_t mu; /* wakers, the live list, n_inflight */
@@ -174,6 +179,29 @@ enum MHD_Result srv_generate_resume(srv_conn *k);
 /* Frees k's generation state (its engine requests are freed, aborting them). */
 void srv_generate_free(srv_conn *k);
 
+/* ---- memory_worker.c: the memory thread ---- */
+/* Opens its own handle on the store at uri and starts the thread; embedder
+ * (NULL: none) computes the embeddings of turns and queries. NULL on
+ * failure (vt_last_error). */
+srv_memwork *srv_memwork_start(const char *uri, vt_engine *embedder, const tok_tokenizer *tok);
+/* Does every job still queued, then stops. NULL: no-op. */
+void srv_memwork_stop(srv_memwork *w);
+/* Queues recall into messages (stolen) for user; wake (srv_on_event's ctx)
+ * is called when it is done. NULL on OOM. Release with srv_mjob_release. */
+srv_mjob *srv_memwork_recall(srv_memwork *w, const char *user, json_t *messages, size_t budget,
+                             void *wake);
+bool srv_mjob_done(const srv_mjob *j);
+/* Once done: the messages with the block in (a reference, NULL if none)
+ * and the ids used (*used, a reference). */
+json_t *srv_mjob_take_messages(srv_mjob *j, json_t **used);
+void srv_mjob_release(srv_mjob *j); /* NULL: no-op */
+/* Waits (at most `seconds`) until every job queued so far is done: what
+ * /v1/memories reads then includes the turns stored before it. */
+void srv_memwork_wait_idle(srv_memwork *w, double seconds);
+/* Queues storing a user turn (with its embedding when there is an embedder). */
+void srv_memwork_store(srv_memwork *w, const char *user, const char *conversation, int64_t index,
+                       const char *text);
+
 /* ---- memory.c, memory_api.c ---- */
 /* Chat requests, before the body is validated: recall into body's messages
  * (changed in place) and note the turn to store. *handled: an error was
@@ -182,6 +210,14 @@ enum MHD_Result srv_memory_prepare(srv_conn *k, json_t *body, bool *handled);
 /* Adds the "vitamin" extension (memories used, conversation, prompt) to a
  * response body or a first stream chunk. */
 void srv_memory_annotate(srv_conn *k, json_t *obj);
+/* After srv_memory_prepare: is there a recall to run first? */
+bool srv_memory_recall_pending(const srv_conn *k);
+/* Hands it to the memory thread; body (stolen) waits in k. False on OOM. */
+bool srv_memory_start_recall(srv_conn *k, json_t *body);
+bool srv_memory_recall_done(const srv_conn *k);
+/* The body with the recalled block in (a reference), and *plain the body
+ * without it (NULL when nothing was recalled). */
+json_t *srv_memory_finish_recall(srv_conn *k, json_t **plain);
 /* The recalled block was left out after all (the prompt was too long). */
 void srv_memory_forget_recall(srv_conn *k);
 /* The request is done: stores its user turn. */

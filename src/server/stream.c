@@ -132,10 +132,24 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
     }
 }
 
+static enum MHD_Result generate_body(srv_conn *k, oai_endpoint ep, json_t *body, json_t *plain);
+
 enum MHD_Result srv_generate_resume(srv_conn *k)
 {
     if (k->route == R_EMBEDDINGS)
         return srv_embed_resume(k);
+    while (srv_memory_recall_pending(k)) { /* waiting for the memory thread */
+        if (srv_memory_recall_done(k)) {
+            json_t *plain = NULL;
+            json_t *body = srv_memory_finish_recall(k, &plain);
+            return generate_body(k, k->route == R_CHAT ? OAI_CHAT : OAI_COMPLETIONS, body,
+                                 plain);
+        }
+        if (srv_conn_gone(k))
+            return MHD_NO; /* the completed callback lets go of the job */
+        if (srv_conn_wait(k))
+            return MHD_YES;
+    }
     for (;;) {
         if (!drain(k, false))
             return srv_send_errorf(k, 500, "internal_error", NULL, NULL, "out of memory");
@@ -167,16 +181,45 @@ enum MHD_Result srv_generate(srv_conn *k, oai_endpoint ep)
     json_t *body = NULL;
     if (oai_json_load(k->body ? k->body : "", k->len, &body, &err))
         return srv_send_error(k, &err);
-    json_t *plain = NULL; /* the body before recall changed it */
-    if (ep == OAI_CHAT && json_is_object(body) && s->mem) { /* recall goes into the messages */
+    if (ep == OAI_CHAT && json_is_object(body) && s->mem) {
+        /* recall goes into the messages, on the memory thread: the
+         * connection waits for it (counted as one request in flight) */
         bool handled = false;
-        plain = json_deep_copy(body);
         enum MHD_Result res = srv_memory_prepare(k, body, &handled);
         if (handled) {
             json_decref(body);
-            json_decref(plain);
             return res;
         }
+        if (srv_memory_recall_pending(k)) {
+            if (!srv_conn_track(k, 1)) {
+                json_decref(body);
+                return srv_send_errorf(k, 429, "rate_limit_error", NULL, "queue_full",
+                                       "the server is busy (%d requests held at most); try "
+                                       "again later",
+                                       s->cfg.max_queue);
+            }
+            if (!srv_memory_start_recall(k, body)) { /* it keeps body */
+                srv_conn_settle(k);
+                return srv_send_errorf(k, 500, "internal_error", NULL, NULL, "out of memory");
+            }
+            k->phase = PH_WAIT;
+            return srv_generate_resume(k);
+        }
+    }
+    return generate_body(k, ep, body, NULL);
+}
+
+/* Validates the (recalled-into) body and submits its requests; plain is the
+ * body as the client sent it (NULL: no recall changed it). Both stolen. */
+static enum MHD_Result generate_body(srv_conn *k, oai_endpoint ep, json_t *body, json_t *plain)
+{
+    srv_server *s = k->s;
+    oai_error err;
+    if (atomic_load(&s->stopping)) { /* it waited for its recall meanwhile */
+        json_decref(body);
+        json_decref(plain);
+        return srv_send_errorf(k, 503, "service_unavailable", NULL, NULL,
+                               "the server is shutting down");
     }
     int status = oai_request_parse(ep, body, &s->octx, &k->rq, &err);
     if (status == 400 && plain && !strcmp(err.code, "context_length_exceeded")) {
