@@ -603,6 +603,63 @@ static void test_long_call(void)
     json_decref(tools);
 }
 
+/* Random outputs spliced from markers, JSON pieces and stray bytes: never a
+ * crash, and every split gives the whole parse. */
+static void test_random_outputs(void)
+{
+    static const char *const frags[] = {
+        "<tool_call>", "</tool_call>", "<tool_", "[TOOL_CALLS]", "<|tool_call|>", "<|python_tag|>",
+        "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>",
+        "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>",
+        "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>",
+        "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>", "function", "\n```json\n", "\n```",
+        "{\"name\": \"search\", \"arguments\": {\"query\": \"x\"}}", "{\"name\": \"get_weather\"",
+        ", \"arguments\": {", "}", "]", "[", "{", "\"", "\\", ": ", ", ", ";", " ", "\n", "search",
+        "\xff", "\xe6\x9d", "text", "1e5", "null", "[{\"name\": \"search\", \"arguments\": {}}]"};
+    static const char *const good[CHAT_TOOLS_N_FAMILIES] = {
+        [CHAT_TOOLS_HERMES] = "<tool_call>{\"name\": \"search\", \"arguments\": {}}</tool_call>",
+        [CHAT_TOOLS_LLAMA3] = "<|python_tag|>{\"name\": \"search\", \"parameters\": {}}",
+        [CHAT_TOOLS_MISTRAL] = "[TOOL_CALLS][{\"name\": \"search\", \"arguments\": {}}]",
+        [CHAT_TOOLS_GRANITE] = "<|tool_call|>[{\"name\": \"search\", \"arguments\": {}}]",
+        [CHAT_TOOLS_DEEPSEEK] = "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>"
+                                "function<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>search\n{}"
+                                "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>",
+    };
+    size_t nf = sizeof frags / sizeof frags[0];
+    json_t *tools = tools_json();
+    srand(12345);
+    int calls = 0;
+    for (int round = 0; round < 600; round++) {
+        char text[1024];
+        size_t len = 0;
+        int parts = 1 + rand() % 14;
+        chat_tool_family fam = (chat_tool_family)(round % CHAT_TOOLS_N_FAMILIES);
+        for (int k = 0; k < parts; k++) {
+            const char *f = rand() % 5 == 0 ? good[fam] : frags[(size_t)rand() % nf];
+            size_t fl = strlen(f);
+            if (len + fl >= sizeof text)
+                break;
+            memcpy(text + len, f, fl);
+            len += fl;
+        }
+        text[len] = 0;
+        parsed whole, part;
+        parse_split(fam, tools, true, text, len, NULL, &whole);
+        size_t splits[1024];
+        for (size_t i = 0; i < len + 1; i++)
+            splits[i] = 1 + (size_t)rand() % 5;
+        parse_split(fam, tools, true, text, len, splits, &part);
+        CHECKF(same_parse(&whole, &part), "%s: '%s' splits differently", chat_tool_family_name(fam),
+               text);
+        CHECK(whole.content_len <= len);
+        calls += whole.n_calls;
+        parsed_free(&whole);
+        parsed_free(&part);
+    }
+    CHECKF(calls > 100, "only %d calls in the random outputs", calls);
+    json_decref(tools);
+}
+
 /* ---- tools and messages ---- */
 
 static void test_checks(void)
@@ -975,6 +1032,7 @@ int main(void)
     RUN_TEST(test_hand_outputs);
     RUN_TEST(test_holdback);
     RUN_TEST(test_long_call);
+    RUN_TEST(test_random_outputs);
     RUN_TEST(test_checks);
     RUN_TEST(test_oai_shapes);
     tok_destroy(tok);

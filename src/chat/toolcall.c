@@ -1100,8 +1100,9 @@ static block_result block_deepseek(chat_tool_parser *p, const char *s, size_t n,
     size_t mlen;
     size_t e = find_first(s, VT_MAX(b, p->memo), n, ends, &mlen);
     if (e == n) {
-        if (!p->final) {
-            p->memo = n > b + 24 ? n - 24 : b;
+        if (!p->final) { /* a marker may straddle the end: search its length back */
+            size_t back = strlen(DS_CALL_BEGIN);
+            p->memo = n > b + back ? n - back : b;
             return B_MORE;
         }
         mlen = 0;

@@ -6,12 +6,15 @@
 // checked through /v1/completions. Every check is asserted here (a failed
 // one exits 1 naming it); the number of checks is printed as JSON.
 //
-// usage: VT_NODE_DIR=DIR node tools.mjs BASE_URL MODEL '{"content": ID, ...}'
+// usage: VT_NODE_DIR=DIR [VT_AJV_DIR=DIR2] node tools.mjs BASE_URL MODEL '{"content": ID, ...}' MODE
+//   MODE "calls": sections 0-7 (forced text, no grammar); "forced": section 8
+//   (tool_choice required / named under the grammar, arguments checked by ajv
+//   from VT_AJV_DIR, else VT_NODE_DIR).
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 
-const [base, model, idsJson] = process.argv.slice(2);
+const [base, model, idsJson, mode] = process.argv.slice(2);
 const ids = JSON.parse(idsJson);
 const req = createRequire(path.join(process.env.VT_NODE_DIR, 'package.json'));
 const mod = await import(pathToFileURL(req.resolve('openai')).href);
@@ -19,6 +22,7 @@ const OpenAI = mod.default ?? mod.OpenAI;
 const client = new OpenAI({ baseURL: base + '/v1', apiKey: 'none', maxRetries: 0, timeout: 60000 });
 
 let checks = 0;
+const samples = [];
 const fail = (what) => { console.error('tools.mjs: ' + what); process.exit(1); };
 const check = (cond, what) => { checks++; if (!cond) fail(what); };
 const eq = (a, b, what) => check(JSON.stringify(a) === JSON.stringify(b),
@@ -66,6 +70,7 @@ async function badRequest(body, param, what) {
   fail(`${what}: no error`);
 }
 
+if (mode === 'calls') {
 // 0. the ladder writes the chosen tokens, exactly (no parser involved)
 const all = ['content', 'a1', 'a2', 'a3', 'a4', 'b', 'tail'];
 {
@@ -214,4 +219,71 @@ await badRequest({ model, messages: [...messages, { role: 'assistant', content: 
 await badRequest({ model, messages, tools, parallel_tool_calls: 'yes' }, 'parallel_tool_calls',
                  'parallel_tool_calls not a boolean');
 
-console.log(JSON.stringify({ checks }));
+}
+
+// 8. forced calls on the random weights, under the grammar built from the
+// tools' schemas: every one is a call whose arguments ajv accepts
+if (mode === 'forced') {
+  const reqAjv = createRequire(path.join(process.env.VT_AJV_DIR || process.env.VT_NODE_DIR,
+                                         'package.json'));
+  const Ajv = (await import(pathToFileURL(reqAjv.resolve('ajv')).href)).default;
+  const ajv = new Ajv({ strict: false, allErrors: true });
+  const forcedTools = [
+    { type: 'function', function: { name: 'get_weather', parameters: {
+      type: 'object', additionalProperties: false, required: ['city', 'unit'],
+      properties: { city: { type: 'string', minLength: 1, maxLength: 12 },
+                    unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
+                    days: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 9 },
+                            maxItems: 3 },
+                    alerts: { type: 'boolean' } } } } },
+    { type: 'function', function: { name: 'search', parameters: {
+      type: 'object', additionalProperties: false, required: ['query'],
+      properties: { query: { type: 'string', maxLength: 16 },
+                    limit: { type: 'integer', minimum: 1, maximum: 50 } } } } },
+  ];
+  const validators = Object.fromEntries(forcedTools.map((t) =>
+    [t.function.name, ajv.compile(t.function.parameters)]));
+  const named = { type: 'function', function: { name: 'get_weather' } };
+  const n = Number(process.env.VT_TOOLS_FORCED ?? 16);
+  const seen = new Set();
+  for (let seed = 1; seed <= n; seed++) {
+    for (const choice of [named, 'required']) {
+      const r = await client.chat.completions.create({
+        model, messages, tools: forcedTools, tool_choice: choice, temperature: 1, seed,
+        max_tokens: 400 });
+      const what = `forced (${choice === 'required' ? 'required' : 'named'}, seed ${seed})`;
+      const m = r.choices[0].message;
+      eq(r.choices[0].finish_reason, 'tool_calls', `${what}: finish_reason`);
+      check(m.tool_calls?.length === 1, `${what}: one call: ${JSON.stringify(m)}`);
+      eq(m.content, null, `${what}: content`);
+      const c = m.tool_calls[0];
+      if (choice !== 'required') eq(c.function.name, 'get_weather', `${what}: the named function`);
+      const v = validators[c.function.name];
+      check(v, `${what}: a known function`);
+      let args;
+      try { args = JSON.parse(c.function.arguments); } catch (e) { fail(`${what}: ${e.message}`); }
+      check(v(args), `${what}: ajv: ${JSON.stringify(v.errors)} on ${c.function.arguments}`);
+      seen.add(c.function.arguments);
+    }
+  }
+  check(seen.size > n / 2, `forced calls: only ${seen.size} distinct argument texts`);
+  samples.push(...[...seen].slice(0, 3));
+  // streamed: the same shape
+  const fs = await collect(await client.chat.completions.create({
+    model, messages, tools: forcedTools, tool_choice: named, temperature: 1, seed: 99,
+    max_tokens: 400, stream: true }));
+  const parts = fs.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
+  check(parts.length >= 2 && parts[0].id && parts[0].function.name === 'get_weather',
+        'forced, streamed: the call head');
+  const args = parts.map((t) => t.function.arguments).join('');
+  check(validators.get_weather(JSON.parse(args)), 'forced, streamed: ajv');
+  eq(fs.map((c) => c.choices[0]?.finish_reason).filter((f) => f)[0], 'tool_calls',
+     'forced, streamed: finish_reason');
+  // a schema the grammar cannot follow is a 400 naming the tool
+  await badRequest({ model, messages, tool_choice: 'required', tools: [{ type: 'function',
+    function: { name: 'f', parameters: { type: 'object', properties: { x: { type: 'qqq' } } } } }] },
+    'tools', 'a schema that cannot be followed');
+}
+
+if (mode !== 'calls' && mode !== 'forced') fail('unknown mode ' + mode);
+console.log(JSON.stringify({ checks, samples }));
