@@ -79,7 +79,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TESTLIB_OBJ) $(BUILD)/libvitamin.a
 $(BUILD)/tests/test_parity_fixtures $(BUILD)/tests/test_parity_generated: $(BUILD)/tests/parity.o
 # the tests that run `vitamin serve` as a child share its start and stop
 $(BUILD)/tests/test_page $(BUILD)/tests/test_soak $(BUILD)/tests/test_serve \
-    $(BUILD)/tests/test_serve_embed $(BUILD)/tests/test_grammar \
+    $(BUILD)/tests/test_serve_embed $(BUILD)/tests/test_grammar $(BUILD)/tests/test_grammar_json \
     $(BUILD)/tests/test_serve_memory $(BUILD)/tests/test_toolcall_serve: $(BUILD)/tests/serve_proc.o
 # test_alloc_fail counts and fails the library's allocations through wrappers
 $(BUILD)/tests/test_alloc_fail: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \

@@ -114,6 +114,15 @@ typedef struct {
     float bias; /* added to the logit; -INFINITY bans the token */
 } vt_logit_bias;
 
+/* What vt_request_params.grammar holds. */
+typedef enum {
+    VT_GRAMMAR_NONE = 0,
+    VT_GRAMMAR_GBNF,        /* GBNF (llama.cpp's dialect), start rule "root" */
+    VT_GRAMMAR_JSON_SCHEMA, /* a JSON Schema; the output is JSON valid under it */
+    VT_GRAMMAR_REGEX,       /* a regular expression the whole output matches */
+    VT_GRAMMAR_JSON_OBJECT, /* any JSON object (grammar may be NULL) */
+} vt_grammar_kind;
+
 /* A request's parameters; vt_request_params_default() first, then set. */
 typedef struct {
     const int32_t *prompt; /* [n_prompt] token ids, copied; n_prompt >= 1 */
@@ -146,6 +155,14 @@ typedef struct {
      * fields, stop and logprobs are ignored; the prompt may fill the whole
      * context. */
     bool embed;
+    /* Constrained output: every completion follows this grammar (NUL-
+     * terminated text of grammar_kind, compiled by vt_submit and cached by
+     * text; each completion keeps its own place in it). The end tokens are
+     * allowed exactly when the output is complete, and a completion ends as
+     * soon as nothing can follow. A grammar that does not compile is
+     * VT_ERR_INVALID with the compiler's message. */
+    vt_grammar_kind grammar_kind;
+    const char *grammar;
     /* Called on the engine thread whenever new events are queued (keep it
      * short: wake a reader). NULL: none. */
     void (*on_event)(void *ctx);

@@ -6,7 +6,8 @@
  * character; nothing else is written to stdout, and no newline is added
  * unless stdout is a terminal) until an end-of-generation token, a stop
  * string, -n tokens or the end of the context. Speeds go to stderr, on a
- * line of their own.
+ * line of their own. --grammar, --json-schema and --regex constrain the
+ * output (the engine's grammar-constrained sampling).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,9 @@ static void help(FILE *out)
             "  -t, --threads N        threads (default: all cores)\n"
             "  --ctx N                context size in tokens (default: the model's, at most %d)\n"
             "  --no-bos               never add a BOS token\n"
+            "  --grammar FILE         the output follows this GBNF grammar (llama.cpp's syntax)\n"
+            "  --json-schema FILE     the output is JSON valid under this JSON Schema\n"
+            "  --regex RE             the output matches this regular expression\n"
             "  -v, --verbose          print the prompt's token count and the seed to stderr\n"
             "  -h, --help             this help\n"
             "%s"
@@ -61,6 +65,43 @@ static char *read_stdin(size_t *len)
     }
     free(buf);
     return NULL;
+}
+
+/* A whole file as a NUL-terminated string (caller frees); NULL after
+ * printing why. */
+static char *read_text_file(const char *opt, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "vitamin run: %s: cannot open '%s'\n", opt, path);
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *nb = cap < (64u << 20) ? realloc(buf, cap *= 2) : NULL;
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    bool bad = !buf || ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        fprintf(stderr, "vitamin run: %s: cannot read '%s'\n", opt, path);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
 }
 
 static bool print_piece(void *user, const char *text, size_t len)
@@ -104,6 +145,8 @@ int cmd_run(int argc, char **argv)
     const char *path = NULL, *prompt = NULL;
     long threads = cli_default_threads(), n_ctx = 0;
     bool no_bos = false, verbose = false;
+    const char *grammar_opt = NULL, *grammar_arg = NULL;
+    vt_grammar_kind grammar_kind = VT_GRAMMAR_NONE;
     cli_sampling smp;
     cli_sampling_init(&smp, 256);
     for (int i = 1; i < argc; i++) {
@@ -132,10 +175,23 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--ctx") && cli_need_value(argc, argv, i)) {
             if (!cli_parse_int(a, argv[++i], 1, 1L << 24, &n_ctx))
                 return 2;
+        } else if ((!strcmp(a, "--grammar") || !strcmp(a, "--json-schema") ||
+                    !strcmp(a, "--regex")) &&
+                   cli_need_value(argc, argv, i)) {
+            if (grammar_opt) {
+                fprintf(stderr, "vitamin run: %s and %s: one grammar at a time\n", grammar_opt, a);
+                return 2;
+            }
+            grammar_opt = a;
+            grammar_arg = argv[++i];
+            grammar_kind = !strcmp(a, "--grammar")       ? VT_GRAMMAR_GBNF
+                           : !strcmp(a, "--json-schema") ? VT_GRAMMAR_JSON_SCHEMA
+                                                         : VT_GRAMMAR_REGEX;
         } else {
             bool known = !strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-p") ||
                          !strcmp(a, "--prompt") || !strcmp(a, "-t") || !strcmp(a, "--threads") ||
-                         !strcmp(a, "--ctx");
+                         !strcmp(a, "--ctx") || !strcmp(a, "--grammar") ||
+                         !strcmp(a, "--json-schema") || !strcmp(a, "--regex");
             if (!known) /* a known one without its value has been reported */
                 fprintf(stderr, "vitamin run: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -145,11 +201,20 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "vitamin run: %s is required (see --help)\n", !path ? "-m MODEL" : "-p TEXT");
         return 2;
     }
+    char *grammar_text = NULL;
+    if (grammar_kind == VT_GRAMMAR_GBNF || grammar_kind == VT_GRAMMAR_JSON_SCHEMA) {
+        if (!(grammar_text = read_text_file(grammar_opt, grammar_arg)))
+            return 1;
+        grammar_arg = grammar_text;
+    }
+    smp.p.grammar_kind = grammar_kind;
+    smp.p.grammar = grammar_arg;
     char *text = NULL;
     size_t text_len = strlen(prompt);
     if (!strcmp(prompt, "-")) {
         if (!(text = read_stdin(&text_len))) {
             fprintf(stderr, "vitamin run: cannot read the prompt from stdin\n");
+            free(grammar_text);
             return 1;
         }
         prompt = text;
@@ -165,6 +230,7 @@ int cmd_run(int argc, char **argv)
     vt_engine_config cfg = {.kv_tokens = n_ctx, .max_seq_len = n_ctx};
     if (cli_engine_open("run", path, threads, &cfg, &m, &tok, &pool, &eng)) {
         free(text);
+        free(grammar_text);
         return 1;
     }
     vt_err e = encode_prompt(tok, prompt, text_len, no_bos, &ids, &n_ids);
@@ -204,6 +270,7 @@ int cmd_run(int argc, char **argv)
     vt_request_free(r);
     free(ids);
     free(text);
+    free(grammar_text);
     cli_engine_close(m, tok, pool, eng);
     return rc;
 }

@@ -286,6 +286,7 @@ void vt_engine_destroy(vt_engine *e)
     free(e->samples);
     free(e->stop);
     free(e->end_ids);
+    smp_grammar_vocab_destroy(e->gvocab);
     if (e->owns_pool)
         kn_pool_destroy(e->pool);
     if (e->owns_model) {
@@ -434,12 +435,77 @@ static vt_err validate(const vt_engine *e, const vt_request_params *p, int64_t *
     return smp_params_validate(&sp, e->n_vocab);
 }
 
+static smp_grammar_kind grammar_kind(vt_grammar_kind k)
+{
+    return k == VT_GRAMMAR_GBNF          ? SMP_GRAMMAR_GBNF
+           : k == VT_GRAMMAR_JSON_SCHEMA ? SMP_GRAMMAR_JSON_SCHEMA
+           : k == VT_GRAMMAR_REGEX       ? SMP_GRAMMAR_REGEX
+                                         : SMP_GRAMMAR_JSON_OBJECT;
+}
+
+static vt_err check_grammar(const vt_request_params *p)
+{
+    if (p->grammar_kind == VT_GRAMMAR_NONE || p->embed)
+        return VT_OK;
+    if (p->grammar_kind < VT_GRAMMAR_GBNF || p->grammar_kind > VT_GRAMMAR_JSON_OBJECT)
+        return vt_fail(VT_ERR_INVALID, "grammar_kind %d is unknown", (int)p->grammar_kind);
+    if (!p->grammar && p->grammar_kind != VT_GRAMMAR_JSON_OBJECT)
+        return vt_fail(VT_ERR_INVALID, "a grammar_kind but no grammar text");
+    smp_grammar *g = NULL;
+    vt_err err = smp_grammar_compile(grammar_kind(p->grammar_kind), p->grammar,
+                                     p->grammar ? strlen(p->grammar) : 0, NULL, &g);
+    smp_grammar_unref(g);
+    return err ? vt_fail(VT_ERR_INVALID, "%s", vt_last_error()) : VT_OK;
+}
+
+/* The compiled grammar of a request (cached by text), a new reference. */
+static vt_err get_grammar(vt_engine *e, const vt_request_params *p, smp_grammar **out)
+{
+    *out = NULL;
+    if (p->grammar_kind == VT_GRAMMAR_NONE || p->embed)
+        return VT_OK;
+    pthread_mutex_lock(&e->mu);
+    smp_grammar_vocab *v = e->gvocab;
+    pthread_mutex_unlock(&e->mu);
+    if (!v) {
+        const char **pieces = malloc(sizeof *pieces * (size_t)e->n_vocab);
+        size_t *lens = malloc(sizeof *lens * (size_t)e->n_vocab);
+        vt_err err = VT_ERR_NOMEM;
+        if (pieces && lens) {
+            for (int32_t i = 0; i < e->n_vocab; i++)
+                pieces[i] = tok_piece(e->tok, i, false, &lens[i]);
+            err = smp_grammar_vocab_create(e->n_vocab, pieces, lens, &v);
+        } else {
+            vt_fail(err, "out of memory");
+        }
+        free(pieces);
+        free(lens);
+        if (err)
+            return err;
+        pthread_mutex_lock(&e->mu);
+        if (e->gvocab) { /* another thread was first */
+            smp_grammar_vocab_destroy(v);
+            v = e->gvocab;
+        } else {
+            e->gvocab = v;
+        }
+        pthread_mutex_unlock(&e->mu);
+    }
+    const char *text = p->grammar ? p->grammar : "";
+    vt_err err = smp_grammar_vocab_get(v, grammar_kind(p->grammar_kind), text, strlen(text), out);
+    if (err && err != VT_ERR_NOMEM)
+        return vt_fail(VT_ERR_INVALID, "%s", vt_last_error());
+    return err;
+}
+
 vt_err vt_request_check(const vt_engine *e, const vt_request_params *p)
 {
     int64_t max_tokens = 0;
     if (!e || !p)
         return vt_fail(VT_ERR_INVALID, "vt_request_check: no engine or parameters");
     vt_err err = validate(e, p, &max_tokens);
+    if (!err)
+        err = check_grammar(p);
     if (err)
         return err;
     /* The pool's size is fixed (this runs on a client thread: nothing that
@@ -466,6 +532,7 @@ vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
         return err;
     int64_t max_tokens = 0;
     validate(e, p, &max_tokens);
+    smp_grammar *grammar = NULL;
     vt_request *r = eng_request_new();
     if (!r)
         return vt_fail(VT_ERR_NOMEM, "out of memory");
@@ -512,6 +579,10 @@ vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
         }
     }
     r->sp = to_smp(&r->p, max_tokens);
+    r->p.grammar = NULL; /* not copied: compiled below, each sampler holds it */
+    if ((err = get_grammar(e, p, &grammar)))
+        goto fail;
+    r->sp.grammar = grammar;
     if (!(r->c = calloc((size_t)p->n, sizeof *r->c))) {
         err = vt_fail(VT_ERR_NOMEM, "out of memory");
         goto fail;
@@ -527,6 +598,9 @@ vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
             goto fail;
         }
     }
+    r->sp.grammar = NULL;
+    smp_grammar_unref(grammar); /* the samplers hold it */
+    grammar = NULL;
     r->n_live = p->n;
     r->usage.prompt_tokens = p->n_prompt;
     r->t_submit = vt_now();
@@ -547,6 +621,7 @@ vt_err vt_submit(vt_engine *e, const vt_request_params *p, vt_request **out)
     *out = r;
     return VT_OK;
 fail:
+    smp_grammar_unref(grammar);
     r->refs = 1;
     eng_request_unref(r);
     return err;

@@ -119,6 +119,9 @@ struct vt_engine {
     int64_t hidden_cap;
     int32_t n_embd;
     md_pooling pooling;
+    /* the vocabulary as the grammar engine sees it, built by the first
+     * request with a grammar (the pointer under mu) */
+    smp_grammar_vocab *gvocab;
 };
 
 /* request.c */

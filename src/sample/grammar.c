@@ -623,6 +623,58 @@ void smp_grammar_unref(smp_grammar *g)
     free(g);
 }
 
+bool smp_grammar_bounded(const smp_grammar *g)
+{
+    /* a cycle among the rules reachable from the root: iterative DFS, colour
+     * 1 = on the path, 2 = done; edges are the GR_REF elements of a rule */
+    const gr_ir *ir = &g->ir;
+    uint8_t *col = calloc(ir->n_rules, 1);
+    uint32_t *stack = malloc(sizeof *stack * (ir->n_rules + 1));
+    uint32_t *at = malloc(sizeof *at * (ir->n_rules + 1));
+    bool bounded = col && stack && at;
+    if (bounded) {
+        uint32_t sp = 0;
+        stack[0] = ir->root;
+        at[0] = ir->alt_start[ir->rules[ir->root].first_alt];
+        col[ir->root] = 1;
+        while (bounded) {
+            uint32_t r = stack[sp], q = at[sp];
+            /* the next GR_REF of r's alternatives from q on (they are contiguous) */
+            uint32_t last = ir->rules[r].n_alts
+                                ? ir->alt_start[ir->rules[r].first_alt + ir->rules[r].n_alts - 1]
+                                : q;
+            while (q < ir->n_el && !(ir->el[q].kind == GR_REF) &&
+                   !(ir->el[q].kind == GR_END && q >= last))
+                q++;
+            if (q >= ir->n_el || ir->el[q].kind == GR_END) {
+                col[r] = 2;
+                if (sp == 0)
+                    break;
+                sp--;
+                continue;
+            }
+            at[sp] = q + 1;
+            uint32_t c = ir->el[q].arg;
+            if (col[c] == 1)
+                bounded = false;
+            else if (col[c] == 0) {
+                col[c] = 1;
+                stack[++sp] = c;
+                at[sp] = ir->alt_start[ir->rules[c].first_alt];
+            }
+        }
+    }
+    free(col);
+    free(stack);
+    free(at);
+    return bounded;
+}
+
+int32_t smp_grammar_n_vocab(const smp_grammar *g)
+{
+    return g->v ? g->v->n_vocab : -1;
+}
+
 uint32_t smp_grammar_n_rules(const smp_grammar *g)
 {
     return g->ir.n_rules;

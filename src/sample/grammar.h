@@ -69,6 +69,11 @@ vt_err smp_grammar_vocab_get(smp_grammar_vocab *v, smp_grammar_kind kind, const 
 smp_grammar *smp_grammar_ref(smp_grammar *g);
 /* Drops a reference; the last one frees. NULL is a no-op. */
 void smp_grammar_unref(smp_grammar *g);
+/* True when g's language is finite (no rule reachable from the root can
+ * recur): generation under it always ends by itself. False also on OOM. */
+bool smp_grammar_bounded(const smp_grammar *g);
+/* The vocabulary size g was compiled for, or -1 without one. */
+int32_t smp_grammar_n_vocab(const smp_grammar *g);
 /* Rules after rewriting (groups and repetitions become rules). */
 uint32_t smp_grammar_n_rules(const smp_grammar *g);
 

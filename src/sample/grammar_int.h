@@ -68,6 +68,13 @@ typedef struct {
 vt_err gr_parse(const char *text, size_t len, gr_ir *ir);
 void gr_ir_free(gr_ir *ir);
 
+/* A regular expression (regex.c's subset) as one GBNF expression (a
+ * parenthesised group), newly allocated (caller frees). json: the text is
+ * the inside of a JSON string, so ", \ and control characters appear
+ * escaped and never raw. VT_ERR_FORMAT / VT_ERR_UNSUPPORTED naming the
+ * problem; VT_ERR_NOMEM. */
+vt_err gr_regex_expr(const char *re, size_t len, bool json, char **expr);
+
 /* Does class c contain code point cp? */
 bool gr_class_has(const gr_ir *ir, uint32_t c, uint32_t cp);
 /* Does class c contain any code point in [lo, hi]? */

@@ -56,6 +56,9 @@ struct smp_state {
     int32_t n_generated;
     bool finished;
     bool greedy; /* temperature 0, or so small that 1/T overflows */
+    smp_grammar_state *gs; /* with params.grammar */
+    uint64_t *gmask;       /* [(n_vocab + 63) / 64] allowed tokens */
+    int32_t g_allowed;     /* tokens the mask allows this step (end tokens included) */
 
     /* scratch, allocated by the first step */
     float *buf;   /* [n_vocab] logits after bias and penalties */
@@ -227,6 +230,15 @@ vt_err smp_create(const smp_params *params, int32_t n_vocab, const int32_t *end_
         s->n_end = n_end;
     }
     e = smp_stop_create(s->p.stop, s->p.n_stop, &s->stop);
+    if (!e && params->grammar) {
+        if (smp_grammar_n_vocab(params->grammar) != n_vocab)
+            e = vt_fail(VT_ERR_INVALID, "sampler: the grammar is for a vocabulary of %d tokens, "
+                        "not %d", (int)smp_grammar_n_vocab(params->grammar), (int)n_vocab);
+        else if (!(e = smp_grammar_state_create(params->grammar, &s->gs)) &&
+                 !(s->gmask = malloc(((size_t)n_vocab + 63) / 64 * sizeof *s->gmask)))
+            e = vt_fail(VT_ERR_NOMEM, "sampler: out of memory");
+    }
+    s->p.grammar = NULL; /* the state holds the reference */
     if (e) {
         smp_destroy(s);
         return e;
@@ -250,6 +262,8 @@ void smp_destroy(smp_state *s)
         free(s->stop_text[i]);
     free(s->end_ids);
     smp_stop_destroy(s->stop);
+    smp_grammar_state_destroy(s->gs);
+    free(s->gmask);
     free(s->buf);
     free(s->w);
     free(s->blocks);
@@ -711,6 +725,73 @@ static void min_p_filter(smp_state *s, float min_p)
     s->n_cand = m;
 }
 
+/* The grammar's mask: disallowed tokens get -inf; the end tokens keep their
+ * logits exactly when the grammar is complete. */
+static vt_err apply_grammar(smp_state *s, float *x)
+{
+    int32_t n = smp_grammar_mask(s->gs, s->gmask);
+    if (n < 0)
+        return VT_ERR_NOMEM;
+    bool eos = smp_grammar_accepts_eos(s->gs);
+    float keep[8];
+    int32_t n_keep = VT_MIN(s->n_end, 8);
+    for (int32_t i = 0; i < n_keep; i++)
+        keep[i] = x[s->end_ids[i]];
+    size_t nw = ((size_t)s->n_vocab + 63) / 64;
+    for (size_t w = 0; w < nw; w++) {
+        uint64_t m = s->gmask[w];
+        if (m == ~0ull)
+            continue;
+        int32_t base = (int32_t)(w * 64), lim = VT_MIN(64, s->n_vocab - base);
+        if (m == 0) {
+            for (int32_t j = 0; j < lim; j++)
+                x[base + j] = -INFINITY;
+            continue;
+        }
+        for (int32_t j = 0; j < lim; j++)
+            if (!(m >> j & 1))
+                x[base + j] = -INFINITY;
+    }
+    bool end_ok = false;
+    if (eos)
+        for (int32_t i = 0; i < n_keep; i++) {
+            x[s->end_ids[i]] = keep[i];
+            end_ok |= keep[i] > -INFINITY;
+        }
+    if (n == 0 && !end_ok)
+        return vt_fail(VT_ERR_INVALID, eos ? "grammar: the output is complete but the end tokens "
+                                             "are banned (min_tokens or logit_bias)"
+                                           : "grammar: no token of the vocabulary can continue "
+                                             "the output here");
+    for (int32_t i = 0; i < n_keep && !eos; i++)
+        x[s->end_ids[i]] = -INFINITY;
+    s->g_allowed = n + (end_ok ? n_keep : 0);
+    return VT_OK;
+}
+
+/* With a grammar that allows few tokens: the candidates are the allowed
+ * tokens with a finite logit (the mask's bits and the end tokens), so the
+ * steps after this one never scan the whole vocabulary. */
+static void grammar_candidates(smp_state *s)
+{
+    const float *x = s->buf;
+    int32_t m = 0;
+    size_t nw = ((size_t)s->n_vocab + 63) / 64;
+    for (size_t w = 0; w < nw; w++)
+        for (uint64_t b = s->gmask[w]; b; b &= b - 1) {
+            int32_t id = (int32_t)(w * 64) + __builtin_ctzll(b);
+            if (x[id] > -INFINITY)
+                s->cand[m++] = (cand){x[id], id};
+        }
+    for (int32_t i = 0; i < VT_MIN(s->n_end, 8); i++) {
+        int32_t id = s->end_ids[i];
+        if (x[id] > -INFINITY && !(s->gmask[id >> 6] >> (id & 63) & 1))
+            s->cand[m++] = (cand){x[id], id};
+    }
+    s->all = false;
+    s->n_cand = m;
+}
+
 /* Bias, penalties and truncation: leaves the candidate set in s. */
 static vt_err prepare(smp_state *s, const float *logits, int32_t n_vocab, const int32_t *history,
                       size_t n_history)
@@ -745,6 +826,8 @@ static vt_err prepare(smp_state *s, const float *logits, int32_t n_vocab, const 
     if (s->n_generated < s->p.min_tokens) /* too early to end */
         for (int32_t i = 0; i < s->n_end; i++)
             x[s->end_ids[i]] = -INFINITY;
+    if (s->gs && (e = apply_grammar(s, x)))
+        return e;
 
     int32_t am = argmax_of(x, n_vocab);
     if (x[am] == -INFINITY)
@@ -761,6 +844,20 @@ static vt_err prepare(smp_state *s, const float *logits, int32_t n_vocab, const 
     bool sorted = false;
     s->all = true;
     s->n_cand = n_vocab;
+    bool trunc = (s->p.top_k > 0 && s->p.top_k < n_vocab) || s->p.top_p < 1.0f;
+    if (s->gs && s->g_allowed <= (trunc ? 4096 : n_vocab / 4)) {
+        grammar_candidates(s);
+        if (trunc) {
+            qsort(s->cand, (size_t)s->n_cand, sizeof *s->cand, cmp_better_first);
+            if (s->p.top_k > 0 && s->p.top_k < s->n_cand)
+                s->n_cand = s->p.top_k;
+            if (s->p.top_p < 1.0f)
+                top_p_sorted(s, s->p.top_p);
+        }
+        if (s->p.min_p > 0.0f)
+            min_p_filter(s, s->p.min_p);
+        return VT_OK;
+    }
     if (s->p.top_k > 0 && s->p.top_k < n_vocab) {
         s->n_cand = select_top(x, n_vocab, s->p.top_k, s->cand);
         s->all = false;
@@ -887,16 +984,24 @@ vt_err smp_accept(smp_state *s, int32_t token, const char *piece, size_t len, sm
         return vt_fail(VT_ERR_INVALID, "sampler: the sequence has already finished");
     if (len > 0 && !piece)
         return vt_fail(VT_ERR_INVALID, "sampler: %zu bytes of text but no pointer", len);
+    bool end = is_end(s, token);
+    if (s->gs && !end) {
+        vt_err ge = smp_grammar_accept_token(s->gs, token);
+        if (ge)
+            return ge;
+    }
     s->n_generated++;
-    if (!s->p.ignore_eos && is_end(s, token)) {
+    if (!s->p.ignore_eos && end) {
         smp_stop_flush(s->stop, &out->text, &out->len);
         out->finish = SMP_FINISH_EOS;
         s->finished = true;
         return VT_OK;
     }
     bool at_limit = s->p.max_tokens > 0 && s->n_generated >= s->p.max_tokens;
+    bool gdone = s->gs && !s->p.ignore_eos && smp_grammar_finished(s->gs);
     int32_t matched;
-    vt_err e = smp_stop_feed(s->stop, piece, len, at_limit, &out->text, &out->len, &matched);
+    vt_err e = smp_stop_feed(s->stop, piece, len, at_limit || gdone, &out->text, &out->len,
+                             &matched);
     if (e)
         return e;
     if (matched >= 0) {
@@ -905,6 +1010,9 @@ vt_err smp_accept(smp_state *s, int32_t token, const char *piece, size_t len, sm
         s->finished = true;
     } else if (at_limit) {
         out->finish = SMP_FINISH_LENGTH;
+        s->finished = true;
+    } else if (gdone) { /* nothing can follow: an end token would be the only choice */
+        out->finish = SMP_FINISH_EOS;
         s->finished = true;
     }
     return VT_OK;

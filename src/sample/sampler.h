@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sample/grammar.h"
 #include "vitamin.h"
 
 #define SMP_MAX_STOP 16          /* stop strings per sequence */
@@ -89,12 +90,20 @@ typedef struct {
      * tokens are banned (logit -inf) until this many tokens were generated
      * (vLLM's min_tokens; stop strings still apply). 0 = off. */
     int32_t min_tokens;
+    /* NULL, or a grammar (of a vocabulary of n_vocab tokens) the output must
+     * follow: smp_create gives the sequence its own state (and takes a
+     * reference on the grammar, so the caller may drop its own at once);
+     * smp_sample allows only the tokens the grammar can take next, and the
+     * end tokens exactly when the grammar is complete; smp_accept advances
+     * the state, and ends the sequence (SMP_FINISH_EOS) once nothing can
+     * follow. */
+    smp_grammar *grammar;
 } smp_params;
 
 /* temperature 1, top_k 0, top_p 1, min_p 0, penalties off (repetition 1,
  * presence/frequency 0, window 64), no bias, seed SMP_SEED_RANDOM,
  * max_tokens -1, no stop strings, ignore_eos false, top_logprobs 0,
- * min_tokens 0. */
+ * min_tokens 0, no grammar. */
 smp_params smp_params_default(void);
 
 /* VT_OK, or VT_ERR_INVALID with a message naming the field and the value
@@ -132,8 +141,8 @@ uint64_t smp_seed(const smp_state *s);
  * history[n_history] are the sequence's tokens so far, oldest first, for the
  * penalties (may be NULL when n_history is 0). lp, if not NULL, receives the
  * logprobs. Returns the token id, or -1 with vt_last_error() set when n_vocab
- * differs from the state's, a history id is out of range, or no token has a
- * finite logit. History ids are read (and checked) only while a penalty is
+ * differs from the state's, a history id is out of range, no token has a
+ * finite logit, or the grammar allows no token (the message says so). History ids are read (and checked) only while a penalty is
  * on. Costs O(n_vocab) with small constants (about 0.3-1 ms for 152k tokens
  * on one core); no step sorts the vocabulary. */
 int32_t smp_sample(smp_state *s, const float *logits, int32_t n_vocab, const int32_t *history,
@@ -175,8 +184,8 @@ typedef struct {
  * an end token that ends generation; may be NULL when len is 0). Precedence
  * when several apply: end token, then stop string, then max_tokens. When
  * generation ends, out->text also carries any held-back text that did not turn
- * into a stop string. VT_ERR_INVALID if the sequence already finished;
- * VT_ERR_NOMEM. */
+ * into a stop string. VT_ERR_INVALID if the sequence already finished or the
+ * grammar refuses the token; VT_ERR_NOMEM. */
 vt_err smp_accept(smp_state *s, int32_t token, const char *piece, size_t len, smp_emit *out);
 
 /* Ends generation for another reason (context full, cancelled): releases the
