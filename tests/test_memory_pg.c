@@ -1079,9 +1079,33 @@ static void test_two_handles(void)
         CHECK(strstr(vt_last_error(), "lock") != NULL);
         CHECK(!add(c, "park", "z1", "another user does not wait"));
     }
+    /* a write of c's batch that times out spoils that batch, and only it */
+    if (c) {
+        CHECK(!mem_begin(c));
+        CHECK(!add(c, "park", "z2", "in the batch"));
+        CHECK(add(c, "lee", "y4", "times out") == VT_ERR_IO);
+        CHECK(add(c, "park", "z3", "after the failure") == VT_ERR_IO);
+        CHECK(strstr(vt_last_error(), "earlier write") != NULL);
+        CHECK(mem_commit(c) == VT_ERR_IO);
+        CHECK(!mem_rollback(c));
+        CHECK(mem_get(b, "park", "z2", &m) == VT_ERR_NOT_FOUND);
+    }
     CHECK(!mem_commit(a));
-    if (c)
+    if (c) {
         CHECK(!add(c, "lee", "y3", "now it goes"));
+        /* a batch over several users, one forgotten in the middle */
+        CHECK(!mem_begin(c));
+        CHECK(!add(c, "park", "z4", "batched again"));
+        CHECK(!add(c, "lee", "y5", "batched for lee"));
+        CHECK(!mem_forget_user(c, "park", NULL));
+        CHECK(!add(c, "park", "z5", "after forgetting"));
+        CHECK(!mem_commit(c));
+        int64_t n = 0;
+        CHECK(!mem_count(b, "park", &n));
+        CHECK_EQ_INT(n, 1);
+        CHECK(!mem_get(b, "lee", "y5", &m));
+        mem_memory_clear(&m);
+    }
     mem_close(c);
     mem_close(b);
     mem_close(a);

@@ -109,7 +109,17 @@ typedef struct {
     bool read_only;
     int32_t lock_timeout_ms;
     bool prepared[Q_COUNT_];
-    int64_t gen; /* the generation of the write in progress */
+    int64_t gen;  /* the generation of the write in progress */
+    bool op_wrote; /* the write in progress changed a row */
+    /* a batch: the users whose rows it has locked (with their generation),
+     * and whether a failed write has spoiled it */
+    struct {
+        char *user;
+        int64_t gen;
+    } locked[64];
+    int n_locked;
+    bool batch_failed;
+    char batch_error[512];
     /* the vectors of one user for search */
     struct {
         char *user;
@@ -120,6 +130,7 @@ typedef struct {
         int64_t *seq;   /* ascending */
         int8_t *v;
         float *scale;
+        bool resync; /* this handle wrote in a batch: its rows carry the batch's generation */
     } vc;
     /* the speakers of one user */
     struct {
@@ -213,6 +224,11 @@ static PGresult *run(pg *d, int q, const params *p, bool binary, const char *wha
 {
     char name[16];
     snprintf(name, sizeof name, "vt%d", q);
+    if (q != Q_LOCK)
+        d->op_wrote |= q == Q_INSERT || q == Q_UPDATE_FULL || q == Q_UPDATE_TEXT ||
+                       q == Q_HIST_ADD || q == Q_SET_CTX || q == Q_DELETE || q == Q_FORGET_HIST ||
+                       q == Q_FORGET_MEM || q == Q_FORGET_PROFILE || q == Q_FORGET_USER ||
+                       q == Q_PROFILE_SET;
     PGresult *r = PQexecPrepared(d->conn, name, p ? p->n : 0, p ? p->v : NULL, p ? p->len : NULL,
                                  p ? p->fmt : NULL, binary);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
@@ -253,18 +269,48 @@ static char *val_str(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
 }
 
-/* ---- transactions: a write outside a batch is one transaction; inside a
- * batch one savepoint, so a failed write leaves nothing behind. Each write
- * begins by locking its user's row (see the top of the file). ---- */
+/* ---- transactions. A write outside a batch is one transaction that
+ * begins by locking its user's row (see the top of the file). A batch is one
+ * transaction that locks each user's row once, at its first write of that
+ * user (its rows all carry that generation; a delete takes a new one), and
+ * uses no savepoints (thousands of subtransactions would slow every
+ * snapshot): a write refused before it changes anything (an id that exists,
+ * one that does not) leaves the batch as it was; one that fails after
+ * changing a row, or whose statement failed, spoils the batch, and every
+ * later call in it fails until mem_rollback (mem_commit rolls it back). ---- */
+
+static void unlock_all(pg *d)
+{
+    for (int i = 0; i < d->n_locked; i++)
+        free(d->locked[i].user);
+    d->n_locked = 0;
+    d->batch_failed = false;
+}
 
 static vt_err tx_open(mem_store *s, const char *user, bool deletes)
 {
     pg *d = P(s);
+    vt_err e;
+    d->op_wrote = false;
     if (d->read_only)
         return vt_fail(VT_ERR_INVALID, "memory store (postgresql): opened read-only");
-    vt_err e = exec_sql(d, s->in_batch ? "SAVEPOINT vt_op" : "BEGIN", "begin");
-    if (e)
+    int at = -1;
+    if (s->in_batch) {
+        if (d->batch_failed)
+            return vt_fail(VT_ERR_IO,
+                           "memory store (postgresql): an earlier write of this batch failed "
+                           "(%s); roll the batch back",
+                           d->batch_error);
+        for (int i = 0; i < d->n_locked && at < 0; i++)
+            if (!strcmp(d->locked[i].user, user))
+                at = i;
+        if (at >= 0 && !deletes) {
+            d->gen = d->locked[at].gen;
+            return VT_OK;
+        }
+    } else if ((e = exec_sql(d, "BEGIN", "begin"))) {
         return e;
+    }
     params p = {.n = 0};
     p_text(&p, user);
     p_text(&p, deletes ? "t" : "f");
@@ -272,29 +318,45 @@ static vt_err tx_open(mem_store *s, const char *user, bool deletes)
     if (r) {
         d->gen = PQntuples(r) == 1 ? val_int(r, 0, 0) : 0;
         PQclear(r);
+        if (!s->in_batch)
+            return VT_OK;
+        if (at < 0 && d->n_locked < (int)VT_ARRAY_LEN(d->locked) &&
+            (d->locked[d->n_locked].user = strdup(user)))
+            at = d->n_locked++;
+        if (at >= 0)
+            d->locked[at].gen = d->gen;
         return VT_OK;
     }
     char msg[512];
     snprintf(msg, sizeof msg, "%s", vt_last_error());
-    exec_sql(d, s->in_batch ? "ROLLBACK TO SAVEPOINT vt_op; RELEASE SAVEPOINT vt_op" : "ROLLBACK",
-             "rollback");
+    if (s->in_batch) {
+        d->batch_failed = true;
+        snprintf(d->batch_error, sizeof d->batch_error, "%s", msg);
+    } else {
+        exec_sql(d, "ROLLBACK", "rollback");
+    }
     return vt_fail(e, "%s", msg);
 }
 
 static vt_err tx_close(mem_store *s, vt_err e)
 {
     pg *d = P(s);
+    if (s->in_batch) {
+        d->vc.resync = true;
+        d->sc.stale = true;
+        if (e && (d->op_wrote || PQtransactionStatus(d->conn) != PQTRANS_INTRANS)) {
+            d->batch_failed = true;
+            snprintf(d->batch_error, sizeof d->batch_error, "%s", vt_last_error());
+        }
+        return e;
+    }
     if (e) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", vt_last_error());
-        exec_sql(d, s->in_batch ? "ROLLBACK TO SAVEPOINT vt_op; RELEASE SAVEPOINT vt_op"
-                                : "ROLLBACK",
-                 "rollback");
+        exec_sql(d, "ROLLBACK", "rollback");
         d->vc.stale = d->sc.stale = true;
         return vt_fail(e, "%s", msg);
     }
-    if (s->in_batch)
-        return exec_sql(d, "RELEASE SAVEPOINT vt_op", "release");
     vt_err c = exec_sql(d, "COMMIT", "commit");
     if (c) {
         exec_sql(d, "ROLLBACK", "rollback");
@@ -331,24 +393,34 @@ static vt_err be_begin(mem_store *s)
         return e;
     if (P(s)->read_only)
         return vt_fail(VT_ERR_INVALID, "memory store (postgresql): opened read-only");
+    unlock_all(P(s));
     return exec_sql(P(s), "BEGIN", "begin");
 }
 
 static vt_err be_commit(mem_store *s)
 {
     pg *d = P(s);
-    vt_err e = exec_sql(d, "COMMIT", "commit");
+    vt_err e;
+    if (d->batch_failed)
+        e = vt_fail(VT_ERR_IO, "memory store (postgresql): the batch was rolled back: an "
+                               "earlier write failed (%s)",
+                    d->batch_error);
+    else
+        e = exec_sql(d, "COMMIT", "commit");
     if (e) {
         exec_sql(d, "ROLLBACK", "rollback");
         d->vc.stale = d->sc.stale = true;
     }
+    unlock_all(d);
     return e;
 }
 
 static vt_err be_rollback(mem_store *s)
 {
-    P(s)->vc.stale = P(s)->sc.stale = true;
-    return exec_sql(P(s), "ROLLBACK", "rollback");
+    pg *d = P(s);
+    d->vc.stale = d->sc.stale = true;
+    unlock_all(d);
+    return exec_sql(d, "ROLLBACK", "rollback");
 }
 
 /* ---- rows ---- */
@@ -874,6 +946,13 @@ static vt_err be_forget(mem_store *s, const char *user, int64_t *n)
         e = run0(d, Q_FORGET_USER, &p, "forget");
     if (e)
         *n = 0;
+    /* the user's row is gone: a later write of this batch locks a new one */
+    for (int i = 0; !e && i < d->n_locked; i++)
+        if (!strcmp(d->locked[i].user, user)) {
+            free(d->locked[i].user);
+            d->locked[i] = d->locked[--d->n_locked];
+            break;
+        }
     return tx_close(s, e);
 }
 
@@ -1094,11 +1173,15 @@ static vt_err vc_sync(pg *d, const char *user, int32_t dim)
     params p = {.n = 0};
     p_text(&p, user);
     bool same = d->vc.user && !strcmp(d->vc.user, user) && d->vc.dim == dim && !d->vc.stale;
-    if (same && d->vc.gen == gen && d->vc.delgen == delgen)
+    bool resync = d->vc.resync;
+    d->vc.resync = false;
+    if (same && d->vc.gen == gen && d->vc.delgen == delgen && !resync)
         return VT_OK;
     if (same && d->vc.delgen == delgen) {
-        /* only new or changed rows since the cached generation */
-        p_int(&p, d->vc.gen);
+        /* only new or changed rows since the cached generation (rows of this
+         * handle's batch carry the batch's generation, which may be the
+         * cached one) */
+        p_int(&p, resync && gen - 1 < d->vc.gen ? gen - 1 : d->vc.gen);
         r = run(d, Q_VECTORS_SINCE, &p, true, "search", &e);
         if (!r)
             return e;
@@ -1277,6 +1360,7 @@ static void be_close(mem_store *s)
         return;
     vc_clear(d);
     sc_clear(d);
+    unlock_all(d);
     PQfinish(d->conn);
     free(d);
     s->impl = NULL;
