@@ -16,32 +16,24 @@
  * schema is created and migrated in one transaction holding an advisory
  * lock, so two processes opening a new database at once do not collide.
  *
- * Every write is one transaction (a savepoint inside a batch) that first
- * upserts the user's vt_mem_users row: that row lock serialises the writes
- * of one user across processes (no lost update, no duplicate id, seq in
- * commit order), and its generation, taken from a global sequence, stamps
- * the rows the write touches (`rev`). Search keeps the user's vectors in
- * memory as int8 rows (as the SQLite backend does); it checks the user's
- * generation before each search and reads only the rows whose rev is newer
- * (a delete anywhere marks the user for a full reload).
- *
- * Full-text search: the query's terms (text.c) become a tsquery of quoted
- * lexemes OR-ed ('word' | 'bi':* ...) passed as a parameter to
- * to_tsquery('english', $2), ranked by ts_rank_cd with body 1.0 and ctx 0.35.
- * Embeddings are stored as little-endian binary16, like the SQLite backend.
+ * Every write is one transaction (a batch: one for all its writes) that
+ * first upserts the user's vt_mem_users row: that row lock serialises the
+ * writes of one user across processes (no lost update, no duplicate id, seq
+ * in commit order), and its generation, taken from a global sequence, stamps
+ * the rows the write touches (`rev`), which lets every process's search
+ * caches see what changed (postgres_recall.c). Embeddings are stored as
+ * little-endian binary16, like the SQLite backend. This file: schema,
+ * statements, transactions, writes and reads, open; postgres_recall.c:
+ * search; postgres_int.h: what they share.
  */
-#include <endian.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <postgresql/libpq-fe.h> /* Debian libpq-dev; its own headers are found beside it */
-
-#include "memory/memory_int.h"
+#include "memory/postgres_int.h"
 
 #define SCHEMA_VERSION 2
-#define MAX_PARAMS 16
 
 /* schema 1: memories, their full-text index, profiles, the user rows */
 static const char schema_v1[] =
@@ -95,109 +87,12 @@ static const char *const migrations[SCHEMA_VERSION + 1] = {NULL, schema_v1, migr
 #define COLS "seq, id, user_id, text, kind, conversation, msg_index, speaker, event_time, " \
              "created, updated, %s"
 
-enum {
-    Q_LOCK, Q_FIND, Q_NEXT_INDEX, Q_INSERT, Q_UPDATE_FULL, Q_UPDATE_TEXT, Q_HIST_ADD,
-    Q_HISTORY, Q_GET, Q_GET_SEQ, Q_TURN, Q_SET_CTX, Q_DELETE, Q_LIST, Q_COUNT, Q_FORGET_HIST,
-    Q_FORGET_MEM, Q_FORGET_PROFILE, Q_FORGET_USER, Q_PROFILE_GET, Q_PROFILE_SET, Q_LEXICAL,
-    Q_GEN, Q_VECTORS, Q_VECTORS_SINCE, Q_NEIGHBOURS, Q_SPEAKERS,
-    Q_COUNT_
-};
-
-typedef struct {
-    PGconn *conn;
-    int32_t version;
-    bool read_only;
-    int32_t lock_timeout_ms;
-    bool prepared[Q_COUNT_];
-    int64_t gen;  /* the generation of the write in progress */
-    bool op_wrote; /* the write in progress changed a row */
-    /* a batch: the users whose rows it has locked (with their generation),
-     * and whether a failed write has spoiled it */
-    struct {
-        char *user;
-        int64_t gen;
-    } locked[64];
-    int n_locked;
-    bool batch_failed;
-    char batch_error[512];
-    /* the vectors of one user for search */
-    struct {
-        char *user;
-        bool stale;     /* set by a rollback of this handle */
-        int64_t gen, delgen;
-        int32_t dim;
-        size_t n, cap;
-        int64_t *seq;   /* ascending */
-        int8_t *v;
-        float *scale;
-        bool resync; /* this handle wrote in a batch: its rows carry the batch's generation */
-    } vc;
-    /* the speakers of one user */
-    struct {
-        char *user;
-        bool stale;
-        int64_t gen, delgen;
-        char **names;
-        size_t n;
-    } sc;
-} pg;
-
-static pg *P(mem_store *s)
-{
-    return s->impl;
-}
-
 /* ---- statements ---- */
-
-/* the parameters of one statement: text values, or binary (bytea) ones */
-typedef struct {
-    const char *v[MAX_PARAMS];
-    int len[MAX_PARAMS];
-    int fmt[MAX_PARAMS];
-    char num[MAX_PARAMS][24];
-    int n;
-} params;
-
-static void p_text(params *p, const char *s)
-{
-    p->v[p->n] = s;
-    p->len[p->n] = 0;
-    p->fmt[p->n++] = 0;
-}
-
-static void p_int(params *p, int64_t x)
-{
-    snprintf(p->num[p->n], sizeof p->num[0], "%lld", (long long)x);
-    p_text(p, p->num[p->n]);
-}
-
-static void p_time(params *p, int64_t t)
-{
-    if (t == MEM_TIME_NONE)
-        p_text(p, NULL);
-    else
-        p_int(p, t);
-}
-
-static void p_index(params *p, int64_t index)
-{
-    if (index >= 0)
-        p_int(p, index);
-    else
-        p_text(p, NULL);
-}
-
-static void p_bin(params *p, const void *b, int len)
-{
-    p->v[p->n] = b;
-    p->len[p->n] = len;
-    p->fmt[p->n++] = b ? 1 : 0;
-}
 
 /* the error of a failed result (r may be NULL) as a vt_err: connection and
  * resource trouble VT_ERR_IO, bad data VT_ERR_INVALID, a missing or odd
  * table VT_ERR_FORMAT */
-static vt_err pg_fail(pg *d, const PGresult *r, const char *what)
+vt_err mem_pg_fail(mem_pg *d, const PGresult *r, const char *what)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = r ? PQresultErrorMessage(r) : NULL;
@@ -220,7 +115,7 @@ static vt_err pg_fail(pg *d, const PGresult *r, const char *what)
 
 /* runs prepared statement q; NULL (with the error set) unless it succeeded.
  * binary: results in binary format. The caller PQclear()s the result. */
-static PGresult *run(pg *d, int q, const params *p, bool binary, const char *what, vt_err *err)
+PGresult *mem_pg_run(mem_pg *d, int q, const mem_pg_params *p, bool binary, const char *what, vt_err *err)
 {
     char name[16];
     snprintf(name, sizeof name, "vt%d", q);
@@ -236,35 +131,35 @@ static PGresult *run(pg *d, int q, const params *p, bool binary, const char *wha
         *err = VT_OK;
         return r;
     }
-    *err = pg_fail(d, r, what);
+    *err = mem_pg_fail(d, r, what);
     PQclear(r);
     return NULL;
 }
 
 /* runs a statement that returns nothing needed */
-static vt_err run0(pg *d, int q, const params *p, const char *what)
+vt_err mem_pg_run0(mem_pg *d, int q, const mem_pg_params *p, const char *what)
 {
     vt_err e;
-    PQclear(run(d, q, p, false, what, &e));
+    PQclear(mem_pg_run(d, q, p, false, what, &e));
     return e;
 }
 
 /* runs fixed SQL (no parameters, possibly several statements) */
-static vt_err exec_sql(pg *d, const char *sql, const char *what)
+vt_err mem_pg_exec(mem_pg *d, const char *sql, const char *what)
 {
     PGresult *r = PQexec(d->conn, sql);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    vt_err e = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? VT_OK : pg_fail(d, r, what);
+    vt_err e = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? VT_OK : mem_pg_fail(d, r, what);
     PQclear(r);
     return e;
 }
 
-static int64_t val_int(const PGresult *r, int row, int col)
+int64_t mem_pg_int(const PGresult *r, int row, int col)
 {
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static char *val_str(const PGresult *r, int row, int col)
+char *mem_pg_str(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
 }
@@ -279,7 +174,7 @@ static char *val_str(const PGresult *r, int row, int col)
  * changing a row, or whose statement failed, spoils the batch, and every
  * later call in it fails until mem_rollback (mem_commit rolls it back). ---- */
 
-static void unlock_all(pg *d)
+static void unlock_all(mem_pg *d)
 {
     for (int i = 0; i < d->n_locked; i++)
         free(d->locked[i].user);
@@ -289,7 +184,7 @@ static void unlock_all(pg *d)
 
 static vt_err tx_open(mem_store *s, const char *user, bool deletes)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     vt_err e;
     d->op_wrote = false;
     if (d->read_only)
@@ -308,15 +203,15 @@ static vt_err tx_open(mem_store *s, const char *user, bool deletes)
             d->gen = d->locked[at].gen;
             return VT_OK;
         }
-    } else if ((e = exec_sql(d, "BEGIN", "begin"))) {
+    } else if ((e = mem_pg_exec(d, "BEGIN", "begin"))) {
         return e;
     }
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_text(&p, deletes ? "t" : "f");
-    PGresult *r = run(d, Q_LOCK, &p, false, "lock", &e);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_text(&p, deletes ? "t" : "f");
+    PGresult *r = mem_pg_run(d, Q_LOCK, &p, false, "lock", &e);
     if (r) {
-        d->gen = PQntuples(r) == 1 ? val_int(r, 0, 0) : 0;
+        d->gen = PQntuples(r) == 1 ? mem_pg_int(r, 0, 0) : 0;
         PQclear(r);
         if (!s->in_batch)
             return VT_OK;
@@ -333,14 +228,14 @@ static vt_err tx_open(mem_store *s, const char *user, bool deletes)
         d->batch_failed = true;
         snprintf(d->batch_error, sizeof d->batch_error, "%s", msg);
     } else {
-        exec_sql(d, "ROLLBACK", "rollback");
+        mem_pg_exec(d, "ROLLBACK", "rollback");
     }
     return vt_fail(e, "%s", msg);
 }
 
 static vt_err tx_close(mem_store *s, vt_err e)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     if (s->in_batch) {
         d->vc.resync = true;
         d->sc.stale = true;
@@ -353,13 +248,13 @@ static vt_err tx_close(mem_store *s, vt_err e)
     if (e) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", vt_last_error());
-        exec_sql(d, "ROLLBACK", "rollback");
+        mem_pg_exec(d, "ROLLBACK", "rollback");
         d->vc.stale = d->sc.stale = true;
         return vt_fail(e, "%s", msg);
     }
-    vt_err c = exec_sql(d, "COMMIT", "commit");
+    vt_err c = mem_pg_exec(d, "COMMIT", "commit");
     if (c) {
-        exec_sql(d, "ROLLBACK", "rollback");
+        mem_pg_exec(d, "ROLLBACK", "rollback");
         d->vc.stale = d->sc.stale = true;
     }
     return c;
@@ -367,19 +262,19 @@ static vt_err tx_close(mem_store *s, vt_err e)
 
 /* a connection lost outside a batch (the server restarted) is opened again
  * before the next operation; prepared statements are made again on demand */
-static vt_err prepare_all(pg *d);
-static vt_err session_setup(pg *d);
+static vt_err prepare_all(mem_pg *d);
+static vt_err session_setup(mem_pg *d);
 
-static vt_err alive(mem_store *s)
+vt_err mem_pg_alive(mem_store *s)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     if (PQstatus(d->conn) == CONNECTION_OK)
         return VT_OK;
     if (s->in_batch)
         return vt_fail(VT_ERR_IO, "memory store (postgresql): the connection was lost in a batch");
     PQreset(d->conn);
     if (PQstatus(d->conn) != CONNECTION_OK)
-        return pg_fail(d, NULL, "reconnect");
+        return mem_pg_fail(d, NULL, "reconnect");
     memset(d->prepared, 0, sizeof d->prepared);
     d->vc.stale = d->sc.stale = true;
     vt_err e = session_setup(d);
@@ -388,27 +283,27 @@ static vt_err alive(mem_store *s)
 
 static vt_err be_begin(mem_store *s)
 {
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e)
         return e;
     if (P(s)->read_only)
         return vt_fail(VT_ERR_INVALID, "memory store (postgresql): opened read-only");
     unlock_all(P(s));
-    return exec_sql(P(s), "BEGIN", "begin");
+    return mem_pg_exec(P(s), "BEGIN", "begin");
 }
 
 static vt_err be_commit(mem_store *s)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     vt_err e;
     if (d->batch_failed)
         e = vt_fail(VT_ERR_IO, "memory store (postgresql): the batch was rolled back: an "
                                "earlier write failed (%s)",
                     d->batch_error);
     else
-        e = exec_sql(d, "COMMIT", "commit");
+        e = mem_pg_exec(d, "COMMIT", "commit");
     if (e) {
-        exec_sql(d, "ROLLBACK", "rollback");
+        mem_pg_exec(d, "ROLLBACK", "rollback");
         d->vc.stale = d->sc.stale = true;
     }
     unlock_all(d);
@@ -417,10 +312,10 @@ static vt_err be_commit(mem_store *s)
 
 static vt_err be_rollback(mem_store *s)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     d->vc.stale = d->sc.stale = true;
     unlock_all(d);
-    return exec_sql(d, "ROLLBACK", "rollback");
+    return mem_pg_exec(d, "ROLLBACK", "rollback");
 }
 
 /* ---- rows ---- */
@@ -429,18 +324,18 @@ static vt_err be_rollback(mem_store *s)
 static vt_err read_row(const PGresult *r, int row, mem_memory *m, bool embedding)
 {
     memset(m, 0, sizeof *m);
-    m->seq = val_int(r, row, 0);
-    m->id = val_str(r, row, 1);
-    m->user = val_str(r, row, 2);
-    m->text = val_str(r, row, 3);
-    m->kind = (mem_kind)val_int(r, row, 4);
-    m->conversation = val_str(r, row, 5);
-    m->message_index = PQgetisnull(r, row, 6) ? -1 : val_int(r, row, 6);
-    m->speaker = val_str(r, row, 7);
-    m->event_time = PQgetisnull(r, row, 8) ? MEM_TIME_NONE : val_int(r, row, 8);
-    m->created = val_int(r, row, 9);
-    m->updated = val_int(r, row, 10);
-    m->version = (int32_t)val_int(r, row, 11);
+    m->seq = mem_pg_int(r, row, 0);
+    m->id = mem_pg_str(r, row, 1);
+    m->user = mem_pg_str(r, row, 2);
+    m->text = mem_pg_str(r, row, 3);
+    m->kind = (mem_kind)mem_pg_int(r, row, 4);
+    m->conversation = mem_pg_str(r, row, 5);
+    m->message_index = PQgetisnull(r, row, 6) ? -1 : mem_pg_int(r, row, 6);
+    m->speaker = mem_pg_str(r, row, 7);
+    m->event_time = PQgetisnull(r, row, 8) ? MEM_TIME_NONE : mem_pg_int(r, row, 8);
+    m->created = mem_pg_int(r, row, 9);
+    m->updated = mem_pg_int(r, row, 10);
+    m->version = (int32_t)mem_pg_int(r, row, 11);
     if (!m->id || !m->user || !m->text || (!PQgetisnull(r, row, 5) && !m->conversation) ||
         (!PQgetisnull(r, row, 7) && !m->speaker))
         goto oom;
@@ -469,7 +364,7 @@ oom:
 
 /* all rows of a result into a new array; at most max (-1: all), *more when
  * there were more */
-static vt_err read_rows(const PGresult *r, int max, mem_memory **items, size_t *n, bool *more)
+vt_err mem_pg_read_rows(const PGresult *r, int max, mem_memory **items, size_t *n, bool *more)
 {
     int rows = PQntuples(r), take = max >= 0 && rows > max ? max : rows;
     *items = NULL;
@@ -505,29 +400,29 @@ static char *body_of(const char *text)
 }
 
 /* the turn at (conversation, index): seq, text, event time; false if none */
-static bool turn_at(pg *d, const char *user, const char *conv, int64_t index, int64_t *seq,
+static bool turn_at(mem_pg *d, const char *user, const char *conv, int64_t index, int64_t *seq,
                     char **text, int64_t *t, vt_err *err)
 {
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_text(&p, conv);
-    p_int(&p, index);
-    PGresult *r = run(d, Q_TURN, &p, false, "turn", err);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_text(&p, conv);
+    mem_pg_p_int(&p, index);
+    PGresult *r = mem_pg_run(d, Q_TURN, &p, false, "turn", err);
     bool found = r && PQntuples(r) == 1;
     if (found) {
         if (seq)
-            *seq = val_int(r, 0, 0);
-        if (text && !(*text = val_str(r, 0, 1)))
+            *seq = mem_pg_int(r, 0, 0);
+        if (text && !(*text = mem_pg_str(r, 0, 1)))
             *err = vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
         if (t)
-            *t = PQgetisnull(r, 0, 2) ? MEM_TIME_NONE : val_int(r, 0, 2);
+            *t = PQgetisnull(r, 0, 2) ? MEM_TIME_NONE : mem_pg_int(r, 0, 2);
     }
     PQclear(r);
     return found && !*err;
 }
 
 /* ctx of the turn at index: its neighbours' words and its date */
-static vt_err build_ctx(pg *d, const char *user, const char *conv, int64_t index,
+static vt_err build_ctx(mem_pg *d, const char *user, const char *conv, int64_t index,
                         int64_t event_time, vt_buf *b)
 {
     vt_err e = VT_OK;
@@ -546,7 +441,7 @@ static vt_err build_ctx(pg *d, const char *user, const char *conv, int64_t index
 }
 
 /* rebuilds the ctx of the turn at index, if there is one */
-static vt_err refresh_ctx(pg *d, const char *user, const char *conv, int64_t index)
+static vt_err refresh_ctx(mem_pg *d, const char *user, const char *conv, int64_t index)
 {
     int64_t seq, t;
     vt_err e = VT_OK;
@@ -554,11 +449,11 @@ static vt_err refresh_ctx(pg *d, const char *user, const char *conv, int64_t ind
         return e;
     vt_buf b = {0};
     if (!(e = build_ctx(d, user, conv, index, t, &b))) {
-        params p = {.n = 0};
-        p_text(&p, b.p ? b.p : "");
-        p_text(&p, user);
-        p_int(&p, seq);
-        e = run0(d, Q_SET_CTX, &p, "index context");
+        mem_pg_params p = {.n = 0};
+        mem_pg_p_text(&p, b.p ? b.p : "");
+        mem_pg_p_text(&p, user);
+        mem_pg_p_int(&p, seq);
+        e = mem_pg_run0(d, Q_SET_CTX, &p, "index context");
     }
     free(b.p);
     return e;
@@ -582,26 +477,26 @@ static uint8_t *embedding_blob(const float *e, int32_t n)
 
 /* looks up (user, id): seq (0 if none), text, version, conversation, index,
  * updated */
-static int64_t find(pg *d, const char *user, const char *id, char **text, int32_t *version,
+static int64_t find(mem_pg *d, const char *user, const char *id, char **text, int32_t *version,
                     char **conv, int64_t *index, int64_t *updated, vt_err *err)
 {
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_text(&p, id);
-    PGresult *r = run(d, Q_FIND, &p, false, "find", err);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_text(&p, id);
+    PGresult *r = mem_pg_run(d, Q_FIND, &p, false, "find", err);
     int64_t seq = 0;
     if (r && PQntuples(r) == 1) {
-        seq = val_int(r, 0, 0);
+        seq = mem_pg_int(r, 0, 0);
         if (text)
-            *text = val_str(r, 0, 1);
+            *text = mem_pg_str(r, 0, 1);
         if (version)
-            *version = (int32_t)val_int(r, 0, 2);
+            *version = (int32_t)mem_pg_int(r, 0, 2);
         if (conv)
-            *conv = val_str(r, 0, 3);
+            *conv = mem_pg_str(r, 0, 3);
         if (index)
-            *index = PQgetisnull(r, 0, 4) ? -1 : val_int(r, 0, 4);
+            *index = PQgetisnull(r, 0, 4) ? -1 : mem_pg_int(r, 0, 4);
         if (updated)
-            *updated = val_int(r, 0, 5);
+            *updated = mem_pg_int(r, 0, 5);
         if ((text && !*text) || (conv && !*conv && !PQgetisnull(r, 0, 3)))
             *err = vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
     }
@@ -609,21 +504,21 @@ static int64_t find(pg *d, const char *user, const char *id, char **text, int32_
     return seq;
 }
 
-static vt_err add_history(pg *d, const char *user, int64_t seq, int32_t version, const char *text,
+static vt_err add_history(mem_pg *d, const char *user, int64_t seq, int32_t version, const char *text,
                           int64_t written)
 {
     if (d->version < 2)
         return VT_OK;
-    params p = {.n = 0};
-    p_int(&p, seq);
-    p_text(&p, user);
-    p_int(&p, version);
-    p_text(&p, text);
-    p_int(&p, written);
-    return run0(d, Q_HIST_ADD, &p, "history");
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_int(&p, seq);
+    mem_pg_p_text(&p, user);
+    mem_pg_p_int(&p, version);
+    mem_pg_p_text(&p, text);
+    mem_pg_p_int(&p, written);
+    return mem_pg_run0(d, Q_HIST_ADD, &p, "history");
 }
 
-static vt_err put_locked(pg *d, const char *user, const mem_input *in, int mode, bool *created)
+static vt_err put_locked(mem_pg *d, const char *user, const mem_input *in, int mode, bool *created)
 {
     char *old_text = NULL, *old_conv = NULL, *body = NULL;
     int32_t version = 1;
@@ -644,11 +539,11 @@ static vt_err put_locked(pg *d, const char *user, const mem_input *in, int mode,
         if (seq && old_conv && !strcmp(old_conv, in->conversation) && old_index >= 0) {
             index = old_index;
         } else {
-            params p = {.n = 0};
-            p_text(&p, user);
-            p_text(&p, in->conversation);
-            PGresult *r = run(d, Q_NEXT_INDEX, &p, false, "next index", &e);
-            index = r && PQntuples(r) == 1 ? val_int(r, 0, 0) : 0;
+            mem_pg_params p = {.n = 0};
+            mem_pg_p_text(&p, user);
+            mem_pg_p_text(&p, in->conversation);
+            PGresult *r = mem_pg_run(d, Q_NEXT_INDEX, &p, false, "next index", &e);
+            index = r && PQntuples(r) == 1 ? mem_pg_int(r, 0, 0) : 0;
             PQclear(r);
             if (e)
                 goto out;
@@ -663,28 +558,28 @@ static vt_err put_locked(pg *d, const char *user, const mem_input *in, int mode,
     }
     if ((e = build_ctx(d, user, in->conversation, index, in->event_time, &ctx)))
         goto out;
-    params p = {.n = 0};
+    mem_pg_params p = {.n = 0};
     if (seq) {
         /* an update: the old text goes to the history when it changes */
         bool changed = strcmp(old_text ? old_text : "", in->text) != 0;
         if (changed &&
             (e = add_history(d, user, seq, version, old_text ? old_text : "", old_written)))
             goto out;
-        p_text(&p, in->text);
-        p_int(&p, (int)in->kind);
-        p_text(&p, in->conversation);
-        p_index(&p, index);
-        p_text(&p, in->speaker);
-        p_time(&p, in->event_time);
-        p_int(&p, now);
-        p_bin(&p, blob, blob ? in->n_embd * 2 : 0);
-        p_text(&p, body);
-        p_text(&p, ctx.p ? ctx.p : "");
-        p_int(&p, changed);
-        p_text(&p, user);
-        p_int(&p, seq);
-        p_int(&p, d->gen);
-        if ((e = run0(d, Q_UPDATE_FULL, &p, "update")))
+        mem_pg_p_text(&p, in->text);
+        mem_pg_p_int(&p, (int)in->kind);
+        mem_pg_p_text(&p, in->conversation);
+        mem_pg_p_index(&p, index);
+        mem_pg_p_text(&p, in->speaker);
+        mem_pg_p_time(&p, in->event_time);
+        mem_pg_p_int(&p, now);
+        mem_pg_p_bin(&p, blob, blob ? in->n_embd * 2 : 0);
+        mem_pg_p_text(&p, body);
+        mem_pg_p_text(&p, ctx.p ? ctx.p : "");
+        mem_pg_p_int(&p, changed);
+        mem_pg_p_text(&p, user);
+        mem_pg_p_int(&p, seq);
+        mem_pg_p_int(&p, d->gen);
+        if ((e = mem_pg_run0(d, Q_UPDATE_FULL, &p, "update")))
             goto out;
         if (old_conv && old_index >= 0 &&
             (!in->conversation || strcmp(old_conv, in->conversation) || old_index != index) &&
@@ -694,20 +589,20 @@ static vt_err put_locked(pg *d, const char *user, const mem_input *in, int mode,
         if (created)
             *created = false;
     } else {
-        p_text(&p, user);
-        p_text(&p, in->id);
-        p_text(&p, in->text);
-        p_int(&p, (int)in->kind);
-        p_text(&p, in->conversation);
-        p_index(&p, index);
-        p_text(&p, in->speaker);
-        p_time(&p, in->event_time);
-        p_int(&p, now);
-        p_bin(&p, blob, blob ? in->n_embd * 2 : 0);
-        p_text(&p, body);
-        p_text(&p, ctx.p ? ctx.p : "");
-        p_int(&p, d->gen);
-        if ((e = run0(d, Q_INSERT, &p, "insert")))
+        mem_pg_p_text(&p, user);
+        mem_pg_p_text(&p, in->id);
+        mem_pg_p_text(&p, in->text);
+        mem_pg_p_int(&p, (int)in->kind);
+        mem_pg_p_text(&p, in->conversation);
+        mem_pg_p_index(&p, index);
+        mem_pg_p_text(&p, in->speaker);
+        mem_pg_p_time(&p, in->event_time);
+        mem_pg_p_int(&p, now);
+        mem_pg_p_bin(&p, blob, blob ? in->n_embd * 2 : 0);
+        mem_pg_p_text(&p, body);
+        mem_pg_p_text(&p, ctx.p ? ctx.p : "");
+        mem_pg_p_int(&p, d->gen);
+        if ((e = mem_pg_run0(d, Q_INSERT, &p, "insert")))
             goto out;
         if (created)
             *created = true;
@@ -727,7 +622,7 @@ out:
 
 static vt_err be_put(mem_store *s, const char *user, const mem_input *in, int mode, bool *created)
 {
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e || (e = tx_open(s, user, false)))
         return e;
     return tx_close(s, put_locked(P(s), user, in, mode, created));
@@ -736,15 +631,15 @@ static vt_err be_put(mem_store *s, const char *user, const mem_input *in, int mo
 static vt_err get_one(mem_store *s, int q, const char *user, const char *key, bool embedding,
                       mem_memory *out)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     memset(out, 0, sizeof *out);
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e)
         return e;
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_text(&p, key);
-    PGresult *r = run(d, q, &p, false, "get", &e);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_text(&p, key);
+    PGresult *r = mem_pg_run(d, q, &p, false, "get", &e);
     if (r) {
         e = PQntuples(r) == 1 ? read_row(r, 0, out, embedding)
             : q == Q_GET      ? vt_fail(VT_ERR_NOT_FOUND, "no memory '%s' for this user", key)
@@ -767,7 +662,7 @@ static vt_err be_get_seq(mem_store *s, const char *user, int64_t seq, mem_memory
     return get_one(s, Q_GET_SEQ, user, k, false, out);
 }
 
-static vt_err update_locked(pg *d, const char *user, const char *id, const char *text,
+static vt_err update_locked(mem_pg *d, const char *user, const char *id, const char *text,
                             const float *emb, int32_t n_embd)
 {
     char *old = NULL, *body = NULL;
@@ -787,16 +682,16 @@ static vt_err update_locked(pg *d, const char *user, const char *id, const char 
     }
     if ((e = add_history(d, user, seq, version, old ? old : "", written)))
         goto out;
-    params p = {.n = 0};
-    p_text(&p, text);
-    p_text(&p, body);
-    p_int(&p, mem_time_now());
-    p_bin(&p, blob, blob ? n_embd * 2 : 0);
-    p_text(&p, emb ? "t" : "f");
-    p_text(&p, user);
-    p_int(&p, seq);
-    p_int(&p, d->gen);
-    e = run0(d, Q_UPDATE_TEXT, &p, "update");
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, text);
+    mem_pg_p_text(&p, body);
+    mem_pg_p_int(&p, mem_time_now());
+    mem_pg_p_bin(&p, blob, blob ? n_embd * 2 : 0);
+    mem_pg_p_text(&p, emb ? "t" : "f");
+    mem_pg_p_text(&p, user);
+    mem_pg_p_int(&p, seq);
+    mem_pg_p_int(&p, d->gen);
+    e = mem_pg_run0(d, Q_UPDATE_TEXT, &p, "update");
 out:
     free(old);
     free(body);
@@ -807,7 +702,7 @@ out:
 static vt_err be_update(mem_store *s, const char *user, const char *id, const char *text,
                         const float *emb, int32_t n_embd)
 {
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e || (e = tx_open(s, user, false)))
         return e;
     return tx_close(s, update_locked(P(s), user, id, text, emb, n_embd));
@@ -816,10 +711,10 @@ static vt_err be_update(mem_store *s, const char *user, const char *id, const ch
 static vt_err be_history(mem_store *s, const char *user, const char *id, mem_version **v,
                          size_t *n)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     *v = NULL;
     *n = 0;
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e)
         return e;
     int64_t seq = find(d, user, id, NULL, NULL, NULL, NULL, NULL, &e);
@@ -829,19 +724,19 @@ static vt_err be_history(mem_store *s, const char *user, const char *id, mem_ver
         return vt_fail(VT_ERR_NOT_FOUND, "no memory '%s' for this user", id);
     if (d->version < 2)
         return VT_OK;
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_int(&p, seq);
-    PGresult *r = run(d, Q_HISTORY, &p, false, "history", &e);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_int(&p, seq);
+    PGresult *r = mem_pg_run(d, Q_HISTORY, &p, false, "history", &e);
     if (!r)
         return e;
     int rows = PQntuples(r);
     if (rows) {
         mem_version *a = calloc((size_t)rows, sizeof *a);
         for (int i = 0; a && i < rows; i++) {
-            a[i].version = (int32_t)val_int(r, i, 0);
-            a[i].text = val_str(r, i, 1);
-            a[i].written = val_int(r, i, 2);
+            a[i].version = (int32_t)mem_pg_int(r, i, 0);
+            a[i].text = mem_pg_str(r, i, 1);
+            a[i].written = mem_pg_int(r, i, 2);
             if (!a[i].text) {
                 mem_versions_free(a, (size_t)i);
                 a = NULL;
@@ -858,7 +753,7 @@ static vt_err be_history(mem_store *s, const char *user, const char *id, mem_ver
     return e;
 }
 
-static vt_err del_locked(pg *d, const char *user, const char *id)
+static vt_err del_locked(mem_pg *d, const char *user, const char *id)
 {
     char *conv = NULL;
     int64_t index = -1;
@@ -867,10 +762,10 @@ static vt_err del_locked(pg *d, const char *user, const char *id)
     if (!e && !seq)
         e = vt_fail(VT_ERR_NOT_FOUND, "no memory '%s' for this user", id);
     if (!e) {
-        params p = {.n = 0};
-        p_text(&p, user);
-        p_int(&p, seq);
-        e = run0(d, Q_DELETE, &p, "delete");
+        mem_pg_params p = {.n = 0};
+        mem_pg_p_text(&p, user);
+        mem_pg_p_int(&p, seq);
+        e = mem_pg_run0(d, Q_DELETE, &p, "delete");
     }
     if (!e && conv && index >= 0 && !(e = refresh_ctx(d, user, conv, index - 1)))
         e = refresh_ctx(d, user, conv, index + 1);
@@ -880,7 +775,7 @@ static vt_err del_locked(pg *d, const char *user, const char *id)
 
 static vt_err be_del(mem_store *s, const char *user, const char *id)
 {
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e || (e = tx_open(s, user, true)))
         return e;
     return tx_close(s, del_locked(P(s), user, id));
@@ -889,19 +784,19 @@ static vt_err be_del(mem_store *s, const char *user, const char *id)
 static vt_err be_list(mem_store *s, const char *user, int64_t after, int32_t limit,
                       mem_memory **items, size_t *n, int64_t *next)
 {
-    pg *d = P(s);
-    vt_err e = alive(s);
+    mem_pg *d = P(s);
+    vt_err e = mem_pg_alive(s);
     if (e)
         return e;
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_int(&p, after);
-    p_int(&p, (int64_t)limit + 1);
-    PGresult *r = run(d, Q_LIST, &p, false, "list", &e);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_int(&p, after);
+    mem_pg_p_int(&p, (int64_t)limit + 1);
+    PGresult *r = mem_pg_run(d, Q_LIST, &p, false, "list", &e);
     if (!r)
         return e;
     bool more;
-    e = read_rows(r, limit, items, n, &more);
+    e = mem_pg_read_rows(r, limit, items, n, &more);
     PQclear(r);
     *next = !e && more && *n ? (*items)[*n - 1].seq : 0;
     return e;
@@ -909,41 +804,41 @@ static vt_err be_list(mem_store *s, const char *user, int64_t after, int32_t lim
 
 static vt_err be_count(mem_store *s, const char *user, int64_t *n)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     *n = 0;
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e)
         return e;
-    params p = {.n = 0};
-    p_text(&p, user);
-    PGresult *r = run(d, Q_COUNT, &p, false, "count", &e);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    PGresult *r = mem_pg_run(d, Q_COUNT, &p, false, "count", &e);
     if (r && PQntuples(r) == 1)
-        *n = val_int(r, 0, 0);
+        *n = mem_pg_int(r, 0, 0);
     PQclear(r);
     return e;
 }
 
 static vt_err be_forget(mem_store *s, const char *user, int64_t *n)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     *n = 0;
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e || (e = tx_open(s, user, true)))
         return e;
-    params p = {.n = 0};
-    p_text(&p, user);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
     if (d->version >= 2)
-        e = run0(d, Q_FORGET_HIST, &p, "forget");
+        e = mem_pg_run0(d, Q_FORGET_HIST, &p, "forget");
     if (!e) {
-        PGresult *r = run(d, Q_FORGET_MEM, &p, false, "forget", &e);
+        PGresult *r = mem_pg_run(d, Q_FORGET_MEM, &p, false, "forget", &e);
         if (r)
             *n = strtoll(PQcmdTuples(r), NULL, 10);
         PQclear(r);
     }
     if (!e)
-        e = run0(d, Q_FORGET_PROFILE, &p, "forget");
+        e = mem_pg_run0(d, Q_FORGET_PROFILE, &p, "forget");
     if (!e)
-        e = run0(d, Q_FORGET_USER, &p, "forget");
+        e = mem_pg_run0(d, Q_FORGET_USER, &p, "forget");
     if (e)
         *n = 0;
     /* the user's row is gone: a later write of this batch locks a new one */
@@ -958,415 +853,49 @@ static vt_err be_forget(mem_store *s, const char *user, int64_t *n)
 
 static vt_err be_profile_get(mem_store *s, const char *user, char **text)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     *text = NULL;
-    vt_err e = alive(s);
+    vt_err e = mem_pg_alive(s);
     if (e)
         return e;
-    params p = {.n = 0};
-    p_text(&p, user);
-    PGresult *r = run(d, Q_PROFILE_GET, &p, false, "profile", &e);
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    PGresult *r = mem_pg_run(d, Q_PROFILE_GET, &p, false, "profile", &e);
     if (!r)
         return e;
-    *text = PQntuples(r) == 1 ? val_str(r, 0, 0) : strdup("");
+    *text = PQntuples(r) == 1 ? mem_pg_str(r, 0, 0) : strdup("");
     PQclear(r);
     return *text ? VT_OK : vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
 }
 
 static vt_err be_profile_set(mem_store *s, const char *user, const char *text)
 {
-    pg *d = P(s);
-    vt_err e = alive(s);
+    mem_pg *d = P(s);
+    vt_err e = mem_pg_alive(s);
     if (e || (e = tx_open(s, user, false)))
         return e;
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_text(&p, text);
-    p_int(&p, mem_time_now());
-    return tx_close(s, run0(d, Q_PROFILE_SET, &p, "profile"));
-}
-
-/* ---- recall ---- */
-
-/* the tsquery text of the terms: each a quoted lexeme (' doubled, \
- * escaped), a prefix one with :*, OR-ed; to_tsquery normalises the words
- * (stems them) and reads nothing else as syntax */
-static char *tsquery_of(const mem_term *t, size_t nt)
-{
-    vt_buf q = {0};
-    for (size_t i = 0; i < nt; i++) {
-        if (i)
-            vt_buf_add(&q, " | ", 3);
-        vt_buf_add(&q, "'", 1);
-        for (const char *c = t[i].text; *c; c++) {
-            if (*c == '\'' || *c == '\\')
-                vt_buf_add(&q, *c == '\'' ? "'" : "\\", 1);
-            vt_buf_add(&q, c, 1);
-        }
-        vt_buf_add(&q, t[i].prefix ? "':*" : "'", t[i].prefix ? 3 : 1);
-    }
-    if (q.oom || !q.p) {
-        free(q.p);
-        return NULL;
-    }
-    return q.p;
-}
-
-static vt_err be_lexical(mem_store *s, const char *user, const mem_term *t, size_t nt,
-                         int32_t limit, mem_cand **c, size_t *n)
-{
-    pg *d = P(s);
-    *c = NULL;
-    *n = 0;
-    if (!nt)
-        return VT_OK;
-    vt_err e = alive(s);
-    if (e)
-        return e;
-    char *q = tsquery_of(t, nt);
-    if (!q)
-        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_text(&p, q);
-    p_int(&p, limit);
-    PGresult *r = run(d, Q_LEXICAL, &p, false, "search", &e);
-    free(q);
-    if (!r)
-        return e;
-    int rows = PQntuples(r);
-    if (rows > limit)
-        rows = limit;
-    mem_cand *a = rows ? malloc(sizeof *a * (size_t)rows) : NULL;
-    if (rows && !a) {
-        PQclear(r);
-        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
-    }
-    for (int i = 0; i < rows; i++) {
-        a[i].seq = val_int(r, i, 0);
-        a[i].score = -strtod(PQgetvalue(r, i, 1), NULL); /* lower is better, as bm25 */
-    }
-    PQclear(r);
-    *c = a;
-    *n = (size_t)rows;
-    return VT_OK;
-}
-
-static void vc_clear(pg *d)
-{
-    free(d->vc.user);
-    free(d->vc.seq);
-    free(d->vc.v);
-    free(d->vc.scale);
-    memset(&d->vc, 0, sizeof d->vc);
-}
-
-static int64_t bin_int8(const PGresult *r, int row, int col)
-{
-    uint64_t x;
-    memcpy(&x, PQgetvalue(r, row, col), 8);
-    return (int64_t)be64toh(x);
-}
-
-/* quantises one binary16 row to int8 at slot i */
-static void vc_set(pg *d, size_t i, const uint8_t *b)
-{
-    int32_t dim = d->vc.dim;
-    float mx = 0;
-    int8_t *dst = d->vc.v + i * (size_t)dim;
-    for (int32_t k = 0; k < dim; k++)
-        mx = fmaxf(mx, fabsf(vt_fp16_to_fp32((vt_fp16)(b[2 * k] | b[2 * k + 1] << 8))));
-    float sc = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / sc;
-    for (int32_t k = 0; k < dim; k++)
-        dst[k] = (int8_t)lrintf(vt_fp16_to_fp32((vt_fp16)(b[2 * k] | b[2 * k + 1] << 8)) * inv);
-    d->vc.scale[i] = sc;
-}
-
-static bool vc_grow(pg *d)
-{
-    if (d->vc.n < d->vc.cap)
-        return true;
-    size_t cap = d->vc.cap ? d->vc.cap * 2 : 1024;
-    int64_t *ns = realloc(d->vc.seq, cap * sizeof *ns);
-    if (ns)
-        d->vc.seq = ns;
-    float *nf = realloc(d->vc.scale, cap * sizeof *nf);
-    if (nf)
-        d->vc.scale = nf;
-    int8_t *nv = realloc(d->vc.v, cap * (size_t)d->vc.dim);
-    if (nv)
-        d->vc.v = nv;
-    if (!ns || !nf || !nv)
-        return false;
-    d->vc.cap = cap;
-    return true;
-}
-
-/* slot of seq in the cache, or -1 */
-static ptrdiff_t vc_find(pg *d, int64_t seq)
-{
-    size_t lo = 0, hi = d->vc.n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (d->vc.seq[mid] < seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < d->vc.n && d->vc.seq[lo] == seq ? (ptrdiff_t)lo : -1;
-}
-
-/* applies a binary result of (seq, embedding) rows, ordered by seq; false
- * when the cache cannot take them in place (a full reload is needed) */
-static bool vc_apply(pg *d, const PGresult *r, vt_err *e)
-{
-    int rows = PQntuples(r);
-    for (int i = 0; i < rows; i++) {
-        int64_t seq = bin_int8(r, i, 0);
-        bool has = !PQgetisnull(r, i, 1) && PQgetlength(r, i, 1) == d->vc.dim * 2;
-        ptrdiff_t at = vc_find(d, seq);
-        if (at >= 0) {
-            if (!has)
-                return false; /* no longer comparable */
-            vc_set(d, (size_t)at, (const uint8_t *)PQgetvalue(r, i, 1));
-            continue;
-        }
-        if (!has)
-            continue;
-        if (d->vc.n && d->vc.seq[d->vc.n - 1] > seq)
-            return false; /* not at the end */
-        if (!vc_grow(d)) {
-            *e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
-            return false;
-        }
-        vc_set(d, d->vc.n, (const uint8_t *)PQgetvalue(r, i, 1));
-        d->vc.seq[d->vc.n++] = seq;
-    }
-    return true;
-}
-
-/* the user's generations: of the last write, and of the last delete (0, 0
- * for a user without a row) */
-static vt_err user_gen(pg *d, const char *user, int64_t *gen, int64_t *delgen)
-{
-    vt_err e;
-    params p = {.n = 0};
-    p_text(&p, user);
-    PGresult *r = run(d, Q_GEN, &p, false, "search", &e);
-    *gen = *delgen = 0;
-    if (r && PQntuples(r) == 1) {
-        *gen = val_int(r, 0, 0);
-        *delgen = val_int(r, 0, 1);
-    }
-    PQclear(r);
-    return e;
-}
-
-/* brings the cache of the user's vectors of dimension dim up to date */
-static vt_err vc_sync(pg *d, const char *user, int32_t dim)
-{
-    int64_t gen, delgen;
-    vt_err e = user_gen(d, user, &gen, &delgen);
-    if (e)
-        return e;
-    PGresult *r;
-    params p = {.n = 0};
-    p_text(&p, user);
-    bool same = d->vc.user && !strcmp(d->vc.user, user) && d->vc.dim == dim && !d->vc.stale;
-    bool resync = d->vc.resync;
-    d->vc.resync = false;
-    if (same && d->vc.gen == gen && d->vc.delgen == delgen && !resync)
-        return VT_OK;
-    if (same && d->vc.delgen == delgen) {
-        /* only new or changed rows since the cached generation (rows of this
-         * handle's batch carry the batch's generation, which may be the
-         * cached one) */
-        p_int(&p, resync && gen - 1 < d->vc.gen ? gen - 1 : d->vc.gen);
-        r = run(d, Q_VECTORS_SINCE, &p, true, "search", &e);
-        if (!r)
-            return e;
-        bool ok = vc_apply(d, r, &e);
-        PQclear(r);
-        if (e) {
-            vc_clear(d);
-            return e;
-        }
-        if (ok) {
-            d->vc.gen = gen;
-            return VT_OK;
-        }
-        p.n = 1;
-    }
-    vc_clear(d);
-    if (!(d->vc.user = strdup(user)))
-        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
-    d->vc.dim = dim;
-    d->vc.gen = gen;
-    d->vc.delgen = delgen;
-    p_int(&p, (int64_t)dim * 2);
-    r = run(d, Q_VECTORS, &p, true, "search", &e);
-    if (!r) {
-        vc_clear(d);
-        return e;
-    }
-    bool ok = vc_apply(d, r, &e);
-    PQclear(r);
-    if (!ok && !e)
-        e = vt_fail(VT_ERR_INTERNAL, "search: vectors out of order");
-    if (e)
-        vc_clear(d);
-    return e;
-}
-
-/* keeps the best `limit` of (score, seq) in a min-heap */
-static void heap_push(mem_cand *h, size_t *n, size_t limit, mem_cand c)
-{
-    if (*n < limit) {
-        size_t i = (*n)++;
-        h[i] = c;
-        while (i && h[(i - 1) / 2].score > h[i].score) {
-            mem_cand t = h[i];
-            h[i] = h[(i - 1) / 2];
-            h[(i - 1) / 2] = t;
-            i = (i - 1) / 2;
-        }
-        return;
-    }
-    if (c.score <= h[0].score)
-        return;
-    h[0] = c;
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < *n && h[l].score < h[m].score)
-            m = l;
-        if (r < *n && h[r].score < h[m].score)
-            m = r;
-        if (m == i)
-            break;
-        mem_cand t = h[i];
-        h[i] = h[m];
-        h[m] = t;
-        i = m;
-    }
-}
-
-static int cand_desc(const void *a, const void *b)
-{
-    double x = ((const mem_cand *)a)->score, y = ((const mem_cand *)b)->score;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-static vt_err be_vector(mem_store *s, const char *user, const float *q, int32_t dim,
-                        int32_t limit, mem_cand **c, size_t *n)
-{
-    pg *d = P(s);
-    *c = NULL;
-    *n = 0;
-    vt_err e = alive(s);
-    if (e || (e = vc_sync(d, user, dim)))
-        return e;
-    mem_cand *h = malloc(sizeof *h * (size_t)limit);
-    if (!h)
-        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
-    size_t nh = 0;
-    for (size_t i = 0; i < d->vc.n; i++) {
-        float sim = mem_dot_f32_i8(q, d->vc.v + i * (size_t)dim, dim) * d->vc.scale[i];
-        heap_push(h, &nh, (size_t)limit, (mem_cand){d->vc.seq[i], sim});
-    }
-    qsort(h, nh, sizeof *h, cand_desc);
-    *c = h;
-    *n = nh;
-    return VT_OK;
-}
-
-static void sc_clear(pg *d)
-{
-    for (size_t i = 0; i < d->sc.n; i++)
-        free(d->sc.names[i]);
-    free(d->sc.names);
-    free(d->sc.user);
-    memset(&d->sc, 0, sizeof d->sc);
-}
-
-static vt_err be_speakers(mem_store *s, const char *user, char ***names, size_t *n)
-{
-    pg *d = P(s);
-    *names = NULL;
-    *n = 0;
-    int64_t gen, delgen;
-    vt_err e = alive(s);
-    if (e || (e = user_gen(d, user, &gen, &delgen)))
-        return e;
-    if (!d->sc.user || strcmp(d->sc.user, user) || d->sc.stale || d->sc.gen != gen ||
-        d->sc.delgen != delgen) {
-        sc_clear(d);
-        params p = {.n = 0};
-        p_text(&p, user);
-        PGresult *r = run(d, Q_SPEAKERS, &p, false, "search", &e);
-        if (!r)
-            return e;
-        int rows = PQntuples(r) < 256 ? PQntuples(r) : 256;
-        if (!(d->sc.user = strdup(user)) || !(d->sc.names = calloc(256, sizeof *d->sc.names)))
-            e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
-        for (int i = 0; !e && i < rows; i++) {
-            if (!(d->sc.names[i] = val_str(r, i, 0)))
-                e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
-            else
-                d->sc.n++;
-        }
-        PQclear(r);
-        if (e) {
-            sc_clear(d);
-            return e;
-        }
-        d->sc.gen = gen;
-        d->sc.delgen = delgen;
-    }
-    *names = d->sc.names;
-    *n = d->sc.n;
-    return VT_OK;
-}
-
-static vt_err be_neighbours(mem_store *s, const char *user, const char *conv, int64_t index,
-                            int32_t radius, mem_memory **items, size_t *n)
-{
-    pg *d = P(s);
-    *items = NULL;
-    *n = 0;
-    vt_err e = alive(s);
-    if (e)
-        return e;
-    params p = {.n = 0};
-    p_text(&p, user);
-    p_text(&p, conv);
-    p_int(&p, index - radius);
-    p_int(&p, index + radius);
-    p_int(&p, index);
-    PGresult *r = run(d, Q_NEIGHBOURS, &p, false, "neighbours", &e);
-    if (!r)
-        return e;
-    e = read_rows(r, -1, items, n, NULL);
-    PQclear(r);
-    return e;
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_text(&p, text);
+    mem_pg_p_int(&p, mem_time_now());
+    return tx_close(s, mem_pg_run0(d, Q_PROFILE_SET, &p, "profile"));
 }
 
 /* ---- open / close ---- */
 
 static void be_close(mem_store *s)
 {
-    pg *d = P(s);
+    mem_pg *d = P(s);
     if (!d)
         return;
-    vc_clear(d);
-    sc_clear(d);
+    mem_pg_recall_clear(d);
     unlock_all(d);
     PQfinish(d->conn);
     free(d);
     s->impl = NULL;
 }
 
-static vt_err prepare_all(pg *d)
+static vt_err prepare_all(mem_pg *d)
 {
     char cols[256], cols_e[256], get[512], get_seq[512], list[512], neigh[512];
     const char *ver = d->version >= 2 ? "version" : "1";
@@ -1457,7 +986,7 @@ static vt_err prepare_all(pg *d)
         snprintf(name, sizeof name, "vt%d", i);
         PGresult *r = PQprepare(d->conn, name, sql[i], 0, NULL);
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
-            vt_err e = pg_fail(d, r, "prepare");
+            vt_err e = mem_pg_fail(d, r, "prepare");
             PQclear(r);
             return e;
         }
@@ -1474,11 +1003,11 @@ static void quiet(void *arg, const char *msg)
     (void)msg;
 }
 
-static vt_err session_setup(pg *d)
+static vt_err session_setup(mem_pg *d)
 {
     PQsetNoticeProcessor(d->conn, quiet, NULL);
     if (PQsetClientEncoding(d->conn, "UTF8"))
-        return pg_fail(d, NULL, "client encoding");
+        return mem_pg_fail(d, NULL, "client encoding");
     const char *enc = PQparameterStatus(d->conn, "server_encoding");
     if (!enc || strcmp(enc, "UTF8"))
         return vt_fail(VT_ERR_UNSUPPORTED,
@@ -1490,17 +1019,17 @@ static vt_err session_setup(pg *d)
              "SET lock_timeout = %d; SET synchronous_commit = on; "
              "SET default_transaction_read_only = %s",
              (int)d->lock_timeout_ms, d->read_only ? "on" : "off");
-    return exec_sql(d, sql, "session");
+    return mem_pg_exec(d, sql, "session");
 }
 
 /* the schema version: 0 when there is no store in the database's schema */
-static vt_err read_version(pg *d, int32_t *version)
+static vt_err read_version(mem_pg *d, int32_t *version)
 {
     *version = 0;
     PGresult *r = PQexec(d->conn, "SELECT to_regclass('vt_mem_schema') IS NOT NULL, "
                                   "to_regclass('vt_memories') IS NOT NULL");
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        vt_err e = pg_fail(d, r, "open");
+        vt_err e = mem_pg_fail(d, r, "open");
         PQclear(r);
         return e;
     }
@@ -1512,12 +1041,12 @@ static vt_err read_version(pg *d, int32_t *version)
                        : VT_OK;
     r = PQexec(d->conn, "SELECT version FROM vt_mem_schema");
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        vt_err e = pg_fail(d, r, "open");
+        vt_err e = mem_pg_fail(d, r, "open");
         PQclear(r);
         return e;
     }
     if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
-        *version = (int32_t)val_int(r, 0, 0);
+        *version = (int32_t)mem_pg_int(r, 0, 0);
     int rows = PQntuples(r);
     PQclear(r);
     if (rows != 1 || *version < 1)
@@ -1532,13 +1061,13 @@ static vt_err read_version(pg *d, int32_t *version)
  * The lock comes before anything of the store is looked up on this
  * connection, so no catalog lookup cached before the wait can hide what the
  * first process created. Sets d->version. */
-static vt_err migrate(pg *d, int32_t want)
+static vt_err migrate(mem_pg *d, int32_t want)
 {
-    vt_err e = exec_sql(d, "BEGIN", "open");
+    vt_err e = mem_pg_exec(d, "BEGIN", "open");
     if (e)
         return e;
     int32_t from;
-    if ((e = exec_sql(d, "SELECT pg_advisory_xact_lock(hashtext('vitamin memory ' || "
+    if ((e = mem_pg_exec(d, "SELECT pg_advisory_xact_lock(hashtext('vitamin memory ' || "
                          "coalesce(current_schema(), '')))",
                       "open lock")) ||
         (e = read_version(d, &from)))
@@ -1559,22 +1088,22 @@ static vt_err migrate(pg *d, int32_t want)
     if (d->read_only || to < from)
         to = from;
     for (int32_t v = from + 1; v <= to; v++)
-        if ((e = exec_sql(d, migrations[v], "migrate")))
+        if ((e = mem_pg_exec(d, migrations[v], "migrate")))
             goto fail;
-    if ((e = exec_sql(d, "COMMIT", "open")))
+    if ((e = mem_pg_exec(d, "COMMIT", "open")))
         goto fail;
     d->version = to;
     return VT_OK;
 fail:;
     char msg[512];
     snprintf(msg, sizeof msg, "%s", vt_last_error());
-    exec_sql(d, "ROLLBACK", "rollback");
+    mem_pg_exec(d, "ROLLBACK", "rollback");
     return vt_fail(e, "%s", msg);
 }
 
 vt_err mem_pg_open(mem_store *s, const char *uri, const mem_options *opt)
 {
-    pg *d = calloc(1, sizeof *d);
+    mem_pg *d = calloc(1, sizeof *d);
     if (!d)
         return vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
     s->impl = d;
@@ -1587,7 +1116,7 @@ vt_err mem_pg_open(mem_store *s, const char *uri, const mem_options *opt)
         goto fail;
     }
     if (PQstatus(d->conn) != CONNECTION_OK) {
-        e = pg_fail(d, NULL, "connect");
+        e = mem_pg_fail(d, NULL, "connect");
         goto fail;
     }
     if ((e = session_setup(d)))
@@ -1618,8 +1147,8 @@ const mem_backend mem_pg_backend = {
     .forget = be_forget,
     .profile_get = be_profile_get,
     .profile_set = be_profile_set,
-    .lexical = be_lexical,
-    .vector = be_vector,
-    .speakers = be_speakers,
-    .neighbours = be_neighbours,
+    .lexical = mem_pg_lexical,
+    .vector = mem_pg_vector,
+    .speakers = mem_pg_speakers,
+    .neighbours = mem_pg_neighbours,
 };
