@@ -8,6 +8,7 @@
 #   make bench-kv              KV efficiency: paged pool vs per-slot cache (no oracle)
 #   make bench-drawer          the KV drawer: a second turn after a restart vs recompute
 #   make bench-recall          memory recall quality (EvHit@5/@10) vs the FTS5 baseline
+#   make bench-memory          memory store speed: import rate, search p95 at 1M memories
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
 #   make fuzz-smoke            build them and run each a few seconds over its seeds
 
@@ -140,6 +141,18 @@ bench-drawer: all
 bench-recall: all
 	python3 bench/recall/eval.py --vitamin $(BUILD)/vitamin
 
+# The memory store's speed (issue 9): import rate, and search p95 for a user with
+# 100,000 memories (1,024-dim embeddings) in a store of 1,000,000 (built once
+# into .bench/, bench/memory.c).
+$(BUILD)/bench/bench_memory: $(BUILD)/bench/memory.o $(BUILD)/libvitamin.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+bench-memory: $(BUILD)/bench/bench_memory $(BUILD)/vitamin
+	$(BUILD)/bench/bench_memory --vitamin $(BUILD)/vitamin --dir .bench
+
+# The memory store's kill -9 test at length (the suite runs 200 rounds).
+test-memory-crash:
+	VT_MEMORY_CRASH_ROUNDS=2000 $(MAKE) BUILD=$(BUILD) TESTS=test_memory_crash check-some
+
 FBUILD ?= build-fuzz
 fuzz:
 	$(MAKE) -f fuzz/fuzz.mk FBUILD=$(FBUILD)
@@ -152,7 +165,7 @@ fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer bench-recall fuzz fuzz-smoke clean
+.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer bench-recall bench-memory test-memory-crash fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -107,7 +107,11 @@ void mem_terms_free(mem_term *t, size_t n);
 char *mem_dedup_key(const char *text);
 
 /* ---- vectors ---- */
-/* dot product of a float vector and an int8 vector */
+/* x as int8 (symmetric, one scale: x ~ out * scale); returns the scale */
+float mem_quantize_i8(const float *x, int32_t n, int8_t *out);
+/* the dot product of a float vector and an int8 vector */
 float mem_dot_f32_i8(const float *a, const int8_t *b, int32_t n);
+/* the dot product of two int8 vectors (AVX-512 VNNI or AVX2 where the CPU has them) */
+int32_t mem_dot_i8(const int8_t *a, const int8_t *b, int32_t n);
 
 #endif

@@ -126,7 +126,7 @@ vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **
     mem_hit *h = NULL;
     char **keys = NULL, **speakers = NULL;
     bool *named = NULL;
-    if (q->text && (e = s->be->speakers(s, user, &speakers, &nsp)))
+    if (q->text && s->be->speakers && (e = s->be->speakers(s, user, &speakers, &nsp)))
         goto out;
     if (nsp && !(named = calloc(nsp, sizeof *named))) {
         e = vt_fail(VT_ERR_NOMEM, "search: out of memory");

@@ -15,6 +15,7 @@
  * particles and verb endings are dropped.
  */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -428,11 +429,63 @@ char *mem_dedup_key(const char *text)
 
 /* ---- vectors ---- */
 
+float mem_quantize_i8(const float *x, int32_t n, int8_t *out)
+{
+    float mx = 0;
+    for (int32_t i = 0; i < n; i++)
+        mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+    float sc = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / sc;
+    for (int32_t i = 0; i < n; i++)
+        out[i] = (int8_t)lrintf(x[i] * inv);
+    return sc;
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const int8_t *b,
-                                                         int32_t n)
+/* s8 x s8 as |a| (u8) x (b with a's sign) (s8), the form the instructions take */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static int32_t dot_vnni(const int8_t *a,
+                                                                              const int8_t *b,
+                                                                              int32_t n)
+{
+    __m512i acc = _mm512_setzero_si512(), zero = _mm512_setzero_si512();
+    int32_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i va = _mm512_loadu_si512(a + i), vb = _mm512_loadu_si512(b + i);
+        __mmask64 neg = _mm512_movepi8_mask(va);
+        vb = _mm512_mask_sub_epi8(vb, neg, zero, vb);
+        acc = _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(va), vb);
+    }
+    int32_t r = _mm512_reduce_add_epi32(acc);
+    for (; i < n; i++)
+        r += a[i] * b[i];
+    return r;
+}
+
+__attribute__((target("avx2"))) static int32_t dot_avx2(const int8_t *a, const int8_t *b,
+                                                       int32_t n)
+{
+    __m256i acc = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+    int32_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i va = _mm256_loadu_si256((const __m256i *)(a + i));
+        __m256i vb = _mm256_loadu_si256((const __m256i *)(b + i));
+        __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(va), _mm256_sign_epi8(vb, va));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    int32_t r = _mm_cvtsi128_si32(s);
+    for (; i < n; i++)
+        r += a[i] * b[i];
+    return r;
+}
+#endif
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static float dot_f32_i8_avx2(const float *a, const int8_t *b,
+                                                                int32_t n)
 {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int32_t i = 0;
@@ -458,7 +511,7 @@ float mem_dot_f32_i8(const float *a, const int8_t *b, int32_t n)
 {
 #if defined(__x86_64__)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return dot_avx2(a, b, n);
+        return dot_f32_i8_avx2(a, b, n);
 #endif
     float acc[8] = {0};
     int32_t i = 0;
@@ -470,5 +523,26 @@ float mem_dot_f32_i8(const float *a, const int8_t *b, int32_t n)
         r += acc[k];
     for (; i < n; i++)
         r += a[i] * (float)b[i];
+    return r;
+}
+
+int32_t mem_dot_i8(const int8_t *a, const int8_t *b, int32_t n)
+{
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
+        return dot_vnni(a, b, n);
+    if (__builtin_cpu_supports("avx2"))
+        return dot_avx2(a, b, n);
+#endif
+    int32_t acc[8] = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += a[i + k] * b[i + k];
+    int32_t r = 0;
+    for (int k = 0; k < 8; k++)
+        r += acc[k];
+    for (; i < n; i++)
+        r += a[i] * b[i];
     return r;
 }

@@ -1,0 +1,265 @@
+/*
+ * sqlite_recall.c - the SQLite backend's recall lists: full-text candidates
+ * (FTS5 bm25 over the user's tagged tokens, own words weighted 1 and a turn's
+ * context CTX_WEIGHT), cosine candidates over the user's vectors kept in
+ * memory as int8 rows with a scale each (loaded on first use, reloaded when
+ * this handle wrote or another connection changed the file), the user's
+ * speakers (cached the same way) and the neighbouring turns of a hit.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memory/sqlite_int.h"
+
+/* bm25 weight of a turn's context (its neighbours, its date) beside its own words */
+#define CTX_WEIGHT 0.35
+
+vt_err mem_sq_lexical(mem_store *s, const char *user, const mem_term *t, size_t nt, int32_t limit,
+                      mem_cand **c, size_t *n)
+{
+    sq *d = mem_sq(s);
+    *c = NULL;
+    *n = 0;
+    if (!nt)
+        return VT_OK;
+    /* each term a quoted FTS5 string ("" inside doubled) behind the user's
+     * tag, OR-ed: no query text is ever FTS5 syntax */
+    char tag[MEM_TAG_LEN + 1];
+    mem_sqlite_user_tag(user, tag);
+    vt_buf q = {0};
+    for (size_t i = 0; i < nt; i++) {
+        if (i)
+            vt_buf_add(&q, " OR ", 4);
+        vt_buf_add(&q, "\"\x01", 2);
+        vt_buf_add(&q, tag, MEM_TAG_LEN);
+        vt_buf_add(&q, "\x01", 1);
+        for (const char *p = t[i].text; *p; p++) {
+            vt_buf_add(&q, p, 1);
+            if (*p == '"')
+                vt_buf_add(&q, "\"", 1);
+        }
+        vt_buf_add(&q, t[i].prefix ? "\"*" : "\"", t[i].prefix ? 2 : 1);
+    }
+    if (q.oom) {
+        free(q.p);
+        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    }
+    sqlite3_stmt *st = d->q[Q_LEXICAL];
+    sqlite3_bind_text(st, 1, q.p, (int)q.len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, limit);
+    const char *w = getenv("VT_MEM_TUNE_CTX");
+    sqlite3_bind_double(st, 4, w && *w ? atof(w) : CTX_WEIGHT);
+    vt_err e = VT_OK;
+    mem_cand *a = malloc(sizeof *a * (size_t)limit);
+    if (!a)
+        e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    int rc = SQLITE_DONE;
+    while (!e && *n < (size_t)limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        a[*n].seq = sqlite3_column_int64(st, 0);
+        a[(*n)++].score = sqlite3_column_double(st, 1);
+    }
+    if (!e && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        e = mem_sq_fail(d, "search");
+    mem_sq_done(st);
+    free(q.p);
+    if (e) {
+        free(a);
+        *n = 0;
+        return e;
+    }
+    *c = a;
+    return VT_OK;
+}
+
+static void vc_clear(sq *d)
+{
+    free(d->vc.user);
+    free(d->vc.seq);
+    free(d->vc.v);
+    free(d->vc.scale);
+    memset(&d->vc, 0, sizeof d->vc);
+}
+
+static void sc_clear(sq *d)
+{
+    for (size_t i = 0; i < d->sc.n; i++)
+        free(d->sc.names[i]);
+    free(d->sc.names);
+    free(d->sc.user);
+    memset(&d->sc, 0, sizeof d->sc);
+}
+
+void mem_sq_caches_clear(sq *d)
+{
+    vc_clear(d);
+    sc_clear(d);
+}
+
+/* loads the user's vectors of dimension dim as int8 rows */
+static vt_err vc_load(sq *d, const char *user, int32_t dim, int64_t dv)
+{
+    vc_clear(d);
+    if (!(d->vc.user = strdup(user)))
+        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    d->vc.dim = dim;
+    d->vc.gen = d->gen;
+    d->vc.data_version = dv;
+    sqlite3_stmt *st = d->q[Q_VECTORS];
+    sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, dim * 2);
+    size_t cap = 0;
+    vt_err e = VT_OK;
+    float *row = malloc(sizeof(float) * (size_t)dim);
+    if (!row)
+        e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    while (!e && sqlite3_step(st) == SQLITE_ROW) {
+        const uint8_t *b = sqlite3_column_blob(st, 1);
+        if (sqlite3_column_bytes(st, 1) != dim * 2 || !b)
+            continue;
+        if (d->vc.n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            int64_t *ns = realloc(d->vc.seq, cap * sizeof *ns);
+            if (ns)
+                d->vc.seq = ns;
+            float *nf = realloc(d->vc.scale, cap * sizeof *nf);
+            if (nf)
+                d->vc.scale = nf;
+            int8_t *nv = realloc(d->vc.v, cap * (size_t)dim);
+            if (nv)
+                d->vc.v = nv;
+            if (!ns || !nf || !nv) {
+                e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
+                break;
+            }
+        }
+        for (int32_t i = 0; i < dim; i++)
+            row[i] = vt_fp16_to_fp32((vt_fp16)(b[2 * i] | b[2 * i + 1] << 8));
+        d->vc.scale[d->vc.n] = mem_quantize_i8(row, dim, d->vc.v + d->vc.n * (size_t)dim);
+        d->vc.seq[d->vc.n++] = sqlite3_column_int64(st, 0);
+    }
+    mem_sq_done(st);
+    free(row);
+    if (e)
+        vc_clear(d);
+    return e;
+}
+
+/* keeps the best `limit` candidates in a min-heap on score */
+static void heap_push(mem_cand *h, size_t *n, size_t limit, mem_cand c)
+{
+    if (*n < limit) {
+        size_t i = (*n)++;
+        h[i] = c;
+        while (i && h[(i - 1) / 2].score > h[i].score) {
+            mem_cand t = h[i];
+            h[i] = h[(i - 1) / 2];
+            h[(i - 1) / 2] = t;
+            i = (i - 1) / 2;
+        }
+        return;
+    }
+    if (c.score <= h[0].score)
+        return;
+    h[0] = c;
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < *n && h[l].score < h[m].score)
+            m = l;
+        if (r < *n && h[r].score < h[m].score)
+            m = r;
+        if (m == i)
+            break;
+        mem_cand t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static int cand_desc(const void *a, const void *b)
+{
+    double x = ((const mem_cand *)a)->score, y = ((const mem_cand *)b)->score;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+vt_err mem_sq_vector(mem_store *s, const char *user, const float *q, int32_t dim, int32_t limit,
+                     mem_cand **c, size_t *n)
+{
+    sq *d = mem_sq(s);
+    *c = NULL;
+    *n = 0;
+    int64_t dv = mem_sq_data_version(d);
+    if (!d->vc.user || strcmp(d->vc.user, user) || d->vc.dim != dim || d->vc.gen != d->gen ||
+        d->vc.data_version != dv) {
+        vt_err e = vc_load(d, user, dim, dv);
+        if (e)
+            return e;
+    }
+    mem_cand *h = malloc(sizeof *h * (size_t)limit);
+    int8_t *qi = malloc((size_t)dim);
+    if (!h || !qi) {
+        free(h);
+        free(qi);
+        return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    }
+    float qs = mem_quantize_i8(q, dim, qi);
+    size_t nh = 0;
+    for (size_t i = 0; i < d->vc.n; i++) {
+        float sim = (float)mem_dot_i8(qi, d->vc.v + i * (size_t)dim, dim) * qs * d->vc.scale[i];
+        heap_push(h, &nh, (size_t)limit, (mem_cand){d->vc.seq[i], sim});
+    }
+    free(qi);
+    qsort(h, nh, sizeof *h, cand_desc);
+    *c = h;
+    *n = nh;
+    return VT_OK;
+}
+
+vt_err mem_sq_speakers(mem_store *s, const char *user, char ***names, size_t *n)
+{
+    sq *d = mem_sq(s);
+    *names = NULL;
+    *n = 0;
+    int64_t dv = mem_sq_data_version(d);
+    if (!d->sc.user || strcmp(d->sc.user, user) || d->sc.gen != d->gen ||
+        d->sc.data_version != dv) {
+        sc_clear(d);
+        if (!(d->sc.user = strdup(user)) || !(d->sc.names = calloc(256, sizeof *d->sc.names))) {
+            sc_clear(d);
+            return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+        }
+        d->sc.gen = d->gen;
+        d->sc.data_version = dv;
+        sqlite3_stmt *st = d->q[Q_SPEAKERS];
+        sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+        while (d->sc.n < 256 && sqlite3_step(st) == SQLITE_ROW) {
+            char *nm = mem_sq_col_str(st, 0);
+            if (!nm) {
+                mem_sq_done(st);
+                sc_clear(d);
+                return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+            }
+            d->sc.names[d->sc.n++] = nm;
+        }
+        mem_sq_done(st);
+    }
+    *names = d->sc.names;
+    *n = d->sc.n;
+    return VT_OK;
+}
+
+vt_err mem_sq_neighbours(mem_store *s, const char *user, const char *conv, int64_t index,
+                         int32_t radius, mem_memory **items, size_t *n)
+{
+    sq *d = mem_sq(s);
+    sqlite3_stmt *st = d->q[Q_NEIGHBOURS];
+    sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, conv, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, index - radius);
+    sqlite3_bind_int64(st, 4, index + radius);
+    sqlite3_bind_int64(st, 5, index);
+    return mem_sq_read_rows(d, st, -1, items, n, NULL);
+}
