@@ -619,8 +619,9 @@ vt_err chat_tool_forced(chat_tool_family f, const json_t *tools, int named, char
         if (f == CHAT_TOOLS_DEEPSEEK)
             snprintf(head, sizeof head, "\"%s\\n```json\\n\" t%zu-root \"\\n```\"", name, i);
         else
-            snprintf(head, sizeof head, "\"{\\\"name\\\": \\\"%s\\\", \\\"%s\\\": \" t%zu-root \"}\"",
-                     name, f == CHAT_TOOLS_LLAMA3 ? "parameters" : "arguments", i);
+            snprintf(head, sizeof head,
+                     "\"{\\\"name\\\": \\\"%s\\\", \\\"%s\\\": \" t%zu-root \"}\"", name,
+                     f == CHAT_TOOLS_LLAMA3 ? "parameters" : "arguments", i);
         if (!first)
             vt_buf_add(&g, " | ", 3);
         first = false;
@@ -924,7 +925,8 @@ static bool step_content(chat_tool_parser *p, const char *s, size_t n)
     size_t i = 0;
     if (p->after_call) { /* whitespace (and separators) after a call are dropped */
         for (;;) {
-            while (i < n && (is_ws((unsigned char)s[i]) || (p->fam == CHAT_TOOLS_LLAMA3 && s[i] == ';')))
+            while (i < n && (is_ws((unsigned char)s[i]) ||
+                             (p->fam == CHAT_TOOLS_LLAMA3 && s[i] == ';')))
                 i++;
             if (p->fam == CHAT_TOOLS_DEEPSEEK && n - i >= strlen(DS_CALLS_END) &&
                 !memcmp(s + i, DS_CALLS_END, strlen(DS_CALLS_END))) {
@@ -1087,7 +1089,8 @@ static block_result block_json(chat_tool_parser *p, const char *s, size_t n, siz
 }
 
 /* DEEPSEEK: the calls section's start (dropped), or one call:
- * <｜tool▁call▁begin｜>TYPE<｜tool▁sep｜>NAME\n[```json\n]{...}[\n```]<｜tool▁call▁end｜> */
+ * <｜tool▁call▁begin｜>TYPE<｜tool▁sep｜>NAME\n[```json\n]{...}[\n```]
+ * <｜tool▁call▁end｜> */
 static block_result block_deepseek(chat_tool_parser *p, const char *s, size_t n, size_t *used)
 {
     size_t b = p->block_ws + p->marker_len;
@@ -1107,7 +1110,7 @@ static block_result block_deepseek(chat_tool_parser *p, const char *s, size_t n,
         }
         mlen = 0;
     }
-    *used = e + (mlen && !memcmp(s + e, DS_CALL_END, mlen) ? mlen : 0);
+    *used = e + (mlen == strlen(DS_CALL_END) && !memcmp(s + e, DS_CALL_END, mlen) ? mlen : 0);
     const char *sep = memmem(s + b, e - b, DS_SEP, strlen(DS_SEP));
     if (!sep)
         return B_BAD;

@@ -218,6 +218,15 @@ await badRequest({ model, messages: [...messages, { role: 'assistant', content: 
                  'messages', 'arguments that are not JSON');
 await badRequest({ model, messages, tools, parallel_tool_calls: 'yes' }, 'parallel_tool_calls',
                  'parallel_tool_calls not a boolean');
+const many = Array.from({ length: 300 }, (_, i) => ({ type: 'function', function: { name: `f${i}` } }));
+await badRequest({ model, messages, tools: many }, 'tools', 'too many tools');
+await badRequest({ model, messages, tools: [tools[0], tools[0]] }, 'tools', 'duplicate names');
+await badRequest({ model, messages, tools, tool_choice: { type: 'function' } }, 'tool_choice',
+                 'tool_choice without a name');
+await badRequest({ model, messages, tools: [{ type: 'retrieval' }] }, 'tools', 'not a function');
+// and the server still answers
+eq((await client.chat.completions.create({ ...force(['content']), messages, tools }))
+  .choices[0].message.content, texts.content, 'after the bad requests');
 
 }
 
