@@ -99,6 +99,16 @@ void test_skip_hw(const char *fmt, ...)
 
 void test_run(const char *name, void (*fn)(void))
 {
+    static bool first = true;
+    if (first) {
+        /* whatever a test runs that keeps data under XDG_DATA_HOME (the
+         * memory store's default) keeps it in the test's scratch folder,
+         * never in the home folder */
+        char xdg[600];
+        snprintf(xdg, sizeof xdg, "%s/xdg-data", test_tmpdir());
+        setenv("XDG_DATA_HOME", xdg, 1);
+        first = false;
+    }
     current_name = name;
     test_failures_in_current = 0;
     test_skipped_current = false;

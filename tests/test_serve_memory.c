@@ -10,7 +10,8 @@
  * recalled; "memory": false neither recalls nor stores; a stream's first
  * chunk carries the extension; the /v1/memories API (add, list, get,
  * update with history, delete, profile in the prompt, delete all) and its
- * errors for bad input.
+ * errors for bad input; embeddings (--memory-embeddings); and two servers
+ * sharing one PostgreSQL store.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -378,6 +379,79 @@ static void test_embeddings(void)
     CHECK(serve_stop(&p, 30));
 }
 
+/* Two servers over one PostgreSQL store (several replicas): what a user
+ * tells one is recalled by the other, the API's writes on one are read on
+ * the other, and another user sees nothing on either. The server is
+ * VT_PG_URI (CI starts one) or one of our own (scripts/pg-test-server.sh);
+ * the test works in a schema of its own, dropped at the end. */
+static void test_postgres_two_servers(void)
+{
+    if (!ready) {
+        test_fail_at(__FILE__, __LINE__, "no model (test_setup failed)");
+        return;
+    }
+    const char *env = getenv("VT_PG_URI");
+    char base[512] = "", own[600] = "", cmd[1600];
+    int st = 0;
+    if (env && *env) {
+        snprintf(base, sizeof base, "%s", env);
+    } else {
+        /* under /tmp itself: the postgres user cannot enter the test's folder */
+        snprintf(own, sizeof own, "/tmp/vt-serve-pg-%d", (int)getpid());
+        snprintf(cmd, sizeof cmd, "sh scripts/pg-test-server.sh start '%s' 2>&1", own);
+        char *out = serve_capture(cmd, &st);
+        if (st != 0 || !out || strncmp(out, "postgresql://", 13)) {
+            test_skip_missing("no PostgreSQL server (VT_PG_URI unset and %s failed: %.200s)",
+                              cmd, out ? out : "");
+            free(out);
+            return;
+        }
+        out[strcspn(out, "\n")] = 0;
+        snprintf(base, sizeof base, "%s", out);
+        free(out);
+    }
+    char schema[64], uri[800];
+    snprintf(schema, sizeof schema, "vt_serve_mem_%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "psql -q '%s' -c 'CREATE SCHEMA %s' >/dev/null 2>&1", base, schema);
+    CHECKF(system(cmd) == 0, "%s", cmd);
+    snprintf(uri, sizeof uri, "%s%coptions=-csearch_path%%3D%s", base, strchr(base, '?') ? '&' : '?',
+             schema);
+    serve_proc a, b;
+    const char *args[] = {"--model-name", "m", "--api-key-file", keys, "--memory-db", uri,
+                          "--ctx", "2048", "-t", "1", NULL};
+    bool up_a = serve_start(&a, model, args), up_b = up_a && serve_start(&b, model, args);
+    if (up_a && up_b) {
+        json_t *v = chat(a.port, KA, "My grandmother Hana grows persimmons in Jeonju.", "pg-1",
+                         NULL);
+        json_decref(v);
+        v = chat(b.port, KA, "Where does my grandmother grow persimmons?", NULL, NULL);
+        CHECKF(used_has(v, "pg-1:0"), "server B did not recall what server A stored");
+        CHECK(strstr(prompt_of(v), "Jeonju") != NULL);
+        json_decref(v);
+        v = chat(b.port, KB, "Where does my grandmother grow persimmons? Jeonju Hana", NULL,
+                 "{\"memory\": {\"store\": false}}");
+        CHECK(v && json_array_size(json_object_get(v, "memories_used")) == 0);
+        json_decref(v);
+        json_decref(call(b.port, "POST", "/v1/memories", KA,
+                         "{\"memory\":\"Alice is learning the gayageum\",\"id\":\"music\"}", 200));
+        json_t *m = call(a.port, "GET", "/v1/memories/music", KA, NULL, 200);
+        CHECK(m && strstr(json_string_value(json_object_get(m, "memory")), "gayageum"));
+        json_decref(m);
+        json_decref(call(a.port, "GET", "/v1/memories/music", KB, NULL, 404));
+    }
+    if (up_b)
+        CHECK(serve_stop(&b, 30));
+    if (up_a)
+        CHECK(serve_stop(&a, 30));
+    snprintf(cmd, sizeof cmd, "psql -q '%s' -c 'DROP SCHEMA %s CASCADE' >/dev/null 2>&1", base,
+             schema);
+    CHECKF(system(cmd) == 0, "%s", cmd);
+    if (own[0]) {
+        snprintf(cmd, sizeof cmd, "sh scripts/pg-test-server.sh stop '%s'", own);
+        CHECK(system(cmd) == 0);
+    }
+}
+
 static void test_no_memory(void)
 {
     if (!ready) {
@@ -403,6 +477,7 @@ int main(void)
     RUN_TEST(test_recall_isolation_restart);
     RUN_TEST(test_api);
     RUN_TEST(test_embeddings);
+    RUN_TEST(test_postgres_two_servers);
     RUN_TEST(test_no_memory);
     return test_finish("test_serve_memory");
 }

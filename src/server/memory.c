@@ -57,6 +57,7 @@ struct srv_mem_req {
     size_t budget;
     srv_mjob *job;
     json_t *body;    /* the request, kept while the recall runs */
+    srv_mjob *store; /* the turn being stored */
 };
 
 void srv_memory_req_free(srv_conn *k)
@@ -66,6 +67,7 @@ void srv_memory_req_free(srv_conn *k)
     free(k->mem->turn);
     json_decref(k->mem->used);
     srv_mjob_release(k->mem->job);
+    srv_mjob_release(k->mem->store);
     json_decref(k->mem->body);
     free(k->mem);
     k->mem = NULL;
@@ -342,7 +344,13 @@ void srv_memory_finish(srv_conn *k)
     struct srv_mem_req *mr = k->mem;
     if (!mr || !mr->turn || !k->s->memw)
         return;
-    srv_memwork_store(k->s->memw, mr->user, mr->conversation, mr->index, mr->turn);
+    mr->store = srv_memwork_store(k->s->memw, mr->user, mr->conversation, mr->index, mr->turn,
+                                  k->waker >= 0 ? srv_conn_event_ctx(k) : NULL);
     free(mr->turn);
     mr->turn = NULL;
+}
+
+bool srv_memory_store_pending(const srv_conn *k)
+{
+    return k->mem && k->mem->store && !srv_mjob_done(k->mem->store);
 }

@@ -153,6 +153,8 @@ static void *worker_main(void *arg)
         } else {
             run_store(w, j);
             atomic_store(&j->done, true);
+            if (j->wake)
+                srv_on_event(j->wake);
         }
         job_unref(j);
         pthread_mutex_lock(&w->mu);
@@ -263,17 +265,18 @@ void srv_mjob_release(srv_mjob *j)
     job_unref(j);
 }
 
-void srv_memwork_store(srv_memwork *w, const char *user, const char *conversation, int64_t index,
-                       const char *text)
+srv_mjob *srv_memwork_store(srv_memwork *w, const char *user, const char *conversation,
+                            int64_t index, const char *text, void *wake)
 {
     srv_mjob *j = calloc(1, sizeof *j);
     if (!j || !(j->text = strdup(text))) {
         free(j);
         fprintf(stderr, "vitamin serve: out of memory storing a turn\n");
-        return;
+        return NULL;
     }
     j->kind = SRV_MJOB_STORE;
-    atomic_init(&j->refs, 1);
+    j->wake = wake;
+    atomic_init(&j->refs, 2);
     atomic_init(&j->done, false);
     snprintf(j->user, sizeof j->user, "%s", user);
     snprintf(j->conversation, sizeof j->conversation, "%s", conversation);
@@ -281,8 +284,10 @@ void srv_memwork_store(srv_memwork *w, const char *user, const char *conversatio
     if (!submit(w, j)) {
         fprintf(stderr, "vitamin serve: a turn of %s arrived after the memory thread stopped\n",
                 user);
-        job_unref(j);
+        atomic_store(&j->refs, 1);
+        atomic_store(&j->done, true);
     }
+    return j;
 }
 
 void srv_memwork_wait_idle(srv_memwork *w, double seconds)

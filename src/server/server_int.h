@@ -198,9 +198,11 @@ void srv_mjob_release(srv_mjob *j); /* NULL: no-op */
 /* Waits (at most `seconds`) until every job queued so far is done: what
  * /v1/memories reads then includes the turns stored before it. */
 void srv_memwork_wait_idle(srv_memwork *w, double seconds);
-/* Queues storing a user turn (with its embedding when there is an embedder). */
-void srv_memwork_store(srv_memwork *w, const char *user, const char *conversation, int64_t index,
-                       const char *text);
+/* Queues storing a user turn (with its embedding when there is an
+ * embedder); wake (srv_on_event's ctx, may be NULL) is called when it is
+ * stored. NULL on OOM; release with srv_mjob_release. */
+srv_mjob *srv_memwork_store(srv_memwork *w, const char *user, const char *conversation,
+                            int64_t index, const char *text, void *wake);
 
 /* ---- memory.c, memory_api.c ---- */
 /* Chat requests, before the body is validated: recall into body's messages
@@ -220,8 +222,12 @@ bool srv_memory_recall_done(const srv_conn *k);
 json_t *srv_memory_finish_recall(srv_conn *k, json_t **plain);
 /* The recalled block was left out after all (the prompt was too long). */
 void srv_memory_forget_recall(srv_conn *k);
-/* The request is done: stores its user turn. */
+/* The request is done: stores its user turn (on the memory thread). */
 void srv_memory_finish(srv_conn *k);
+/* Is that turn not stored yet? The response ends only once it is, so a
+ * client that has its answer finds the turn in memory (on every server
+ * sharing the store). */
+bool srv_memory_store_pending(const srv_conn *k);
 void srv_memory_req_free(srv_conn *k);
 /* The user a memory request acts for (*out NULL after sending the error). */
 enum MHD_Result srv_memory_user(srv_conn *k, const json_t *body, const char **out);

@@ -114,6 +114,13 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (!drain(k, true))
             return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (k->n_done == k->n_reqs && srv_memory_store_pending(k)) {
+            if (srv_conn_gone(k))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            if (srv_conn_wait(k))
+                return 0; /* the memory thread wakes us once the turn is stored */
+            continue;
+        }
         if (k->n_done == k->n_reqs) {
             json_t *u = oai_stream_usage(k->resp);
             bool ok = !u || sse(k, u);
@@ -153,6 +160,13 @@ enum MHD_Result srv_generate_resume(srv_conn *k)
     for (;;) {
         if (!drain(k, false))
             return srv_send_errorf(k, 500, "internal_error", NULL, NULL, "out of memory");
+        if (k->n_done == k->n_reqs && srv_memory_store_pending(k)) {
+            if (srv_conn_gone(k))
+                return MHD_NO;
+            if (srv_conn_wait(k))
+                return MHD_YES;
+            continue;
+        }
         if (k->n_done == k->n_reqs) {
             oai_error err;
             json_t *body = oai_response_body(k->resp, &err);
