@@ -350,6 +350,8 @@ static int dirty_cmp(const void *a, const void *b)
 /* indexes every queued row once */
 static vt_err flush(sq *d)
 {
+    if (!d->n_dirty)
+        return VT_OK;
     qsort(d->dirty, d->n_dirty, sizeof *d->dirty, dirty_cmp);
     vt_err e = VT_OK;
     for (size_t i = 0; i < d->n_dirty && !e; i++)
