@@ -7,7 +7,7 @@
  * A store is opened from a URI (mem_open): a file path or `sqlite:PATH` is
  * the SQLite backend (one file, WAL, synchronous=FULL: a write acknowledged
  * by a returned VT_OK survives a kill -9 of the process); `postgresql://...`
- * selects the PostgreSQL backend (not built yet: VT_ERR_UNSUPPORTED). Every
+ * selects the PostgreSQL backend (postgres.c, for several replicas). Every
  * operation names its user, and every backend statement is scoped by that
  * user: no call reads, changes or deletes another user's memories, and two
  * users may both have a memory with the same id.
@@ -123,15 +123,16 @@ typedef struct mem_store mem_store;
 typedef struct {
     bool read_only;        /* SQLite: open without writing (no migration) */
     int32_t busy_timeout_ms; /* wait for another writer this long; 0: 5000 */
-    /* tests only: create a new file at this schema version (0: the newest) */
+    /* tests only: create a new store at this schema version (0: the newest;
+     * the SQLite backend creates only the newest and refuses others) */
     int32_t schema_version;
 } mem_options;
 
 /* Opens (creating if needed; SQLite also creates the file's folder) the
  * store at uri, migrating an older schema to this build's; opt may be NULL.
- * VT_ERR_UNSUPPORTED for a file written by a newer build (its schema
- * version is unknown) and for postgresql:// (not built yet), VT_ERR_IO if it
- * cannot be opened, VT_ERR_FORMAT if it is not a memory store. */
+ * VT_ERR_UNSUPPORTED for a store written by a newer build (its schema
+ * version is unknown), VT_ERR_IO if it cannot be opened, VT_ERR_FORMAT if
+ * it is not a memory store. */
 vt_err mem_open(const char *uri, const mem_options *opt, mem_store **out);
 /* NULL: no-op. */
 void mem_close(mem_store *s);

@@ -87,10 +87,10 @@ char *mem_strdup(const char *s); /* NULL for NULL */
 
 /* ---- text (text.c) ---- */
 /* The text FTS indexes for a memory's own text: Latin-script words as they
- * are, CJK runs as overlapping character bigrams (a 1-character run as
- * itself), each bigram a separate token. Appends to b. */
+ * are, CJK runs as overlapping character bigrams and their last character,
+ * each a separate token. Appends to b. */
 void mem_index_text(const char *text, vt_buf *b);
-/* Extra index text for a time: "2023 may 07 sunday". */
+/* Extra index text for a time: "2023 may 7 sunday". */
 void mem_index_time(int64_t ms, vt_buf *b);
 /* The query's search terms: lower-cased words without stop words (and
  * Korean particles and endings), CJK as bigrams; duplicates dropped.
