@@ -949,7 +949,120 @@ static void test_vectors_and_fusion(void)
     float other[8] = {1, 0, 0, 0, 0, 0, 0, 0};
     nearest(s, "a", other, 8, id);
     CHECK(!id[0]);
+    /* more vectors than one page of the cache's load (8192): the last one,
+     * added by the other handle, is found (the only one on the last axis) */
+    CHECK(!mem_begin(t));
+    for (int i = 0; i < 9000; i++) {
+        float v8[8];
+        for (int k = 0; k < 7; k++)
+            v8[k] = (float)((i * 7 + k * 13) % 17) + 1.0f;
+        v8[7] = i == 8999 ? 100.0f : 0.0f;
+        char vid[16];
+        snprintf(vid, sizeof vid, "p%d", i);
+        mem_input_init(&in);
+        in.id = vid;
+        in.text = "paged";
+        in.embedding = v8;
+        in.n_embd = 8;
+        CHECK(!mem_add(t, "pages", &in, NULL));
+    }
+    CHECK(!mem_commit(t));
+    float last[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    nearest(s, "pages", last, 8, id);
+    CHECK(!strcmp(id, "p8999"));
     mem_close(t);
+    mem_close(s);
+}
+
+/* a user with more memories than the backend ranks in SQL (2,000) is ranked
+ * by BM25 over an index the handle keeps: the same answers, kept in step
+ * with another handle's writes */
+static void test_big_user(void)
+{
+    char uri[1400];
+    mem_store *s = fresh(NULL, uri);
+    if (!s)
+        return;
+    static const char *const common[] = {"apple", "river", "music", "garden", "window",
+                                         "coffee", "train", "letter", "summer", "friend"};
+    for (int u = 0; u < 2; u++) {
+        const char *user = u ? "other" : "big";
+        CHECK(!mem_begin(s));
+        for (int i = 0; i < 2100; i++) {
+            char id[16], text[160];
+            snprintf(id, sizeof id, "b%d", i);
+            snprintf(text, sizeof text, "%s the %s and the %s number%d %s", common[i % 10],
+                     common[(i / 10) % 10], common[(i / 100) % 10], i,
+                     i == 1234 ? "zeppelin" : "");
+            CHECK(!add(s, user, id, text));
+        }
+        CHECK(!mem_commit(s));
+    }
+    CHECK(!add(s, "other", "secret", "the other user's rhinoceros"));
+    /* a rare word comes first, before memories with only common words */
+    CHECK_EQ_INT(rank_of(s, "big", "apple zeppelin", "b1234"), 0);
+    CHECK_EQ_INT(rank_of(s, "big", "number777", "b777"), 0);
+    CHECK_EQ_INT(rank_of(s, "big", "rhinoceros", "secret"), -1);
+    mem_query q;
+    mem_query_init(&q);
+    q.text = "apple river music";
+    q.top_k = 20;
+    mem_hit *h;
+    size_t nh;
+    CHECK(!mem_search(s, "big", &q, &h, &nh));
+    CHECK_EQ_INT(nh, 20);
+    /* the memories with all three words come first */
+    for (size_t i = 0; i < nh && i < 3; i++)
+        CHECKF(strstr(h[i].m.text, "apple") && strstr(h[i].m.text, "river") &&
+                   strstr(h[i].m.text, "music"),
+               "hit %zu: %s", i, h[i].m.text);
+    for (size_t i = 0; i < nh; i++)
+        CHECK(!strcmp(h[i].m.user, "big"));
+    mem_hits_free(h, nh);
+    /* hostile syntax on this path too */
+    const char *hostile[] = {"'; DROP TABLE vt_memories; --", "zeppelin:*", "'zepp':*", "\\\\",
+                             "''''", "rhinoceros | apple", "!apple", "a & b", "<->", "'"};
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
+        q.text = hostile[i];
+        CHECKF(!mem_search(s, "big", &q, &h, &nh), "'%s': %s", hostile[i], vt_last_error());
+        for (size_t k = 0; k < nh; k++)
+            CHECK(!strcmp(h[k].m.user, "big") && !strstr(h[k].m.text, "rhinoceros"));
+        mem_hits_free(h, nh);
+    }
+    /* another handle writes: a new word, an update, a delete, a turn whose
+     * neighbour's words are indexed with it */
+    mem_store *t = open_uri(uri, NULL);
+    if (t) {
+        CHECK(!add(t, "big", "n1", "a brand new xylophone"));
+        CHECK_EQ_INT(rank_of(s, "big", "xylophone", "n1"), 0);
+        CHECK(!mem_update(t, "big", "n1", "now a harpsichord", NULL, 0));
+        CHECK_EQ_INT(rank_of(s, "big", "xylophone", "n1"), -1);
+        CHECK_EQ_INT(rank_of(s, "big", "harpsichord", "n1"), 0);
+        CHECK(!mem_store_turn(t, "big", "c9", 0, "u", "Which instrument did you buy?",
+                              MEM_TIME_NONE, NULL));
+        CHECK(!mem_store_turn(t, "big", "c9", 1, "u", "A bassoon.", MEM_TIME_NONE, NULL));
+        CHECK_EQ_INT(rank_of(s, "big", "bassoon", "c9:1"), 0);
+        CHECK(rank_of(s, "big", "bassoon", "c9:0") > 0); /* through its neighbour */
+        CHECK(!mem_delete(t, "big", "n1"));
+        CHECK_EQ_INT(rank_of(s, "big", "harpsichord", "n1"), -1);
+        CHECK_EQ_INT(rank_of(s, "big", "zeppelin", "b1234"), 0);
+        /* Korean and a one-character prefix term */
+        CHECK(!add(t, "big", "k1", "어제 시장에서 사과를 샀어요."));
+        CHECK_EQ_INT(rank_of(s, "big", "사과는 어디서 샀나요?", "k1"), 0);
+        CHECK_EQ_INT(rank_of(s, "big", "샀", "k1"), 0);
+        mem_close(t);
+    }
+    /* this handle's batch: seen inside it, gone after a rollback */
+    CHECK(!mem_begin(s));
+    CHECK(!add(s, "big", "tmp", "a temporary ocarina"));
+    CHECK_EQ_INT(rank_of(s, "big", "ocarina", "tmp"), 0);
+    CHECK(!add(s, "big", "tmp2", "a second ocarina"));
+    CHECK(rank_of(s, "big", "ocarina", "tmp2") >= 0);
+    CHECK(!mem_rollback(s));
+    CHECK_EQ_INT(rank_of(s, "big", "ocarina", "tmp"), -1);
+    /* the other big user, then back: each gets its own index */
+    CHECK_EQ_INT(rank_of(s, "other", "rhinoceros", "secret"), 0);
+    CHECK_EQ_INT(rank_of(s, "big", "zeppelin", "b1234"), 0);
     mem_close(s);
 }
 
@@ -1338,6 +1451,7 @@ int main(void)
     RUN_TEST(test_limits);
     RUN_TEST(test_isolation);
     RUN_TEST(test_vectors_and_fusion);
+    RUN_TEST(test_big_user);
     RUN_TEST(test_dedup_and_recency);
     RUN_TEST(test_migrations);
     RUN_TEST(test_two_handles);

@@ -237,7 +237,7 @@ static vt_err tx_close(mem_store *s, vt_err e)
 {
     mem_pg *d = P(s);
     if (s->in_batch) {
-        d->vc.resync = true;
+        d->vc.resync = d->bm_resync = true;
         d->sc.stale = true;
         if (e && (d->op_wrote || PQtransactionStatus(d->conn) != PQTRANS_INTRANS)) {
             d->batch_failed = true;
@@ -249,13 +249,13 @@ static vt_err tx_close(mem_store *s, vt_err e)
         char msg[512];
         snprintf(msg, sizeof msg, "%s", vt_last_error());
         mem_pg_exec(d, "ROLLBACK", "rollback");
-        d->vc.stale = d->sc.stale = true;
+        d->vc.stale = d->sc.stale = d->bm_stale = true;
         return vt_fail(e, "%s", msg);
     }
     vt_err c = mem_pg_exec(d, "COMMIT", "commit");
     if (c) {
         mem_pg_exec(d, "ROLLBACK", "rollback");
-        d->vc.stale = d->sc.stale = true;
+        d->vc.stale = d->sc.stale = d->bm_stale = true;
     }
     return c;
 }
@@ -276,7 +276,7 @@ vt_err mem_pg_alive(mem_store *s)
     if (PQstatus(d->conn) != CONNECTION_OK)
         return mem_pg_fail(d, NULL, "reconnect");
     memset(d->prepared, 0, sizeof d->prepared);
-    d->vc.stale = d->sc.stale = true;
+    d->vc.stale = d->sc.stale = d->bm_stale = true;
     vt_err e = session_setup(d);
     return e ? e : prepare_all(d);
 }
@@ -304,7 +304,7 @@ static vt_err be_commit(mem_store *s)
         e = mem_pg_exec(d, "COMMIT", "commit");
     if (e) {
         mem_pg_exec(d, "ROLLBACK", "rollback");
-        d->vc.stale = d->sc.stale = true;
+        d->vc.stale = d->sc.stale = d->bm_stale = true;
     }
     unlock_all(d);
     return e;
@@ -313,7 +313,7 @@ static vt_err be_commit(mem_store *s)
 static vt_err be_rollback(mem_store *s)
 {
     mem_pg *d = P(s);
-    d->vc.stale = d->sc.stale = true;
+    d->vc.stale = d->sc.stale = d->bm_stale = true;
     unlock_all(d);
     return mem_pg_exec(d, "ROLLBACK", "rollback");
 }
@@ -453,6 +453,7 @@ static vt_err refresh_ctx(mem_pg *d, const char *user, const char *conv, int64_t
         mem_pg_p_text(&p, b.p ? b.p : "");
         mem_pg_p_text(&p, user);
         mem_pg_p_int(&p, seq);
+        mem_pg_p_int(&p, d->gen);
         e = mem_pg_run0(d, Q_SET_CTX, &p, "index context");
     }
     free(b.p);
@@ -954,8 +955,8 @@ static vt_err prepare_all(mem_pg *d)
         [Q_GET_SEQ] = get_seq,
         [Q_TURN] = "SELECT seq, text, event_time FROM vt_memories WHERE user_id = $1 AND "
                    "conversation = $2 AND msg_index = $3 ORDER BY seq LIMIT 1",
-        [Q_SET_CTX] = "UPDATE vt_memories SET ctx = $1 WHERE user_id = $2 AND seq = $3 "
-                      "AND ctx <> $1",
+        [Q_SET_CTX] = "UPDATE vt_memories SET ctx = $1, rev = $4 WHERE user_id = $2 AND "
+                      "seq = $3 AND ctx <> $1",
         [Q_DELETE] = "DELETE FROM vt_memories WHERE user_id = $1 AND seq = $2",
         [Q_LIST] = list,
         [Q_COUNT] = "SELECT count(*) FROM vt_memories WHERE user_id = $1",
@@ -972,10 +973,17 @@ static vt_err prepare_all(mem_pg *d)
                       "WHERE user_id = $1 AND tsv @@ q ORDER BY r DESC, seq DESC LIMIT $3",
         [Q_GEN] = "SELECT gen, delgen FROM vt_mem_users WHERE user_id = $1",
         [Q_VECTORS] = "SELECT seq, embedding FROM vt_memories WHERE user_id = $1 AND "
-                      "length(embedding) = $2 ORDER BY seq",
+                      "length(embedding) = $2 AND seq > $3 ORDER BY seq LIMIT $4",
         [Q_VECTORS_SINCE] = "SELECT seq, embedding FROM vt_memories WHERE user_id = $1 AND "
                             "rev > $2 ORDER BY seq",
         [Q_NEIGHBOURS] = neigh,
+        [Q_COUNT_UPTO] = "SELECT count(*) FROM (SELECT 1 FROM vt_memories WHERE user_id = $1 "
+                         "LIMIT $2) x",
+        [Q_BM25_ALL] = "SELECT seq, tsv::text FROM vt_memories WHERE user_id = $1 AND seq > $2 "
+                       "ORDER BY seq LIMIT $3",
+        [Q_BM25_SINCE] = "SELECT seq, tsv::text FROM vt_memories WHERE user_id = $1 AND rev > $2 "
+                         "ORDER BY seq",
+        [Q_BM25_QUERY] = "SELECT to_tsquery('english'::regconfig, $1)::text",
         [Q_SPEAKERS] = "SELECT DISTINCT speaker FROM vt_memories WHERE user_id = $1 AND "
                        "speaker IS NOT NULL LIMIT 256",
     };
@@ -1014,9 +1022,12 @@ static vt_err session_setup(mem_pg *d)
                        "memory store (postgresql): the database's encoding is %s; the store "
                        "needs UTF8 (createdb -E UTF8)",
                        enc ? enc : "unknown");
-    char sql[160];
+    /* custom plans: a generic plan for the search chosen on one user (a
+     * GIN scan, or the user's rows) would serve every user, small and big */
+    char sql[256];
     snprintf(sql, sizeof sql,
              "SET lock_timeout = %d; SET synchronous_commit = on; "
+             "SET plan_cache_mode = force_custom_plan; "
              "SET default_transaction_read_only = %s",
              (int)d->lock_timeout_ms, d->read_only ? "on" : "off");
     return mem_pg_exec(d, sql, "session");

@@ -20,7 +20,8 @@ enum {
     Q_LOCK, Q_FIND, Q_NEXT_INDEX, Q_INSERT, Q_UPDATE_FULL, Q_UPDATE_TEXT, Q_HIST_ADD,
     Q_HISTORY, Q_GET, Q_GET_SEQ, Q_TURN, Q_SET_CTX, Q_DELETE, Q_LIST, Q_COUNT, Q_FORGET_HIST,
     Q_FORGET_MEM, Q_FORGET_PROFILE, Q_FORGET_USER, Q_PROFILE_GET, Q_PROFILE_SET, Q_LEXICAL,
-    Q_GEN, Q_VECTORS, Q_VECTORS_SINCE, Q_NEIGHBOURS, Q_SPEAKERS,
+    Q_GEN, Q_VECTORS, Q_VECTORS_SINCE, Q_NEIGHBOURS, Q_SPEAKERS, Q_COUNT_UPTO, Q_BM25_ALL,
+    Q_BM25_SINCE, Q_BM25_QUERY,
     Q_COUNT_
 };
 
@@ -61,6 +62,9 @@ typedef struct {
         char **names;
         size_t n;
     } sc;
+    /* the full-text index of one big user (postgres_bm25.c) */
+    struct mem_pg_bm25 *bm;
+    bool bm_stale, bm_resync; /* as vc.stale and vc.resync */
 } mem_pg;
 
 static inline mem_pg *P(mem_store *s)
@@ -142,7 +146,18 @@ vt_err mem_pg_vector(mem_store *s, const char *user, const float *q, int32_t dim
 vt_err mem_pg_speakers(mem_store *s, const char *user, char ***names, size_t *n);
 vt_err mem_pg_neighbours(mem_store *s, const char *user, const char *conv, int64_t index,
                          int32_t radius, mem_memory **items, size_t *n);
-/* frees the vector and speaker caches */
+/* frees the vector, speaker and full-text caches */
 void mem_pg_recall_clear(mem_pg *d);
+/* the user's generations: of the last write, and of the last delete (0, 0
+ * for a user without a row) */
+vt_err mem_pg_user_gen(mem_pg *d, const char *user, int64_t *gen, int64_t *delgen);
+
+/* ---- postgres_bm25.c ---- */
+/* BM25 candidates for tsquery (the text of a query of quoted lexemes, OR-ed)
+ * when the user is big enough to be ranked in memory: *handled then, else
+ * nothing is done (the caller ranks in SQL). *c as mem_backend.lexical. */
+vt_err mem_pg_bm25_lexical(mem_pg *d, const char *user, const char *tsquery, int32_t limit,
+                           mem_cand **c, size_t *n, bool *handled);
+void mem_pg_bm25_clear(mem_pg *d);
 
 #endif

@@ -15,6 +15,8 @@
 
 #include "memory/postgres_int.h"
 
+#define MEM_PG_VECTOR_PAGE 8192
+
 /* the tsquery text of the terms: each a quoted lexeme (' doubled, \
  * escaped), a prefix one with :*, OR-ed; to_tsquery normalises the words
  * (stems them) and reads nothing else as syntax */
@@ -53,6 +55,11 @@ vt_err mem_pg_lexical(mem_store *s, const char *user, const mem_term *t, size_t 
     char *q = tsquery_of(t, nt);
     if (!q)
         return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    bool handled;
+    if ((e = mem_pg_bm25_lexical(d, user, q, limit, c, n, &handled)) || handled) {
+        free(q);
+        return e;
+    }
     mem_pg_params p = {.n = 0};
     mem_pg_p_text(&p, user);
     mem_pg_p_text(&p, q);
@@ -174,7 +181,7 @@ static bool vc_apply(mem_pg *d, const PGresult *r, vt_err *e)
 
 /* the user's generations: of the last write, and of the last delete (0, 0
  * for a user without a row) */
-static vt_err user_gen(mem_pg *d, const char *user, int64_t *gen, int64_t *delgen)
+vt_err mem_pg_user_gen(mem_pg *d, const char *user, int64_t *gen, int64_t *delgen)
 {
     vt_err e;
     mem_pg_params p = {.n = 0};
@@ -193,7 +200,7 @@ static vt_err user_gen(mem_pg *d, const char *user, int64_t *gen, int64_t *delge
 static vt_err vc_sync(mem_pg *d, const char *user, int32_t dim)
 {
     int64_t gen, delgen;
-    vt_err e = user_gen(d, user, &gen, &delgen);
+    vt_err e = mem_pg_user_gen(d, user, &gen, &delgen);
     if (e)
         return e;
     PGresult *r;
@@ -231,15 +238,25 @@ static vt_err vc_sync(mem_pg *d, const char *user, int32_t dim)
     d->vc.gen = gen;
     d->vc.delgen = delgen;
     mem_pg_p_int(&p, (int64_t)dim * 2);
-    r = mem_pg_run(d, Q_VECTORS, &p, true, "search", &e);
-    if (!r) {
-        vc_clear(d);
-        return e;
+    /* in pages of MEM_PG_VECTOR_PAGE rows by seq, so a big user's vectors
+     * never sit in one result as well as in the cache */
+    int64_t after = 0;
+    for (;;) {
+        p.n = 2;
+        mem_pg_p_int(&p, after);
+        mem_pg_p_int(&p, MEM_PG_VECTOR_PAGE);
+        if (!(r = mem_pg_run(d, Q_VECTORS, &p, true, "search", &e)))
+            break;
+        int rows = PQntuples(r);
+        bool ok = vc_apply(d, r, &e);
+        if (rows)
+            after = bin_int8(r, rows - 1, 0);
+        PQclear(r);
+        if (!ok && !e)
+            e = vt_fail(VT_ERR_INTERNAL, "search: vectors out of order");
+        if (e || rows < MEM_PG_VECTOR_PAGE)
+            break;
     }
-    bool ok = vc_apply(d, r, &e);
-    PQclear(r);
-    if (!ok && !e)
-        e = vt_fail(VT_ERR_INTERNAL, "search: vectors out of order");
     if (e)
         vc_clear(d);
     return e;
@@ -323,7 +340,7 @@ vt_err mem_pg_speakers(mem_store *s, const char *user, char ***names, size_t *n)
     *n = 0;
     int64_t gen, delgen;
     vt_err e = mem_pg_alive(s);
-    if (e || (e = user_gen(d, user, &gen, &delgen)))
+    if (e || (e = mem_pg_user_gen(d, user, &gen, &delgen)))
         return e;
     if (!d->sc.user || strcmp(d->sc.user, user) || d->sc.stale || d->sc.gen != gen ||
         d->sc.delgen != delgen) {
@@ -382,4 +399,5 @@ void mem_pg_recall_clear(mem_pg *d)
 {
     vc_clear(d);
     sc_clear(d);
+    mem_pg_bm25_clear(d);
 }
