@@ -6,7 +6,10 @@
  * query's terms, see text.c) and, when the query has an embedding, cosine
  * similarity, and fuses them by reciprocal rank: score = sum over lists of
  * 1 / (60 + rank). With a recency weight w, a third list ranks the
- * candidates by time (newest first) and adds w / (60 + rank). Memories with
+ * candidates by time (newest first) and adds w / (60 + rank). A name of one
+ * of the user's speakers in the query is taken out of its terms (it would
+ * match every greeting of that person) and that speaker's memories get their
+ * score times 1.3 instead. Memories with
  * the same normalised text count once (the best), and each hit that is a
  * turn of a conversation carries its neighbouring turns as context. The
  * fusion lives here, above the backend table, so every backend recalls the
@@ -20,6 +23,7 @@
 #include "memory/memory_int.h"
 
 #define RRF_K 60.0
+/* a memory said by a speaker the query names: its fused score times 1.3 */
 #define SPEAKER_BOOST 0.3
 
 void mem_query_init(mem_query *q)
@@ -71,13 +75,6 @@ static int by_time(const void *a, const void *b)
     return x->t < y->t ? 1 : x->t > y->t ? -1 : 0;
 }
 
-/* tuning knobs (VT_MEM_TUNE_* in the environment, for the benchmark) */
-static double knob(const char *name, double dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? atof(v) : dflt;
-}
-
 vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **hits, size_t *n)
 {
     *hits = NULL;
@@ -117,7 +114,7 @@ vt_err mem_search(mem_store *s, const char *user, const mem_query *q, mem_hit **
             qe[i] = (float)(q->embedding[i] / sqrt(ss));
     }
     int32_t limit = top * 5 < 50 ? 50 : top * 5;
-    double speaker_boost = knob("VT_MEM_TUNE_SPEAKER", SPEAKER_BOOST);
+    const double speaker_boost = SPEAKER_BOOST;
     mem_term *terms = NULL;
     size_t nt = 0, nl = 0, nv = 0, nf = 0, nh = 0, nsp = 0;
     mem_cand *lex = NULL, *vec = NULL;

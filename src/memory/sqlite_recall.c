@@ -49,8 +49,7 @@ vt_err mem_sq_lexical(mem_store *s, const char *user, const mem_term *t, size_t 
     sqlite3_bind_text(st, 1, q.p, (int)q.len, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, limit);
-    const char *w = getenv("VT_MEM_TUNE_CTX");
-    sqlite3_bind_double(st, 4, w && *w ? atof(w) : CTX_WEIGHT);
+    sqlite3_bind_double(st, 4, CTX_WEIGHT);
     vt_err e = VT_OK;
     mem_cand *a = malloc(sizeof *a * (size_t)limit);
     if (!a)
