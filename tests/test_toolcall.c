@@ -31,6 +31,7 @@
 
 #include "chat/chat.h"
 #include "chat/toolcall.h"
+#include "sample/grammar.h"
 #include "server/oai.h"
 #include "test.h"
 
@@ -660,6 +661,81 @@ static void test_random_outputs(void)
     json_decref(tools);
 }
 
+/* Forced calls: each family's opening and grammar accept the family's call
+ * with schema-valid arguments only, and the opening plus such a body parses
+ * back to that call. */
+static void test_forced_grammar(void)
+{
+    json_t *tools = json_loads(
+        "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":"
+        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":20},"
+        "\"days\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"maxItems\":3}},"
+        "\"required\":[\"city\"],\"additionalProperties\":false}}},"
+        "{\"type\":\"function\",\"function\":{\"name\":\"search\"}}]",
+        0, NULL);
+    static const struct {
+        chat_tool_family f;
+        const char *good, *bad_args, *bad_name;
+    } cases[] = {
+        {CHAT_TOOLS_HERMES, "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Seoul\", \"days\": [1, 2]}}",
+         "{\"name\": \"get_weather\", \"arguments\": {\"city\": 5}}",
+         "{\"name\": \"other\", \"arguments\": {}}"},
+        {CHAT_TOOLS_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Seoul\"}}",
+         "{\"name\": \"get_weather\", \"parameters\": {\"town\": \"x\"}}",
+         "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Seoul\"}}"},
+        {CHAT_TOOLS_MISTRAL, "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"\xec\x84\x9c\xec\x9a\xb8\"}}]",
+         "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"a\", \"days\": [1, 2, 3, 4]}}]",
+         "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"a\"}}, {\"name\": \"search\", \"arguments\": {}}]"},
+        {CHAT_TOOLS_GRANITE, "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"x\"}}]",
+         "[{\"name\": \"get_weather\", \"arguments\": {}}]", "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"x\"}}"},
+        {CHAT_TOOLS_DEEPSEEK, "get_weather\n```json\n{\"city\": \"x\", \"days\": []}\n```",
+         "get_weather\n```json\n{\"city\": [\"x\"]}\n```", "weather\n```json\n{\"city\": \"x\"}\n```"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int named = -1; named <= 0; named++) {
+            char *pre = NULL, *g = NULL;
+            vt_err e = chat_tool_forced(cases[i].f, tools, named, &pre, &g);
+            CHECKF(e == VT_OK, "%s: %s", chat_tool_family_name(cases[i].f), vt_last_error());
+            if (e)
+                continue;
+            smp_grammar *gr = NULL;
+            smp_grammar_state *st = NULL;
+            e = smp_grammar_compile(SMP_GRAMMAR_GBNF, g, strlen(g), NULL, &gr);
+            CHECKF(e == VT_OK, "%s: %s in\n%s", chat_tool_family_name(cases[i].f), vt_last_error(), g);
+            if (!e && smp_grammar_state_create(gr, &st) == VT_OK) {
+                CHECKF(smp_grammar_matches(st, cases[i].good, strlen(cases[i].good)),
+                       "%s: the grammar refuses %s", chat_tool_family_name(cases[i].f), cases[i].good);
+                CHECKF(!smp_grammar_matches(st, cases[i].bad_args, strlen(cases[i].bad_args)),
+                       "%s: the grammar takes %s", chat_tool_family_name(cases[i].f), cases[i].bad_args);
+                CHECKF(!smp_grammar_matches(st, cases[i].bad_name, strlen(cases[i].bad_name)),
+                       "%s: the grammar takes %s", chat_tool_family_name(cases[i].f), cases[i].bad_name);
+            }
+            smp_grammar_state_destroy(st);
+            smp_grammar_unref(gr);
+            /* the opening fed first, then the generated body: one call */
+            char text[512];
+            snprintf(text, sizeof text, "%s%s", pre, cases[i].good);
+            parsed r;
+            parse_whole(cases[i].f, text, &r);
+            CHECKF(r.n_calls == 1 && r.content_len == 0 && !strcmp(r.calls[0].name, "get_weather"),
+                   "%s: %d calls, content '%s' from %s", chat_tool_family_name(cases[i].f), r.n_calls,
+                   r.content, text);
+            parsed_free(&r);
+            free(pre);
+            free(g);
+        }
+    }
+    /* a schema the converter refuses names the tool */
+    json_t *bad = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+                             "{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"qqq\"}}}}}]",
+                             0, NULL);
+    char *pre = NULL, *g = NULL;
+    CHECK(chat_tool_forced(CHAT_TOOLS_HERMES, bad, 0, &pre, &g) == VT_ERR_INVALID && !pre && !g &&
+          strstr(vt_last_error(), "tools[0].function.parameters"));
+    json_decref(bad);
+    json_decref(tools);
+}
+
 /* ---- tools and messages ---- */
 
 static void test_checks(void)
@@ -1033,6 +1109,7 @@ int main(void)
     RUN_TEST(test_holdback);
     RUN_TEST(test_long_call);
     RUN_TEST(test_random_outputs);
+    RUN_TEST(test_forced_grammar);
     RUN_TEST(test_checks);
     RUN_TEST(test_oai_shapes);
     tok_destroy(tok);

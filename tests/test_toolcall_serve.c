@@ -5,7 +5,9 @@
  * tool_calls deltas (also through the client's own stream accumulator),
  * parallel_tool_calls false, a malformed call left as content, tool_choice
  * none, the next turn with the calls and their results sent back, and
- * validation errors as the client's BadRequestError.
+ * validation errors as the client's BadRequestError; and tool_choice
+ * "required" / a named function on the random weights, where the grammar
+ * must make every output a call whose arguments ajv accepts.
  *
  * To make a random-weight model write tool calls without a grammar, its
  * vocabulary is the llama-spm one plus a few user-defined tokens that spell
@@ -108,15 +110,17 @@ static bool make_vocab(const char *out)
 }
 
 static serve_proc srv = {.pid = -1};
+static char model_path[512];
 
 static void test_start(void)
 {
     if (!test_need_vitamin() || !test_need_file(VOCAB, "the tool-call test model") ||
         !test_need_file(TEMPLATE, "the tool-call test model"))
         return;
-    char vocab[512], model[512], cmd[2048];
+    char vocab[512], cmd[2048];
+    const char *model = model_path;
     snprintf(vocab, sizeof vocab, "%s/vocab-tools.gguf", test_tmpdir());
-    snprintf(model, sizeof model, "%s/tools.gguf", test_tmpdir());
+    snprintf(model_path, sizeof model_path, "%s/tools.gguf", test_tmpdir());
     if (!make_vocab(vocab))
         return;
     snprintf(cmd, sizeof cmd,
@@ -184,6 +188,62 @@ static void test_client(void)
     json_decref(res);
 }
 
+/* tool_choice named / required on the random weights: every output is a
+ * call whose arguments ajv accepts against the tool's schema, in the
+ * model's own template (Hermes) and then, with --chat-template, in each
+ * other family's (fewer seeds). */
+static void test_forced(void)
+{
+    char dir[1100];
+    const char *d = client_dir();
+    if (!d)
+        return;
+    snprintf(dir, sizeof dir, "%s", d);
+    const char *ajv = serve_node_dir("ajv");
+    if (!ajv) {
+        test_skip_missing("the ajv npm package (tests/serve/package.json; VT_NODE_DIR, .ci/node, "
+                          "~/.cache/vitamin-test-node or /root/oracle)");
+        return;
+    }
+    char ajv_dir[1100];
+    snprintf(ajv_dir, sizeof ajv_dir, "%s", ajv);
+    static const char *const others[] = {
+        NULL, "meta-llama-Llama-3.1-8B-Instruct.jinja", "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+        "ibm-granite-granite-3.3-2B-Instruct.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"};
+    for (size_t t = 0; t < sizeof others / sizeof others[0]; t++) {
+        serve_proc other = {.pid = -1};
+        char tpl[512];
+        if (others[t]) {
+            snprintf(tpl, sizeof tpl, "tests/data/templates/%s", others[t]);
+            const char *args[] = {"--model-name", "tools-model", "--ctx", "2048", "-t", "2",
+                                  "--chat-template", tpl, NULL};
+            if (!test_need_file(tpl, "a chat template") || !serve_start(&other, model_path, args))
+                continue;
+            setenv("VT_TOOLS_FORCED", "5", 1);
+        }
+        serve_proc keep = srv;
+        if (others[t])
+            srv = other;
+        json_t *res = run_script("forced", dir, ajv_dir);
+        json_int_t checks = json_integer_value(json_object_get(res, "checks"));
+        CHECKF(checks >= (others[t] ? 50 : 150), "%s: tools.mjs made only %lld checks",
+               others[t] ? others[t] : "Qwen2.5", (long long)checks);
+        printf("  tools.mjs forced, %s: %lld checks; calls, e.g.",
+               others[t] ? others[t] : "Qwen-Qwen2.5-7B-Instruct.jinja", (long long)checks);
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(res, "samples"), i, v) printf(" %s", json_string_value(v));
+        printf("\n");
+        json_decref(res);
+        if (others[t]) {
+            srv = keep;
+            serve_stop(&other, 30);
+            unsetenv("VT_TOOLS_FORCED");
+        }
+    }
+}
+
 static void test_stop(void)
 {
     if (srv.pid < 0) {
@@ -197,6 +257,7 @@ int main(void)
 {
     RUN_TEST(test_start);
     RUN_TEST(test_client);
+    RUN_TEST(test_forced);
     RUN_TEST(test_stop);
     return test_finish("test_toolcall_serve");
 }

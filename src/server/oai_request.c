@@ -471,10 +471,8 @@ static int parse_tools(const json_t *body, oai_request *r, const oai_ctx *ctx, o
             return nomem(err);
         if (e)
             return oai_error_set(err, 400, INVALID, "tools", NULL, "%s", vt_last_error());
-        /* the grammar engine's request field is not in vitamin.h yet */
-        return oai_error_set(err, 400, INVALID, "tool_choice", NULL,
-                             "tool_choice \"required\" or a named function needs "
-                             "grammar-constrained sampling, which this build lacks");
+        r->params.grammar_kind = VT_GRAMMAR_GBNF;
+        r->params.grammar = r->tool_grammar;
     }
     return 0;
 }
