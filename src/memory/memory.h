@@ -145,7 +145,10 @@ int32_t mem_store_schema_version(const mem_store *s);
 
 /* Batches: between mem_begin and mem_commit the writes are one transaction
  * (import: thousands per commit); mem_rollback drops them. Without a batch
- * every write is its own transaction. Nested mem_begin: VT_ERR_INVALID. */
+ * every write is its own transaction. A write that fails inside a batch
+ * leaves nothing behind and the batch goes on (SQLite). The batch's
+ * memories are found by mem_search once it is committed (SQLite indexes
+ * them at commit). Nested mem_begin: VT_ERR_INVALID. */
 vt_err mem_begin(mem_store *s);
 vt_err mem_commit(mem_store *s);
 vt_err mem_rollback(mem_store *s);
