@@ -121,8 +121,12 @@ static void drain(gen_req *q)
  * ({"case": idx, "out": ..., "finish": ...}). Returns false (after a
  * failure) if the engine fails; *lengths counts max_tokens endings. */
 static bool generate(vt_engine *e, vt_grammar_kind kind, const char *text, int gens, int idx,
-                     int max_tokens, uint64_t seed, FILE *f, int *lengths, int *stops)
+                     int max_tokens, uint64_t seed, FILE *f, int *lengths, int *stops,
+                     float eos_bias)
 {
+    /* Llama-3's end tokens, favoured with eos_bias where the grammar allows
+     * them: outputs then end as soon as they are complete */
+    vt_logit_bias bias[2] = {{128001, eos_bias}, {128009, eos_bias}};
     int n_req = (gens + 49) / 50;
     gen_req *q = calloc((size_t)n_req, sizeof *q);
     int32_t prompt[2] = {128000, 1734}; /* <|begin_of_text|> and a word */
@@ -140,6 +144,10 @@ static bool generate(vt_engine *e, vt_grammar_kind kind, const char *text, int g
         p.seed = seed + (uint64_t)i * 1000;
         p.grammar_kind = kind;
         p.grammar = text;
+        if (eos_bias != 0) {
+            p.logit_bias = bias;
+            p.n_logit_bias = 2;
+        }
         if (vt_submit(e, &p, &q[i].r)) {
             test_fail_at(__FILE__, __LINE__, "case %d: vt_submit: %s", idx, vt_last_error());
             ok = false;
@@ -172,6 +180,13 @@ static bool generate(vt_engine *e, vt_grammar_kind kind, const char *text, int g
                 (*stops)++;
             json_t *o = json_pack("{s:i,s:s%,s:s}", "case", idx, "out",
                                   q[i].text[c] ? q[i].text[c] : "", q[i].len[c], "finish", fin);
+            if (!o && q[i].fin[c] != VT_FINISH_LENGTH) {
+                test_fail_at(__FILE__, __LINE__, "case %d: a complete output that is not UTF-8",
+                             idx);
+                ok = false;
+            }
+            if (!o) /* cut in the middle of a character at max_tokens */
+                o = json_pack("{s:i,s:s,s:s}", "case", idx, "out", "", "finish", fin);
             char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
             if (line && f)
                 fprintf(f, "%s\n", line);
@@ -279,7 +294,7 @@ static void test_json_schemas(void)
         int lengths = 0, stops = 0;
         /* bounded: room to end by itself; unbounded: short */
         generate(e, VT_GRAMMAR_JSON_SCHEMA, schema, gens, (int)i, bounded ? 256 : 32, 1000 + i,
-                 f, &lengths, &stops);
+                 f, &lengths, &stops, 0);
         CHECKF(!bounded || lengths == 0, "%s: a bounded schema, but %d of %d outputs reached "
                "max_tokens", name, lengths, gens);
         total_len += lengths;
@@ -313,8 +328,81 @@ static void test_json_schemas(void)
     json_decref(suite);
 }
 
+/* Every grammar of llama.cpp's grammars/ folder: outputs generated under
+ * it, and llama.cpp's own parser judging the complete ones. */
+static void test_llama_grammars(void)
+{
+    if (!make_model() || !need_node("node-llama-cpp"))
+        return;
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s/node_modules/node-llama-cpp/llama/grammars", node_dir);
+    DIR *d = opendir(dir);
+    CHECKF(d, "cannot open %s", dir);
+    if (!d)
+        return;
+    char *names[64];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < 64) {
+        size_t l = strlen(de->d_name);
+        if (l > 5 && !strcmp(de->d_name + l - 5, ".gbnf"))
+            names[n++] = strdup(de->d_name);
+    }
+    closedir(d);
+    CHECKF(n >= 8, "only %d grammars in %s", n, dir);
+    vt_engine *e = open_engine();
+    json_t *cases = json_array();
+    char out_path[700], cases_path[700];
+    snprintf(out_path, sizeof out_path, "%s/llama-outputs.jsonl", test_tmpdir());
+    snprintf(cases_path, sizeof cases_path, "%s/llama-cases.json", test_tmpdir());
+    int gens = env_int("VT_GRAMMAR_LLAMA_GENS", 40);
+    for (int k = 0; k < n && e; k++) {
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        size_t len;
+        char *text = test_read_file(path, &len);
+        CHECKF(text, "read %s", path);
+        if (!text)
+            continue;
+        FILE *f = fopen(out_path, "w");
+        int lengths = 0, stops = 0;
+        generate(e, VT_GRAMMAR_GBNF, text, gens, k, 128, 77 + (uint64_t)k, f, &lengths, &stops,
+                 20);
+        if (f)
+            fclose(f);
+        /* the complete outputs go to llama.cpp */
+        json_t *texts = json_array();
+        FILE *in = fopen(out_path, "r");
+        char line[1 << 16];
+        while (in && fgets(line, sizeof line, in)) {
+            json_t *o = json_loads(line, 0, NULL);
+            if (o && !strcmp(json_string_value(json_object_get(o, "finish")), "stop"))
+                json_array_append(texts, json_object_get(o, "out"));
+            json_decref(o);
+        }
+        if (in)
+            fclose(in);
+        fprintf(stderr, "    %s: %d of %d outputs complete (the rest reached max_tokens 128)\n",
+                names[k], stops, gens);
+        json_array_append_new(cases, json_pack("{s:s,s:s,s:o}", "name", names[k], "grammar", text,
+                                               "texts", texts));
+        free(text);
+    }
+    vt_engine_destroy(e);
+    json_dump_file(cases, cases_path, JSON_COMPACT);
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd, "VT_NODE_DIR='%s' node tests/grammar/llama_check.mjs %s 2>&1 | "
+             "sed 's/^/    /' >&2", node_dir, cases_path);
+    int rc = system(cmd);
+    CHECKF(rc == 0, "llama.cpp refused outputs (see above)");
+    json_decref(cases);
+    for (int k = 0; k < n; k++)
+        free(names[k]);
+}
+
 int main(void)
 {
     RUN_TEST(test_json_schemas);
+    RUN_TEST(test_llama_grammars);
     return test_finish("test_grammar_json");
 }

@@ -23,6 +23,12 @@
  * union of the contexts' accepted sets plus the uncertain tokens checked
  * against the real stack, walked in trie order so that shared prefixes are
  * matched once.
+ *
+ * Both walks step through a lazy DFA: every distinct set of stacks a walk
+ * meets is interned once per grammar with its successor for each byte
+ * filled on first use, so walking the ~350,000 trie nodes of a 128k
+ * vocabulary costs a table lookup per node once the sets along the way are
+ * known (a JSON string's contents are a handful of sets).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -333,8 +339,9 @@ typedef struct {
 /* Scratch for walks and expansions (one per user: the grammar's own for
  * filling the cache under its lock, one per state for run-time checks). */
 typedef struct {
-    sset *lvl; /* [max_len + 1] */
+    int32_t *lvl; /* [max_len + 2] DFA state ids along the current trie path */
     uint32_t n_lvl;
+    sset tmp;     /* a step's result before it is interned */
     uint32_t fr[GR_MAX_STACK + 1];
     uint32_t *stamp; /* [n_rules] visit marks of approximate pops */
     uint32_t cur_stamp;
@@ -354,23 +361,40 @@ struct smp_grammar {
     uint32_t n_slot;
     uint64_t n_unc_total;
     walker w;
+    /* the lazy DFA over sets of stacks: each distinct set met by a walk, its
+     * flags, and its successors by byte (filled on first use) */
+    struct dfa_state *ds;
+    uint32_t n_ds, cap_ds;
+    uint32_t *ds_slot; /* open addressing over ds ids + 1 */
+    uint32_t n_ds_slot;
 };
+
+#define DFA_DEAD (-2)    /* the empty set */
+#define DFA_UNKNOWN (-1) /* not computed yet */
+#define DFA_MAX_STATES 16384 /* the cache is emptied past this (between walks) */
+
+typedef struct dfa_state {
+    sset s;
+    uint64_t h;
+    bool truncated; /* expansions of M_EXACT stacks go on approximately */
+    int32_t next[256];
+} dfa_state;
+
+static void dfa_clear(smp_grammar *g);
 
 static bool walker_init(walker *w, const smp_grammar *g)
 {
     memset(w, 0, sizeof *w);
     w->n_lvl = (g->v ? g->v->max_len : 0) + 2;
-    w->lvl = calloc(w->n_lvl, sizeof *w->lvl);
+    w->lvl = calloc(w->n_lvl + 1, sizeof *w->lvl);
     w->stamp = calloc(g->ir.n_rules + 1, sizeof *w->stamp);
     return w->lvl && w->stamp;
 }
 
 static void walker_free(walker *w)
 {
-    if (w->lvl)
-        for (uint32_t k = 0; k < w->n_lvl; k++)
-            sset_free(&w->lvl[k]);
     free(w->lvl);
+    sset_free(&w->tmp);
     free(w->stamp);
     memset(w, 0, sizeof *w);
 }
@@ -615,6 +639,9 @@ void smp_grammar_unref(smp_grammar *g)
     }
     free(g->ctx);
     free(g->slot);
+    dfa_clear(g);
+    free(g->ds);
+    free(g->ds_slot);
     walker_free(&g->w);
     free(g->fol_first);
     free(g->fol);
@@ -894,6 +921,98 @@ static bool grow(void **p, uint32_t *cap, uint32_t need, size_t size)
     return true;
 }
 
+static uint64_t sset_hash(const sset *a, bool truncated)
+{
+    return hash_words(a->w, a->n_w) ^ ((uint64_t)a->done << 61) ^ ((uint64_t)a->approx_done << 62) ^
+           ((uint64_t)a->overflow << 63) ^ ((uint64_t)truncated << 60);
+}
+
+static bool sset_same(const sset *a, const sset *b)
+{
+    return a->n_w == b->n_w && a->done == b->done && a->approx_done == b->approx_done &&
+           a->overflow == b->overflow && !memcmp(a->w, b->w, a->n_w * sizeof *a->w);
+}
+
+static void dfa_clear(smp_grammar *g)
+{
+    for (uint32_t k = 0; k < g->n_ds; k++)
+        sset_free(&g->ds[k].s);
+    g->n_ds = 0;
+    if (g->ds_slot)
+        memset(g->ds_slot, 0, sizeof *g->ds_slot * g->n_ds_slot);
+}
+
+/* The id of set a (copied in when new); -3 on OOM. */
+static int32_t dfa_intern(smp_grammar *g, const sset *a, bool truncated)
+{
+    uint64_t h = sset_hash(a, truncated);
+    if (g->n_ds_slot)
+        for (uint32_t j = (uint32_t)h & (g->n_ds_slot - 1); g->ds_slot[j];
+             j = (j + 1) & (g->n_ds_slot - 1)) {
+            dfa_state *d = &g->ds[g->ds_slot[j] - 1];
+            if (d->h == h && d->truncated == truncated && sset_same(&d->s, a))
+                return (int32_t)(g->ds_slot[j] - 1);
+        }
+    if (!grow((void **)&g->ds, &g->cap_ds, g->n_ds + 1, sizeof *g->ds))
+        return -3;
+    if ((g->n_ds + 1) * 2 > g->n_ds_slot) {
+        uint32_t ns = g->n_ds_slot ? g->n_ds_slot * 2 : 1024;
+        uint32_t *sl = calloc(ns, sizeof *sl);
+        if (!sl)
+            return -3;
+        for (uint32_t k = 0; k < g->n_ds; k++) {
+            uint32_t j = (uint32_t)g->ds[k].h & (ns - 1);
+            while (sl[j])
+                j = (j + 1) & (ns - 1);
+            sl[j] = k + 1;
+        }
+        free(g->ds_slot);
+        g->ds_slot = sl;
+        g->n_ds_slot = ns;
+    }
+    dfa_state *d = &g->ds[g->n_ds];
+    memset(&d->s, 0, sizeof d->s);
+    if (!sset_copy(&d->s, a)) {
+        sset_free(&d->s);
+        return -3;
+    }
+    d->h = h;
+    d->truncated = truncated;
+    for (int b = 0; b < 256; b++)
+        d->next[b] = DFA_UNKNOWN;
+    uint32_t j = (uint32_t)h & (g->n_ds_slot - 1);
+    while (g->ds_slot[j])
+        j = (j + 1) & (g->n_ds_slot - 1);
+    g->ds_slot[j] = g->n_ds + 1;
+    return (int32_t)g->n_ds++;
+}
+
+/* The successor of DFA state id by byte b: an id, DFA_DEAD, or -3 on OOM. */
+static int32_t dfa_next(smp_grammar *g, walker *w, int32_t id, uint8_t b)
+{
+    int32_t n = g->ds[id].next[b];
+    if (n != DFA_UNKNOWN)
+        return n;
+    bool truncated = g->ds[id].truncated;
+    w->truncated = truncated;
+    step(g, w, &g->ds[id].s, b, &w->tmp);
+    if (w->nomem) {
+        w->nomem = false;
+        return -3;
+    }
+    n = sset_empty(&w->tmp) ? DFA_DEAD : dfa_intern(g, &w->tmp, truncated);
+    if (n >= DFA_DEAD)
+        g->ds[id].next[b] = n; /* ds may have moved: index again */
+    return n;
+}
+
+/* Before a walk: keeps the DFA cache bounded (ids stay valid during one). */
+static void dfa_bound(smp_grammar *g)
+{
+    if (g->n_ds > DFA_MAX_STATES)
+        dfa_clear(g);
+}
+
 /* Walks the whole trie from the context key[] (frames bottom first, then
  * the top position, then the partial character) and fills e. */
 static bool fill_context(smp_grammar *g, const uint32_t *key, uint32_t n_key, bool truncated,
@@ -901,11 +1020,14 @@ static bool fill_context(smp_grammar *g, const uint32_t *key, uint32_t n_key, bo
 {
     const smp_grammar_vocab *v = g->v;
     walker *w = &g->w;
-    w->truncated = truncated;
     uint32_t nfr = n_key - 1, part = key[n_key - 1];
-    sset *lvl = w->lvl;
-    sset_clear(&lvl[0]);
-    if (!sset_add(&lvl[0], M_EXACT, part, key, nfr - 1, key[nfr - 1]))
+    dfa_bound(g);
+    sset_clear(&w->tmp);
+    if (!sset_add(&w->tmp, M_EXACT, part, key, nfr - 1, key[nfr - 1]))
+        return false;
+    int32_t *lvl = w->lvl;
+    lvl[0] = dfa_intern(g, &w->tmp, truncated);
+    if (lvl[0] < 0)
         return false;
     uint32_t cap_acc = 0, cap_unc = 0, n_acc = 0;
     int32_t *acc = NULL;
@@ -913,14 +1035,15 @@ static bool fill_context(smp_grammar *g, const uint32_t *key, uint32_t n_key, bo
     e->n_unc = 0;
     for (uint32_t i = 0; i < v->n_nodes;) {
         const trie_node *nd = &v->node[i];
-        sset *cur = &lvl[nd->depth];
-        step(g, w, &lvl[nd->depth - 1], nd->byte, cur);
-        if (w->nomem)
+        int32_t id = dfa_next(g, w, lvl[nd->depth - 1], nd->byte);
+        if (id == -3)
             goto nomem;
-        if (sset_empty(cur)) {
+        if (id == DFA_DEAD) {
             i = nd->end;
             continue;
         }
+        lvl[nd->depth] = id;
+        const sset *cur = &g->ds[id].s;
         if (nd->tok_n) {
             bool exact = cur->n_exact > 0 || cur->done;
             bool approx = cur->n_approx > 0 || cur->approx_done || cur->overflow;
@@ -952,7 +1075,6 @@ static bool fill_context(smp_grammar *g, const uint32_t *key, uint32_t n_key, bo
     e->n_acc = n_acc;
     return true;
 nomem:
-    w->nomem = false;
     free(acc);
     free(e->unc);
     e->unc = NULL;
@@ -1019,19 +1141,24 @@ uncached:
 }
 
 /* Sets the bits of the uncertain tokens unc[0..n) (trie order) that the
- * real stack st can take. */
-static bool check_uncertain(smp_grammar_state *s, const uint32_t *st, const int32_t *unc,
-                            uint32_t n, uint64_t *mask, int32_t *count)
+ * real stack st can take (under g->mu: the grammar's DFA and walker). */
+static bool check_uncertain(smp_grammar *g, const uint32_t *st, const int32_t *unc, uint32_t n,
+                            uint64_t *mask)
 {
-    const smp_grammar_vocab *v = s->g->v;
-    walker *w = &s->w;
-    w->truncated = false;
-    sset *lvl = w->lvl;
-    sset_clear(&lvl[0]);
-    if (!sset_add(&lvl[0], M_REAL, st[2], st + 3, st[0] - 1, st[3 + st[0] - 1]))
+    if (n == 0)
+        return true;
+    const smp_grammar_vocab *v = g->v;
+    walker *w = &g->w;
+    dfa_bound(g);
+    sset_clear(&w->tmp);
+    if (!sset_add(&w->tmp, M_REAL, st[2], st + 3, st[0] - 1, st[3 + st[0] - 1]))
+        return false;
+    int32_t *lvl = w->lvl;
+    lvl[0] = dfa_intern(g, &w->tmp, false);
+    if (lvl[0] < 0)
         return false;
     const uint8_t *prev = NULL;
-    uint32_t prev_len = 0, valid = 0; /* lvl[0..valid] match prev's prefix */
+    uint32_t prev_len = 0, valid = 0; /* lvl[0..valid] hold prev's prefix */
     for (uint32_t k = 0; k < n; k++) {
         int32_t t = unc[k];
         if (mask[t >> 6] >> (t & 63) & 1)
@@ -1043,21 +1170,20 @@ static bool check_uncertain(smp_grammar_state *s, const uint32_t *st, const int3
         uint32_t d = lcp;
         bool dead = false;
         for (; d < l; d++) {
-            if (sset_empty(&lvl[d]) || lvl[d].n == 0) {
+            int32_t id = dfa_next(g, w, lvl[d], b[d]);
+            if (id == -3)
+                return false;
+            if (id == DFA_DEAD) {
                 dead = true;
                 break;
             }
-            step(s->g, w, &lvl[d], b[d], &lvl[d + 1]);
-            if (w->nomem)
-                return false;
+            lvl[d + 1] = id;
         }
         valid = d;
         prev = b;
         prev_len = l;
-        if (!dead && !sset_empty(&lvl[l])) {
+        if (!dead)
             mask[t >> 6] |= 1ull << (t & 63);
-            (*count)++;
-        }
     }
     return true;
 }
@@ -1072,7 +1198,7 @@ int32_t smp_grammar_mask(smp_grammar_state *s, uint64_t *mask)
     }
     size_t nw = ((size_t)v->n_vocab + 63) / 64;
     memset(mask, 0, nw * sizeof *mask);
-    int32_t count = 0;
+    int32_t count;
     pthread_mutex_lock(&g->mu);
     if (!grow((void **)&s->seen, &s->n_seen, g->n_ctx + s->cur.n + 1, sizeof *s->seen))
         goto nomem;
@@ -1099,7 +1225,7 @@ int32_t smp_grammar_mask(smp_grammar_state *s, uint64_t *mask)
                     mask[e->acc[j] >> 6] |= 1ull << (e->acc[j] & 63);
             }
         }
-        bool ok = check_uncertain(s, st, e->unc, e->n_unc, mask, &count);
+        bool ok = check_uncertain(g, st, e->unc, e->n_unc, mask);
         if (e == &tmp) {
             free(tmp.acc_bits);
             free(tmp.acc);

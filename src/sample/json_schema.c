@@ -102,6 +102,8 @@ typedef struct {
     unsigned n_rules;
     ref_rule *refs;
     size_t n_refs, cap_refs;
+    ref_rule *interned; /* (expression, rule) pairs: one rule per distinct expression */
+    size_t n_interned, cap_interned;
     int depth;
     bool need_value;
     char path[256];
@@ -135,6 +137,32 @@ static void def_rule(js *j, const char *name, const char *expr)
     puts_(&j->rules, " ::= ");
     puts_(&j->rules, expr);
     puts_(&j->rules, "\n");
+}
+
+/* name_out = the rule of expression expr, one rule per distinct expression
+ * (identical sub-schemas share their rule, and so their cached masks). */
+static void intern_rule(js *j, const char *expr, char *name_out)
+{
+    for (size_t k = 0; k < j->n_interned; k++)
+        if (!strcmp(j->interned[k].ref, expr)) {
+            memcpy(name_out, j->interned[k].name, 24);
+            return;
+        }
+    new_name(j, name_out);
+    def_rule(j, name_out, expr);
+    if (j->n_interned == j->cap_interned) {
+        size_t cap = j->cap_interned ? j->cap_interned * 2 : 16;
+        ref_rule *n = realloc(j->interned, cap * sizeof *n);
+        if (!n)
+            return; /* still correct, only not shared */
+        j->interned = n;
+        j->cap_interned = cap;
+    }
+    char *c = strdup(expr);
+    if (c) {
+        j->interned[j->n_interned].ref = c;
+        memcpy(j->interned[j->n_interned++].name, name_out, 24);
+    }
 }
 
 /* ---- shared primitives ---- */
@@ -478,7 +506,7 @@ static bool string_expr(js *j, json_t *s, sb *b)
             puts_(b, " char{0,8}");
         free(e);
     } else if (mn < 0 && mx < 0) {
-        puts_(b, "char*");
+        puts_(b, "char*"); /* interned: every such string shares one rule */
     } else if (mx < 0) {
         putf(b, "char{%lld,}", mn);
     } else {
@@ -1104,8 +1132,7 @@ static bool visit(js *j, json_t *s, char *name_out)
     if (ok && e.oom)
         ok = fail(j, VT_ERR_NOMEM, "out of memory");
     if (ok) {
-        new_name(j, name_out);
-        def_rule(j, name_out, e.s);
+        intern_rule(j, e.s, name_out);
     }
     free(e.s);
     j->depth--;
@@ -1140,6 +1167,9 @@ vt_err smp_json_schema_to_gbnf(const char *schema, size_t len, char **gbnf)
     for (size_t k = 0; k < j.n_refs; k++)
         free(j.refs[k].ref);
     free(j.refs);
+    for (size_t k = 0; k < j.n_interned; k++)
+        free(j.interned[k].ref);
+    free(j.interned);
     free(j.rules.s);
     json_decref(j.root);
     if (j.err) {
