@@ -9,6 +9,8 @@
 #   make bench-drawer          the KV drawer: a second turn after a restart vs recompute
 #   make bench-recall          memory recall quality (EvHit@5/@10) vs the FTS5 baseline
 #   make bench-memory          memory store speed: import rate, search p95 at 1M memories
+#   make bench-grammar         grammar masks: vitamin vs llama.cpp's grammar sampler (oracle)
+#   make test-grammar          the JSON Schema generations at full size (200 per schema)
 #   make fuzz                  libFuzzer harnesses (clang), see fuzz/README.md
 #   make fuzz-smoke            build them and run each a few seconds over its seeds
 
@@ -153,6 +155,19 @@ bench-memory: $(BUILD)/bench/bench_memory $(BUILD)/vitamin
 test-memory-crash:
 	VT_MEMORY_CRASH_ROUNDS=2000 $(MAKE) BUILD=$(BUILD) TESTS=test_memory_crash check-some
 
+# Grammar masks (issue 10): microseconds per token on the Llama-3 and Qwen2
+# vocabularies beside llama.cpp's grammar sampler (node-llama-cpp from
+# .ci/node or VT_NODE_DIR), bench/grammar_bench.c.
+$(BUILD)/bench/grammar_bench: $(BUILD)/bench/grammar_bench.o $(BUILD)/libvitamin.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+bench-grammar: $(BUILD)/bench/grammar_bench $(BUILD)/vitamin
+	$(BUILD)/bench/grammar_bench --vitamin $(BUILD)/vitamin --shared $(SHARED) \
+	  --node-dir $(if $(VT_NODE_DIR),$(VT_NODE_DIR),.ci/node)
+
+# test_grammar_json at full size: 200 generations per schema (the suite runs 50).
+test-grammar: $(BUILD)/vitamin
+	VT_GRAMMAR_GENS=200 $(MAKE) BUILD=$(BUILD) TESTS=test_grammar_json check-some
+
 FBUILD ?= build-fuzz
 fuzz:
 	$(MAKE) -f fuzz/fuzz.mk FBUILD=$(FBUILD)
@@ -165,7 +180,7 @@ fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer bench-recall bench-memory test-memory-crash fuzz fuzz-smoke clean
+.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer bench-recall bench-memory test-memory-crash bench-grammar test-grammar fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
