@@ -83,7 +83,8 @@ $(BUILD)/tests/test_parity_fixtures $(BUILD)/tests/test_parity_generated: $(BUIL
 # the tests that run `vitamin serve` as a child share its start and stop
 $(BUILD)/tests/test_page $(BUILD)/tests/test_soak $(BUILD)/tests/test_serve \
     $(BUILD)/tests/test_serve_embed $(BUILD)/tests/test_grammar $(BUILD)/tests/test_grammar_json \
-    $(BUILD)/tests/test_serve_memory $(BUILD)/tests/test_toolcall_serve: $(BUILD)/tests/serve_proc.o
+    $(BUILD)/tests/test_serve_memory $(BUILD)/tests/test_toolcall_serve \
+    $(BUILD)/tests/test_serve_format: $(BUILD)/tests/serve_proc.o
 # test_alloc_fail counts and fails the library's allocations through wrappers
 $(BUILD)/tests/test_alloc_fail: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
     -Wl,--wrap=free,--wrap=strdup,--wrap=strndup

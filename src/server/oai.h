@@ -119,6 +119,9 @@ typedef struct {
     chat_tool_family tool_family;
     char *tool_prefill;
     char *tool_grammar;
+    /* structured output (oai_format.c): the grammar text response_format or
+     * a guided_* field asked for, which params.grammar points to */
+    char *format_grammar;
 } oai_request;
 
 /* Parses JSON text as a request body must be: at most OAI_MAX_DEPTH deep,
@@ -137,6 +140,15 @@ int oai_request_parse(oai_endpoint ep, const json_t *body, const oai_ctx *ctx,
 int oai_request_parse_text(oai_endpoint ep, const char *buf, size_t len, const oai_ctx *ctx,
                            oai_request **out, oai_error *err);
 void oai_request_free(oai_request *r); /* NULL is a no-op */
+
+/* Structured output (oai_format.c): response_format (text, json_object,
+ * json_schema) or one of vLLM's guided_json, guided_regex, guided_grammar,
+ * guided_choice in body becomes r's grammar (params.grammar_kind/grammar,
+ * the text in r->format_grammar). 0, or 400 with *err naming the field:
+ * two kinds at once, one with a forced tool call, a malformed value. The
+ * grammar compiles in vt_request_check / vt_submit (an unsupported schema
+ * keyword is their error). */
+int oai_parse_format(const json_t *body, oai_request *r, oai_error *err);
 
 /* The engine parameters for prompt i (pointing into r). */
 vt_request_params oai_request_params(const oai_request *r, int32_t i);

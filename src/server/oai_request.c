@@ -706,7 +706,7 @@ int oai_request_parse(oai_endpoint ep, const json_t *body, const oai_ctx *ctx,
         goto fail;
     rc = ep == OAI_COMPLETIONS ? parse_prompts(body, r, tok, n_vocab, err)
                                : parse_chat_prompt(body, r, ctx, err);
-    if (rc || (rc = parse_length(body, r, ctx, err)))
+    if (rc || (rc = parse_length(body, r, ctx, err)) || (rc = oai_parse_format(body, r, err)))
         goto fail;
     for (int32_t i = 0; ctx->engine && i < r->n_prompts; i++) {
         vt_request_params p = oai_request_params(r, i);
@@ -757,6 +757,7 @@ void oai_request_free(oai_request *r)
     json_decref(r->tools);
     free(r->tool_prefill);
     free(r->tool_grammar);
+    free(r->format_grammar);
     free(r);
 }
 

@@ -6,6 +6,7 @@
  * failure path is one line: `return vt_fail(VT_ERR_FORMAT, "...", ...);`.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "vitamin.h"
 
@@ -34,7 +35,11 @@ const char *vt_last_error(void)
 
 vt_err vt_vfail(vt_err e, const char *fmt, va_list ap)
 {
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    /* through a copy: the arguments may point into last_error itself
+     * (vt_fail(e, "...: %s", vt_last_error()) adds context to an error) */
+    char buf[sizeof last_error];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    memcpy(last_error, buf, sizeof buf);
     return e;
 }
 
