@@ -22,6 +22,7 @@ seeds() { # $1 harness name -> prints the seed folder (made in $tmp)
     tokenizer) cp tests/data/vocab/*.inp "$d"/ ;;
     template) cp tests/data/templates/*.jinja "$d"/ ;;
     oai) cp fuzz/seeds-oai/* "$d"/ ;;
+    grammar) cp fuzz/seeds-grammar/* "$d"/ ;;
     esac
     echo "$d"
 }
@@ -33,7 +34,7 @@ for src in fuzz/fuzz_*.c; do
     s=$(seeds "$short")
     n=$(ls "$s" | wc -l | tr -d ' ')
     case "$short" in
-    gguf|model|vocab|tokenizer|template|oai)
+    gguf|model|vocab|tokenizer|template|oai|grammar)
         if [ "$n" -eq 0 ]; then # its seed source is broken
             echo "fuzz smoke: $name: no seeds were written"; failed=$((failed + 1)); continue
         fi ;;

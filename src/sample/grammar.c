@@ -930,7 +930,7 @@ static uint64_t sset_hash(const sset *a, bool truncated)
 static bool sset_same(const sset *a, const sset *b)
 {
     return a->n_w == b->n_w && a->done == b->done && a->approx_done == b->approx_done &&
-           a->overflow == b->overflow && !memcmp(a->w, b->w, a->n_w * sizeof *a->w);
+           a->overflow == b->overflow && (a->n_w == 0 || !memcmp(a->w, b->w, a->n_w * sizeof *a->w));
 }
 
 static void dfa_clear(smp_grammar *g)

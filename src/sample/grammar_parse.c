@@ -368,8 +368,9 @@ static void lead_bytes(uint64_t *lead, uint32_t lo, uint32_t hi)
 static bool finish_class(parser *p, uint32_t first, bool negate, uint32_t *out)
 {
     uint32_t n = p->n_ranges - first;
-    gr_range *r = p->ranges + first;
-    qsort(r, n, sizeof *r, cmp_range);
+    gr_range *r = n ? p->ranges + first : NULL;
+    if (n)
+        qsort(r, n, sizeof *r, cmp_range);
     uint32_t m = 0;
     for (uint32_t k = 0; k < n; k++) {
         if (m > 0 && r[k].lo <= r[m - 1].hi + 1) {
@@ -455,6 +456,8 @@ static bool parse_class(parser *p, elvec *v)
             return false;
     }
     uint32_t c;
+    if (p->n_ranges == first && !negate)
+        return fail_at(p, at, "an empty character class matches nothing");
     return finish_class(p, first, negate, &c) && push_el(p, v, GR_CLASS, c);
 }
 
