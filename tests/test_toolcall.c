@@ -451,6 +451,16 @@ static void test_hand_outputs(void)
          "  {\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}; {\"name\": \"search\", "
          "\"parameters\": {\"query\": \"B\"}}",
          "", 2, "{\"city\": \"A\"}"},
+        /* the built-in tool form */
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>search.call(query=\"sf \\\"x\\\"\\n\", limit=3, safe=True)",
+         "", 1, "{\"query\": \"sf \\\"x\\\"\\n\", \"limit\": 3, \"safe\": true}"},
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>search.call()", "", 1, "{}"},
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>print(\"hi\")", "<|python_tag|>print(\"hi\")", 0, NULL},
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>nope.call(q=\"x\")", "<|python_tag|>nope.call(q=\"x\")", 0,
+         NULL},
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>search.call(q=x)", "<|python_tag|>search.call(q=x)", 0, NULL},
+        {CHAT_TOOLS_LLAMA3, "<|python_tag|>search.call(q=\"unterminated",
+         "<|python_tag|>search.call(q=\"unterminated", 0, NULL},
         {CHAT_TOOLS_LLAMA3, "The JSON is {\"name\": \"search\"}.",
          "The JSON is {\"name\": \"search\"}.", 0, NULL},
         {CHAT_TOOLS_LLAMA3, "{\"a\": 1} is an object", "{\"a\": 1} is an object", 0, NULL},
@@ -616,7 +626,8 @@ static void test_random_outputs(void)
         "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>", "function", "\n```json\n", "\n```",
         "{\"name\": \"search\", \"arguments\": {\"query\": \"x\"}}", "{\"name\": \"get_weather\"",
         ", \"arguments\": {", "}", "]", "[", "{", "\"", "\\", ": ", ", ", ";", " ", "\n", "search",
-        "\xff", "\xe6\x9d", "text", "1e5", "null", "[{\"name\": \"search\", \"arguments\": {}}]"};
+        "\xff", "\xe6\x9d", "text", "1e5", "null", "[{\"name\": \"search\", \"arguments\": {}}]",
+        ".call(", "search.call(", "q=", "=\"v\"", "True", ")", "'", "(", "x=1, "};
     static const char *const good[CHAT_TOOLS_N_FAMILIES] = {
         [CHAT_TOOLS_HERMES] = "<tool_call>{\"name\": \"search\", \"arguments\": {}}</tool_call>",
         [CHAT_TOOLS_LLAMA3] = "<|python_tag|>{\"name\": \"search\", \"parameters\": {}}",

@@ -1051,6 +1051,143 @@ static block_result block_hermes(chat_tool_parser *p, const char *s, size_t n, s
     return p->final ? B_BAD : B_MORE;
 }
 
+/* LLAMA3's built-in tool form after <|python_tag|>: NAME.call(ARG="text",
+ * ARG=1, ...) as its template writes built-in calls; the arguments become a
+ * JSON object (strings, numbers, True/False/None). Read again from the
+ * start at each feed (such calls are short; one past 64 KiB is refused). */
+static block_result block_builtin(chat_tool_parser *p, const char *s, size_t j, size_t n,
+                                  size_t *used)
+{
+    size_t i = j;
+    while (i < n && (isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-'))
+        i++;
+    size_t name_end = i;
+    static const char CALL[] = ".call(";
+    size_t cl = sizeof CALL - 1;
+    if (name_end == j || (n - i < cl ? memcmp(s + i, CALL, n - i) : memcmp(s + i, CALL, cl))) {
+        *used = j;
+        return B_BAD;
+    }
+    if (n - i < cl) {
+        *used = n;
+        return p->final ? B_BAD : B_MORE;
+    }
+    i += cl;
+    vt_buf args = {0};
+    vt_buf_add(&args, "{", 1);
+    bool ok = true, closed = false;
+    for (int k = 0; ok && !closed; k++) {
+        i = skip_ws(s, i, n);
+        if (i < n && s[i] == ')' && k == 0) {
+            closed = true;
+            i++;
+            break;
+        }
+        size_t ka = i;
+        while (i < n && (isalnum((unsigned char)s[i]) || s[i] == '_'))
+            i++;
+        size_t ke = i;
+        i = skip_ws(s, i, n);
+        if (i >= n)
+            break;
+        if (ke == ka || s[i] != '=') {
+            ok = false;
+            break;
+        }
+        i = skip_ws(s, i + 1, n);
+        if (i >= n)
+            break;
+        json_t *val = NULL;
+        if (s[i] == '"' || s[i] == '\'') {
+            char q = s[i];
+            vt_buf str = {0};
+            for (i++; i < n && s[i] != q; i++) {
+                if (s[i] == '\\' && i + 1 < n) {
+                    char c = s[++i];
+                    c = c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c;
+                    vt_buf_add(&str, &c, 1);
+                    continue;
+                }
+                vt_buf_add(&str, s + i, 1);
+            }
+            if (i < n) {
+                i++;
+                val = utf8_ok(str.p ? str.p : "", str.len) ? json_stringn(str.p ? str.p : "", str.len)
+                                                        : NULL;
+                ok = val != NULL;
+            }
+            free(str.p);
+        } else {
+            size_t va = i;
+            while (i < n && !strchr(",) \t\n\r", s[i]))
+                i++;
+            if (i < n) {
+                char lit[64];
+                size_t ll = VT_MIN(i - va, sizeof lit - 1);
+                memcpy(lit, s + va, ll);
+                lit[ll] = 0;
+                val = !strcmp(lit, "True")    ? json_true()
+                      : !strcmp(lit, "False") ? json_false()
+                      : !strcmp(lit, "None")  ? json_null()
+                                              : json_loads(lit, JSON_DECODE_ANY, NULL);
+                ok = json_is_number(val) || json_is_boolean(val) || json_is_null(val);
+            }
+        }
+        if (!val) {
+            if (ok && i >= n)
+                break; /* more to come */
+            ok = false;
+            break;
+        }
+        char *vt = ok ? json_dumps(val, JSON_ENCODE_ANY) : NULL;
+        json_t *key = json_stringn(s + ka, ke - ka);
+        char *kt = key ? json_dumps(key, JSON_ENCODE_ANY) : NULL;
+        if (k)
+            vt_buf_add(&args, ", ", 2);
+        if (vt && kt) {
+            vt_buf_add(&args, kt, strlen(kt));
+            vt_buf_add(&args, ": ", 2);
+            vt_buf_add(&args, vt, strlen(vt));
+        } else {
+            ok = false;
+        }
+        free(vt);
+        free(kt);
+        json_decref(key);
+        json_decref(val);
+        i = skip_ws(s, i, n);
+        if (i < n && s[i] == ',')
+            i++;
+        else if (i < n && s[i] == ')') {
+            closed = true;
+            i++;
+        } else if (i < n) {
+            ok = false;
+        }
+    }
+    vt_buf_add(&args, "}", 1);
+    block_result r;
+    if (!ok || (!closed && (p->final || n - j > 65536))) {
+        *used = ok ? n : VT_MIN(i + 1, n);
+        r = B_BAD;
+    } else if (!closed) {
+        *used = n;
+        r = B_MORE;
+    } else {
+        char name[80];
+        size_t nl = VT_MIN(name_end - j, sizeof name - 1);
+        memcpy(name, s + j, nl);
+        name[nl] = 0;
+        *used = i;
+        r = !args.oom && name_end - j < sizeof name && add_call(p, name, args.p, args.len) ? B_OK
+                                                                                          : B_BAD;
+    }
+    if (args.oom)
+        p->oom = true;
+    free(args.p);
+    return r;
+}
+
 /* MISTRAL, GRANITE, LLAMA3: a JSON value after the marker. */
 static block_result block_json(chat_tool_parser *p, const char *s, size_t n, size_t *used)
 {
@@ -1062,6 +1199,8 @@ static block_result block_json(chat_tool_parser *p, const char *s, size_t n, siz
             return p->final ? B_BAD : B_MORE;
         }
         bool arr = p->fam != CHAT_TOOLS_LLAMA3;
+        if (p->fam == CHAT_TOOLS_LLAMA3 && p->marker_len && s[j] != '{')
+            return block_builtin(p, s, j, n, used);
         if (s[j] != '{' && !(arr && s[j] == '[')) {
             *used = j;
             return B_BAD;

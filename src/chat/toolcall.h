@@ -13,7 +13,8 @@
  *            Phi-3.5, this SmolLM3 template)
  *   LLAMA3   {"name": N, "parameters": {...}} ("arguments" accepted too) as
  *            the whole output or after <|python_tag|>, several separated by
- *            ';' or whitespace (Llama 3.1/3.2/3.3)
+ *            ';' or whitespace; and the built-in tool form
+ *            <|python_tag|>N.call(arg="text", n=1) (Llama 3.1/3.2/3.3)
  *   MISTRAL  [TOOL_CALLS][{"name": N, "arguments": {...}}, ...] (Nemo form;
  *            a single object is accepted too)
  *   GRANITE  <|tool_call|>[{"name": N, "arguments": {...}}, ...] (Granite 3.x)
