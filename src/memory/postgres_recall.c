@@ -311,13 +311,20 @@ vt_err mem_pg_vector(mem_store *s, const char *user, const float *q, int32_t dim
     if (e || (e = vc_sync(d, user, dim)))
         return e;
     mem_cand *h = malloc(sizeof *h * (size_t)limit);
-    if (!h)
+    int8_t *qi = malloc((size_t)dim);
+    if (!h || !qi) {
+        free(h);
+        free(qi);
         return vt_fail(VT_ERR_NOMEM, "search: out of memory");
+    }
+    /* the query as int8 too: int8 x int8 dot products (VNNI / AVX2) */
+    float qs = mem_quantize_i8(q, dim, qi);
     size_t nh = 0;
     for (size_t i = 0; i < d->vc.n; i++) {
-        float sim = mem_dot_f32_i8(q, d->vc.v + i * (size_t)dim, dim) * d->vc.scale[i];
+        float sim = (float)mem_dot_i8(qi, d->vc.v + i * (size_t)dim, dim) * qs * d->vc.scale[i];
         heap_push(h, &nh, (size_t)limit, (mem_cand){d->vc.seq[i], sim});
     }
+    free(qi);
     qsort(h, nh, sizeof *h, cand_desc);
     *c = h;
     *n = nh;
