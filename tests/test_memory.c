@@ -369,6 +369,13 @@ static void test_korean_and_cjk(void)
     CHECK_EQ_INT(count_hits_with(s, "kim", "茶", "c1"), 0);
     CHECK_EQ_INT(count_hits_with(s, "kim", "绿", "c1"), 0);
     CHECK_EQ_INT(count_hits_with(s, "kim", "사", "k1"), 0);
+    /* a long run without spaces is indexed to its end */
+    char longjp[2048] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(longjp, "今日はいい天気");
+    strcat(longjp, "富士山に登りました");
+    CHECK(!add(s, "kim", "long", longjp));
+    CHECK_EQ_INT(count_hits_with(s, "kim", "富士山", "long"), 0);
     /* unrelated Korean does not find the apple */
     CHECK_EQ_INT(count_hits_with(s, "kim", "자동차", "k1"), -1);
     mem_close(s);

@@ -95,7 +95,7 @@ static void put_cp(vt_buf *b, uint32_t c)
 /* A word of the text: a run of CJK or of other word characters. */
 typedef struct {
     uint32_t cp[64];
-    int n;       /* code points kept (a longer word is cut at 64) */
+    int n;       /* code points (a longer run comes in pieces) */
     bool cjk;
 } word;
 
@@ -115,8 +115,15 @@ static void each_word(const char *s, void (*fn)(void *, const word *), void *ctx
         if (sep)
             continue;
         w.cjk = cjk;
-        if (w.n < (int)VT_ARRAY_LEN(w.cp))
-            w.cp[w.n++] = c;
+        if (w.n == (int)VT_ARRAY_LEN(w.cp)) {
+            /* a long run (CJK text has no spaces): on in pieces, a CJK
+             * piece starting with the last character of the one before so
+             * that no bigram is lost */
+            fn(ctx, &w);
+            w.cp[0] = w.cp[w.n - 1];
+            w.n = cjk ? 1 : 0;
+        }
+        w.cp[w.n++] = c;
     }
 }
 
