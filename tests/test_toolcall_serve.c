@@ -48,6 +48,9 @@ static const char *const extra[][2] = {
           "\n</tool_call>"},
     {"bad", "<tool_call>{\"name\": \"unknown_fn\", \"arguments\": {}}</tool_call>"},
     {"tail", " Done."},
+    /* Mistral's marker as a control token, as in its vocabulary, and a call */
+    {"tc", "[TOOL_CALLS]"},
+    {"m1", "[{\"name\": \"search\", \"arguments\": {\"query\": \"m\"}}]"},
 };
 #define N_EXTRA (sizeof extra / sizeof extra[0])
 
@@ -90,7 +93,8 @@ static bool make_vocab(const char *out)
         memcpy(ty, gguf_arr_raw(types), n * sizeof *ty);
         for (size_t j = 0; j < N_EXTRA; j++) {
             strs[n + j] = (gguf_str){extra[j][1], strlen(extra[j][1])};
-            ty[n + j] = 4; /* user-defined */
+            ty[n + j] = extra[j][1][0] == '[' && extra[j][1][1] == 'T' ? 3 /* control */
+                                                                      : 4 /* user-defined */;
         }
         first_extra = (int32_t)n;
         ok = gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", strs, n + N_EXTRA) == VT_OK &&
@@ -188,6 +192,31 @@ static void test_client(void)
     json_decref(res);
 }
 
+/* A family whose marker is a control token (Mistral's [TOOL_CALLS]): its
+ * text is kept for the parser unless skip_special_tokens says otherwise. */
+static void test_control_marker(void)
+{
+    char dir[1100];
+    const char *d = client_dir();
+    if (!d)
+        return;
+    snprintf(dir, sizeof dir, "%s", d);
+    const char *tpl = "tests/data/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja";
+    const char *args[] = {"--model-name", "tools-model", "--ctx", "2048", "-t", "2",
+                          "--chat-template", tpl, NULL};
+    serve_proc other = {.pid = -1};
+    if (!test_need_file(tpl, "a chat template") || !serve_start(&other, model_path, args))
+        return;
+    serve_proc keep = srv;
+    srv = other;
+    json_t *res = run_script("mistral", dir, NULL);
+    CHECKF(json_integer_value(json_object_get(res, "checks")) >= 8, "tools.mjs mistral: %lld checks",
+           (long long)json_integer_value(json_object_get(res, "checks")));
+    json_decref(res);
+    srv = keep;
+    serve_stop(&other, 30);
+}
+
 /* tool_choice named / required on the random weights: every output is a
  * call whose arguments ajv accepts against the tool's schema, in the
  * model's own template (Hermes) and then, with --chat-template, in each
@@ -257,6 +286,7 @@ int main(void)
 {
     RUN_TEST(test_start);
     RUN_TEST(test_client);
+    RUN_TEST(test_control_marker);
     RUN_TEST(test_forced);
     RUN_TEST(test_stop);
     return test_finish("test_toolcall_serve");

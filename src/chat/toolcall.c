@@ -58,6 +58,19 @@ const char *chat_tool_family_name(chat_tool_family f)
     return f >= 0 && f < CHAT_TOOLS_N_FAMILIES ? family_names[f] : "?";
 }
 
+const char *const *chat_tool_markers(chat_tool_family f)
+{
+    static const char *const m[CHAT_TOOLS_N_FAMILIES][6] = {
+        [CHAT_TOOLS_HERMES] = {"<tool_call>", "</tool_call>", NULL},
+        [CHAT_TOOLS_LLAMA3] = {"<|python_tag|>", NULL},
+        [CHAT_TOOLS_MISTRAL] = {"[TOOL_CALLS]", NULL},
+        [CHAT_TOOLS_GRANITE] = {"<|tool_call|>", NULL},
+        [CHAT_TOOLS_DEEPSEEK] = {DS_CALLS_BEGIN, DS_CALL_BEGIN, DS_SEP, DS_CALL_END, DS_CALLS_END,
+                                 NULL},
+    };
+    return m[f >= 0 && f < CHAT_TOOLS_N_FAMILIES ? f : CHAT_TOOLS_HERMES];
+}
+
 /* ---- an incremental JSON scanner (RFC 8259; the top level must be an
  * object or an array) ---- */
 

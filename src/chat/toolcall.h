@@ -64,6 +64,9 @@ typedef enum {
 chat_tool_family chat_tool_family_detect(const char *src, size_t len);
 /* "hermes", "llama3", "mistral", "granite", "deepseek". */
 const char *chat_tool_family_name(chat_tool_family f);
+/* The family's marker texts (NULL-terminated; static), e.g. to see whether
+ * a vocabulary has them as special tokens. */
+const char *const *chat_tool_markers(chat_tool_family f);
 
 /* ---- requests ---- */
 

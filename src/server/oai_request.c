@@ -459,9 +459,17 @@ static int parse_tools(const json_t *body, oai_request *r, const oai_ctx *ctx, o
     r->tools = json_incref(tools);
     r->parse_tools = true;
     r->tool_family = chat_fmt_tool_family(ctx->chat);
-    /* the families' call markers are often special tokens: keep their text
-     * (vLLM's tool parsers do the same) unless the client chose */
-    if (!json_object_get(body, "skip_special_tokens"))
+    /* a family's call markers may be control tokens of the vocabulary
+     * (Mistral's [TOOL_CALLS], Llama's <|python_tag|>): then their text is
+     * kept (as vLLM's tool parsers do), unless the client chose */
+    const tok_tokenizer *tok = ctx->engine ? eng_tokenizer(ctx->engine) : ctx->tok;
+    const char *const *mk = chat_tool_markers(r->tool_family);
+    bool control = false;
+    for (int i = 0; tok && mk[i] && !control; i++) {
+        int32_t id = tok_find(tok, mk[i], strlen(mk[i]));
+        control = id != TOK_NULL && (tok_attr(tok, id) & TOK_ATTR_CONTROL);
+    }
+    if (control && !json_object_get(body, "skip_special_tokens"))
         r->params.special = true;
     if (r->tool_choice == OAI_TOOLS_REQUIRED || r->tool_choice == OAI_TOOLS_NAMED) {
         vt_err e = chat_tool_forced(r->tool_family, tools,

@@ -7,7 +7,8 @@
 // one exits 1 naming it); the number of checks is printed as JSON.
 //
 // usage: VT_NODE_DIR=DIR [VT_AJV_DIR=DIR2] node tools.mjs BASE_URL MODEL '{"content": ID, ...}' MODE
-//   MODE "calls": sections 0-7 (forced text, no grammar); "forced": section 8
+//   MODE "calls": sections 0-7 (forced text, no grammar); "mistral": a control-token
+//   marker (a server with Mistral's template); "forced": section 8
 //   (tool_choice required / named under the grammar, arguments checked by ajv
 //   from VT_AJV_DIR, else VT_NODE_DIR).
 import { createRequire } from 'node:module';
@@ -294,5 +295,26 @@ if (mode === 'forced') {
     'tools', 'a schema that cannot be followed');
 }
 
-if (mode !== 'calls' && mode !== 'forced') fail('unknown mode ' + mode);
+// A server with Mistral's template: [TOOL_CALLS] is a control token of the
+// vocabulary; its text must reach the parser (and stays hidden when the
+// client asks to skip special tokens).
+if (mode === 'mistral') {
+  const r = await client.chat.completions.create({ ...force(['tc', 'm1']), messages, tools });
+  eq(r.choices[0].finish_reason, 'tool_calls', 'mistral: finish_reason');
+  eq(r.choices[0].message.content, null, 'mistral: content');
+  check(r.choices[0].message.tool_calls?.length === 1, 'mistral: one call');
+  eq(r.choices[0].message.tool_calls[0].function.name, 'search', 'mistral: name');
+  eq(JSON.parse(r.choices[0].message.tool_calls[0].function.arguments), { query: 'm' },
+     'mistral: arguments');
+  const s = await client.chat.completions.create({ ...force(['tc', 'm1']), messages, tools,
+                                                   skip_special_tokens: true });
+  eq(s.choices[0].message.content, '[{"name": "search", "arguments": {"query": "m"}}]',
+     'mistral, skip_special_tokens: the marker is gone, no call');
+  check(!s.choices[0].message.tool_calls?.length, 'mistral, skip_special_tokens: no calls');
+  const plain = await client.chat.completions.create({ ...force(['tc', 'm1']), messages });
+  eq(plain.choices[0].message.content, '[{"name": "search", "arguments": {"query": "m"}}]',
+     'mistral without tools: special text hidden as before');
+}
+
+if (mode !== 'calls' && mode !== 'forced' && mode !== 'mistral') fail('unknown mode ' + mode);
 console.log(JSON.stringify({ checks, samples }));
