@@ -1063,6 +1063,19 @@ static void test_big_user(void)
     /* the other big user, then back: each gets its own index */
     CHECK_EQ_INT(rank_of(s, "other", "rhinoceros", "secret"), 0);
     CHECK_EQ_INT(rank_of(s, "big", "zeppelin", "b1234"), 0);
+    /* another handle forgets a user this one has indexed and starts it
+     * again: nothing of the old memories is ranked any more */
+    CHECK_EQ_INT(rank_of(s, "other", "number0", "b0"), 0);
+    t = open_uri(uri, NULL);
+    if (t) {
+        CHECK(!mem_forget_user(t, "other", NULL));
+        CHECK(!add(t, "other", "fresh", "an apple to start again"));
+        mem_close(t);
+        q.text = "apple";
+        CHECK(!mem_search(s, "other", &q, &h, &nh));
+        CHECK(nh == 1 && !strcmp(h[0].m.id, "fresh") && h[0].lexical_rank == 1);
+        mem_hits_free(h, nh);
+    }
     mem_close(s);
 }
 

@@ -915,9 +915,12 @@ static vt_err prepare_all(mem_pg *d)
              cols);
     bool v2 = d->version >= 2;
     const char *sql[Q_COUNT_] = {
-        [Q_LOCK] = "INSERT INTO vt_mem_users(user_id, gen, delgen) "
-                   "VALUES ($1, nextval('vt_mem_gen'), 0) ON CONFLICT (user_id) DO UPDATE "
-                   "SET gen = excluded.gen, delgen = CASE WHEN $2::boolean THEN excluded.gen "
+        /* a new row (also one made again after a forget) starts with a
+         * delete generation: caches of what was there before reload */
+        [Q_LOCK] = "WITH g AS (SELECT nextval('vt_mem_gen') AS v) "
+                   "INSERT INTO vt_mem_users(user_id, gen, delgen) SELECT $1, v, v FROM g "
+                   "ON CONFLICT (user_id) DO UPDATE SET gen = excluded.gen, "
+                   "delgen = CASE WHEN $2::boolean THEN excluded.gen "
                    "ELSE vt_mem_users.delgen END RETURNING gen",
         [Q_FIND] = v2 ? "SELECT seq, text, version, conversation, msg_index, updated "
                         "FROM vt_memories WHERE user_id = $1 AND id = $2"
