@@ -59,19 +59,6 @@ static void help(FILE *out)
 
 #define ERR(...) (fprintf(stderr, "vitamin memory: " __VA_ARGS__), fputc('\n', stderr))
 
-static char *default_db(void)
-{
-    const char *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-    char buf[4096];
-    if (x && *x)
-        snprintf(buf, sizeof buf, "%s/vitamin/memory.db", x);
-    else if (home && *home)
-        snprintf(buf, sizeof buf, "%s/.local/share/vitamin/memory.db", home);
-    else
-        return NULL;
-    return strdup(buf);
-}
-
 typedef struct {
     const char *db, *user, *cmd;
     const char *pos[2];
@@ -659,7 +646,7 @@ int cmd_memory(int argc, char **argv)
     const char *user = a.user ? a.user : "default";
     char *dflt = NULL;
     const char *db = a.db;
-    if (!db && !(db = dflt = default_db())) {
+    if (!db && !(db = dflt = cli_memory_default_db())) {
         ERR("no --db given and neither XDG_DATA_HOME nor HOME is set");
         return 2;
     }

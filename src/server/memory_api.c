@@ -62,27 +62,6 @@ static json_t *memory_json(const mem_memory *m)
     return o;
 }
 
-/* The body as an object (NULL body text: an empty object); *out NULL and
- * the error sent on failure. */
-static enum MHD_Result body_of(srv_conn *k, json_t **out)
-{
-    oai_error err;
-    *out = NULL;
-    if (!k->body || k->len == 0) {
-        *out = json_object();
-        return *out ? MHD_YES : srv_send_errorf(k, 500, "internal_error", NULL, NULL, "oom");
-    }
-    if (oai_json_load(k->body, k->len, out, &err))
-        return srv_send_error(k, &err);
-    if (!json_is_object(*out)) {
-        json_decref(*out);
-        *out = NULL;
-        return srv_send_errorf(k, 400, "invalid_request_error", NULL, NULL,
-                               "the request body must be a JSON object");
-    }
-    return MHD_YES;
-}
-
 static bool str_field(srv_conn *k, const json_t *body, const char *name, const char **out,
                       enum MHD_Result *res)
 {
@@ -360,7 +339,7 @@ enum MHD_Result srv_memories(srv_conn *k)
                                "long-term memory is off on this server (started with "
                                "--no-memory)");
     json_t *body = NULL;
-    enum MHD_Result res = body_of(k, &body);
+    enum MHD_Result res = srv_body_object(k, true, &body);
     if (!body)
         return res;
     /* read your writes: turns stored by requests that have ended are in */

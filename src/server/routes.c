@@ -67,11 +67,15 @@ static json_t *model_card(const srv_server *s)
                      (json_int_t)vt_engine_max_seq_len(s->e));
 }
 
-/* The body as a JSON object (else the error is sent: *out NULL). */
-static enum MHD_Result body_object(srv_conn *k, json_t **out)
+enum MHD_Result srv_body_object(srv_conn *k, bool empty_ok, json_t **out)
 {
     oai_error err;
     *out = NULL;
+    if (empty_ok && (!k->body || k->len == 0)) {
+        *out = json_object();
+        return *out ? MHD_YES
+                    : srv_send_errorf(k, 500, "internal_error", NULL, NULL, "out of memory");
+    }
     if (oai_json_load(k->body ? k->body : "", k->len, out, &err))
         return srv_send_error(k, &err);
     if (!json_is_object(*out)) {
@@ -101,7 +105,7 @@ static enum MHD_Result tokenize(srv_conn *k)
 {
     srv_server *s = k->s;
     json_t *body, *prompt, *msgs;
-    enum MHD_Result res = body_object(k, &body);
+    enum MHD_Result res = srv_body_object(k, false, &body);
     bool ok;
     if (!body)
         return res;
@@ -170,7 +174,7 @@ static enum MHD_Result detokenize(srv_conn *k)
 {
     srv_server *s = k->s;
     json_t *body;
-    enum MHD_Result res = body_object(k, &body);
+    enum MHD_Result res = srv_body_object(k, false, &body);
     bool ok;
     if (!body)
         return res;

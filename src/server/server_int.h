@@ -165,6 +165,9 @@ void *srv_conn_event_ctx(const srv_conn *k);
 srv_route srv_route_find(const char *path, const char **method, const char **label, bool *auth);
 /* Answers a complete request (body read). */
 enum MHD_Result srv_route_handle(srv_conn *k);
+/* k's body as a JSON object (empty_ok: no body is an empty object); else
+ * the error is sent and *out is NULL. */
+enum MHD_Result srv_body_object(srv_conn *k, bool empty_ok, json_t **out);
 
 /* ---- page.c ---- */
 /* GET /: the chat page (page.h), with its Content-Security-Policy. */
