@@ -485,21 +485,43 @@ vt_err mem_pg_bm25_lexical(mem_pg *d, const char *user, const char *tsquery, int
             score[doc] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * x->len[doc] / avgdl));
         }
     }
-    /* the best `limit`: partial selection by score, then sorted */
-    mem_cand *a = malloc(sizeof *a * (nhit ? nhit : 1));
-    if (!a) {
+    /* the best `limit` (a heap whose top is the worst kept), then sorted;
+     * scores negated: lower is better, as bm25() */
+    size_t keep = nhit < (size_t)limit ? nhit : (size_t)limit, nk = 0;
+    mem_cand *a = keep ? malloc(sizeof *a * keep) : NULL;
+    if (keep && !a) {
         e = vt_fail(VT_ERR_NOMEM, "search: out of memory");
         goto out;
     }
-    for (size_t k = 0; k < nhit; k++)
-        a[k] = (mem_cand){x->seq[hit[k]], -score[hit[k]]}; /* lower is better, as bm25() */
-    qsort(a, nhit, sizeof *a, cand_by_score);
-    *n = nhit < (size_t)limit ? nhit : (size_t)limit;
-    if (!*n) {
-        free(a);
-        a = NULL;
+    for (size_t k = 0; k < nhit; k++) {
+        mem_cand cd = {x->seq[hit[k]], -score[hit[k]]};
+        size_t i;
+        if (nk < keep) {
+            for (i = nk++; i && cand_by_score(&a[(i - 1) / 2], &cd) < 0; i = (i - 1) / 2)
+                a[i] = a[(i - 1) / 2];
+            a[i] = cd;
+            continue;
+        }
+        if (cand_by_score(&cd, &a[0]) >= 0)
+            continue; /* no better than the worst kept */
+        for (i = 0;;) {
+            size_t l = 2 * i + 1, r = l + 1, m = i;
+            const mem_cand *mc = &cd;
+            if (l < nk && cand_by_score(&a[l], mc) > 0)
+                m = l, mc = &a[l];
+            if (r < nk && cand_by_score(&a[r], mc) > 0)
+                m = r;
+            if (m == i)
+                break;
+            a[i] = a[m];
+            i = m;
+        }
+        a[i] = cd;
     }
+    if (nk)
+        qsort(a, nk, sizeof *a, cand_by_score);
     *c = a;
+    *n = nk;
 out:
     free(f);
     free(score);
