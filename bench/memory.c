@@ -128,10 +128,11 @@ static double cpu_seconds(int who)
            u.ru_stime.tv_usec * 1e-6;
 }
 
+/* CPU seconds of this process, all threads (a search may scan on two) */
 static double thread_cpu(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 

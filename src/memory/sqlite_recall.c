@@ -3,12 +3,15 @@
  * (FTS5 bm25 over the user's tagged tokens, own words weighted 1 and a turn's
  * context CTX_WEIGHT), cosine candidates over the user's vectors kept in
  * memory as int8 rows with a scale each (loaded on first use, reloaded when
- * this handle wrote or another connection changed the file), the user's
+ * this handle wrote or another connection changed the file; a scan of more
+ * than 4M values runs on two threads, each keeping its best), the user's
  * speakers (cached the same way) and the neighbouring turns of a hit.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "memory/sqlite_int.h"
 
@@ -184,6 +187,31 @@ static int cand_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/* one thread's share of the scan: rows [lo, hi) into its own heap */
+typedef struct {
+    const sq *d;
+    const int8_t *q;
+    float qs;
+    int32_t dim;
+    size_t lo, hi, limit, n;
+    mem_cand *h;
+} scan_job;
+
+static void *scan(void *p)
+{
+    scan_job *j = p;
+    const sq *d = j->d;
+    for (size_t i = j->lo; i < j->hi; i++) {
+        float sim = (float)mem_dot_i8(j->q, d->vc.v + i * (size_t)j->dim, j->dim) * j->qs *
+                    d->vc.scale[i];
+        heap_push(j->h, &j->n, j->limit, (mem_cand){d->vc.seq[i], sim});
+    }
+    return NULL;
+}
+
+/* rows x dimensions above which the scan is split over two threads */
+#define SCAN_SPLIT (4 << 20)
+
 vt_err mem_sq_vector(mem_store *s, const char *user, const float *q, int32_t dim, int32_t limit,
                      mem_cand **c, size_t *n)
 {
@@ -197,7 +225,7 @@ vt_err mem_sq_vector(mem_store *s, const char *user, const float *q, int32_t dim
         if (e)
             return e;
     }
-    mem_cand *h = malloc(sizeof *h * (size_t)limit);
+    mem_cand *h = malloc(sizeof *h * (size_t)limit * 2);
     int8_t *qi = malloc((size_t)dim);
     if (!h || !qi) {
         free(h);
@@ -205,11 +233,25 @@ vt_err mem_sq_vector(mem_store *s, const char *user, const float *q, int32_t dim
         return vt_fail(VT_ERR_NOMEM, "search: out of memory");
     }
     float qs = mem_quantize_i8(q, dim, qi);
-    size_t nh = 0;
-    for (size_t i = 0; i < d->vc.n; i++) {
-        float sim = (float)mem_dot_i8(qi, d->vc.v + i * (size_t)dim, dim) * qs * d->vc.scale[i];
-        heap_push(h, &nh, (size_t)limit, (mem_cand){d->vc.seq[i], sim});
+    scan_job j[2] = {{d, qi, qs, dim, 0, d->vc.n, (size_t)limit, 0, h},
+                     {d, qi, qs, dim, d->vc.n, d->vc.n, (size_t)limit, 0, h + limit}};
+    pthread_t t;
+    bool split = d->vc.n * (size_t)dim >= SCAN_SPLIT && sysconf(_SC_NPROCESSORS_ONLN) > 1;
+    if (split) {
+        j[0].hi = j[1].lo = d->vc.n / 2;
+        if (pthread_create(&t, NULL, scan, &j[1])) {
+            split = false;
+            j[0].hi = d->vc.n;
+            j[1].lo = d->vc.n;
+        }
     }
+    scan(&j[0]);
+    if (split)
+        pthread_join(t, NULL);
+    /* the second heap into the first */
+    size_t nh = j[0].n;
+    for (size_t i = 0; i < j[1].n; i++)
+        heap_push(h, &nh, (size_t)limit, h[limit + i]);
     free(qi);
     qsort(h, nh, sizeof *h, cand_desc);
     *c = h;
