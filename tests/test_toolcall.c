@@ -196,6 +196,8 @@ static json_t *tools_json(void)
 
 /* Parses text fed in pieces: splits[] gives the piece lengths (0 ends; NULL
  * feeds it whole); the content deltas and call events are collected. */
+static bool split_think; /* parsers start inside the reasoning */
+
 static void parse_split(chat_tool_family f, const json_t *tools, bool parallel, const char *text,
                         size_t len, const size_t *splits, parsed *out)
 {
@@ -205,6 +207,7 @@ static void parse_split(chat_tool_family f, const json_t *tools, bool parallel, 
     CHECK(p != NULL);
     if (!p)
         return;
+    chat_tool_parser_set_think(p, split_think);
     size_t cap = len + 1, clen = 0;
     char *content = malloc(cap);
     size_t off = 0, k = 0;
@@ -522,6 +525,36 @@ static void test_hand_outputs(void)
         check_streaming(cases[i].f, cases[i].out, cases[i].out);
         parsed_free(&r);
     }
+    /* reasoning: a call only planned in it is not made */
+    static const char *const think =
+        "<think>\nplan: <tool_call>{\"name\": \"search\", \"arguments\": {}}</tool_call> </thi\n"
+        "</think>\n\n<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>";
+    parsed t;
+    parse_whole(CHAT_TOOLS_HERMES, think, &t);
+    CHECKF(t.n_calls == 1 && !strcmp(t.calls[0].name, "get_weather") &&
+               !strncmp(t.content, think, strlen(t.content)) &&
+               !strcmp(t.content + strlen(t.content) - 8, "</think>"),
+           "%d calls, content '%s'", t.n_calls, t.content);
+    check_streaming(CHAT_TOOLS_HERMES, think, "think");
+    parsed_free(&t);
+    static const char *const ds_think =
+        "plan <\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>function"
+        "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>search\n{}<\xef\xbd\x9ctool\xe2\x96\x81"
+        "call\xe2\x96\x81" "end\xef\xbd\x9c>\n</think>\n\n<\xef\xbd\x9ctool\xe2\x96\x81" "call"
+        "\xe2\x96\x81" "begin\xef\xbd\x9c>function<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>"
+        "get_weather\n{}<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>";
+    split_think = true;
+    parse_whole(CHAT_TOOLS_DEEPSEEK, ds_think, &t);
+    CHECKF(t.n_calls == 1 && !strcmp(t.calls[0].name, "get_weather") &&
+               !strcmp(t.content + strlen(t.content) - 8, "</think>"),
+           "%d calls, content '%s'", t.n_calls, t.content);
+    check_streaming(CHAT_TOOLS_DEEPSEEK, ds_think, "think (deepseek)");
+    parsed_free(&t);
+    split_think = false;
+    parse_whole(CHAT_TOOLS_DEEPSEEK, ds_think, &t); /* not in reasoning: both calls */
+    CHECK(t.n_calls == 2);
+    parsed_free(&t);
+
     /* nesting past the scanner's limit: content */
     char deep[2048];
     int n = snprintf(deep, sizeof deep, "<tool_call>{\"name\": \"search\", \"arguments\": ");
@@ -908,7 +941,7 @@ static void test_oai_shapes(void)
     }
     /* <tool_call> is no control token of this vocabulary: special text stays hidden */
     CHECK(r->parse_tools && r->tool_choice == OAI_TOOLS_AUTO && r->parallel_tool_calls &&
-          !r->params.special && r->tool_family == CHAT_TOOLS_HERMES);
+          !r->params.special && r->tool_family == CHAT_TOOLS_HERMES && !r->tool_in_think);
     char *text;
     size_t len;
     CHECK(tok_detokenize(tok, r->prompts[0].ids, (size_t)r->prompts[0].n, false, true, &text,
@@ -1091,6 +1124,39 @@ static void test_oai_shapes(void)
     CHECKF(!r && err.status == 400 && !strcmp(err.param, "messages") &&
                strstr(err.message, "tool_call_id"),
            "%s", err.message);
+    chat_fmt_destroy(c);
+
+    /* DeepSeek R1: the prompt ends in <think>, the reply starts in reasoning */
+    c = load_fmt("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja");
+    if (!c)
+        return;
+    r = oai_parse(c, MSGS, REQ_TOOLS, &err); /* this template closes <think> unless asked */
+    CHECKF(r && !r->tool_in_think && r->tool_family == CHAT_TOOLS_DEEPSEEK, "%s", err.message);
+    oai_request_free(r);
+    snprintf(extra, sizeof extra, "%s,\"chat_template_kwargs\":{\"enable_thinking\":true}",
+             REQ_TOOLS);
+    r = oai_parse(c, MSGS, extra, &err);
+    CHECKF(r && r->tool_in_think && r->tool_family == CHAT_TOOLS_DEEPSEEK, "%s", err.message);
+    if (r) {
+        static const char *const dc[] = {
+            "maybe <\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>x\n</think>\n\n",
+            "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c><\xef\xbd\x9ctool"
+            "\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>function<\xef\xbd\x9ctool\xe2\x96\x81"
+            "sep\xef\xbd\x9c>search\n```json\n{\"query\": \"r1\"}\n```<\xef\xbd\x9ctool\xe2\x96\x81"
+            "call\xe2\x96\x81" "end\xef\xbd\x9c>",
+            NULL};
+        b = run_events(r, dc, VT_FINISH_EOS, false);
+        msg = json_object_get(json_array_get(json_object_get(b, "choices"), 0), "message");
+        json_t *tc = json_array_get(json_object_get(msg, "tool_calls"), 0);
+        CHECK(json_array_size(json_object_get(msg, "tool_calls")) == 1 &&
+              !strcmp(json_string_value(json_object_get(json_object_get(tc, "function"),
+                                                        "arguments")),
+                      "{\"query\": \"r1\"}"));
+        const char *ct = json_string_value(json_object_get(msg, "content"));
+        CHECKF(ct && !strncmp(ct, "maybe ", 6) && strstr(ct, "</think>"), "content %s", ct);
+        json_decref(b);
+    }
+    oai_request_free(r);
     chat_fmt_destroy(c);
 
     /* Mistral: [TOOL_CALLS] is a control token; its text is kept */

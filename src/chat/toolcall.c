@@ -670,6 +670,8 @@ typedef struct {
 
 typedef enum { B_MORE, B_OK, B_BAD, B_DROP } block_result;
 
+enum { THINK_UNKNOWN = 0, THINK_IN, THINK_NONE };
+
 struct chat_tool_parser {
     chat_tool_family fam;
     char **names;
@@ -685,6 +687,7 @@ struct chat_tool_parser {
     chat_tool_event *ev;
     size_t n_ev, cap_ev;
     bool in_block, after_call, may_start, final, oom;
+    int think; /* THINK_*: reasoning before the answer is never parsed for calls */
     size_t block_ws, marker_len, memo;
     bool js_on, bad;
     size_t js_start, js_end;
@@ -739,6 +742,12 @@ void chat_tool_parser_destroy(chat_tool_parser *p)
     free(p->rec);
     free(p->ev);
     free(p);
+}
+
+void chat_tool_parser_set_think(chat_tool_parser *p, bool in_think)
+{
+    if (p->buf.len == 0 && p->content.len == 0)
+        p->think = in_think ? THINK_IN : THINK_UNKNOWN;
 }
 
 int32_t chat_tool_parser_n_calls(const chat_tool_parser *p)
@@ -933,9 +942,45 @@ static size_t find_first(const char *s, size_t from, size_t n, const char *const
 
 /* The content state: releases what cannot start a call, finds a block.
  * Returns false when it needs more text. */
+/* Reasoning: an output that opens with <think> (or one that starts inside
+ * it, chat_tool_parser_set_think) is content up to and including </think>,
+ * with no markers looked for: a call the model only plans there is not
+ * made. False when it needs more text. */
+static bool step_think(chat_tool_parser *p, const char *s, size_t n)
+{
+    static const char OPEN[] = "<think>", CLOSE[] = "</think>";
+    size_t ol = sizeof OPEN - 1, cl = sizeof CLOSE - 1;
+    if (p->think == THINK_UNKNOWN) {
+        size_t j = skip_ws(s, 0, n);
+        if (!p->final && (j == n || is_prefix_of(s + j, n - j, OPEN)))
+            return false;
+        p->think = n - j >= ol && !memcmp(s + j, OPEN, ol) ? THINK_IN : THINK_NONE;
+        return true;
+    }
+    const char *hit = memmem(s, n, CLOSE, cl);
+    size_t keep = 0;
+    if (hit) {
+        size_t end = (size_t)(hit - s) + cl;
+        emit_content(p, s, end);
+        p->off += end;
+        p->think = THINK_NONE;
+        return true;
+    }
+    for (size_t l = VT_MIN(cl - 1, n); !p->final && l > 0; l--)
+        if (!memcmp(s + n - l, CLOSE, l)) {
+            keep = l;
+            break;
+        }
+    emit_content(p, s, n - keep);
+    p->off += n - keep;
+    return false;
+}
+
 static bool step_content(chat_tool_parser *p, const char *s, size_t n)
 {
     size_t i = 0;
+    if (p->think != THINK_NONE)
+        return step_think(p, s, n);
     if (p->after_call) { /* whitespace (and separators) after a call are dropped */
         for (;;) {
             while (i < n && (is_ws((unsigned char)s[i]) ||

@@ -30,7 +30,9 @@
  * and valid. A block is valid when its JSON parses, every call in it names
  * one of the request's tools and its arguments are a JSON object (missing
  * arguments count as {}); an invalid block stays in the content as the
- * model wrote it, as vLLM's parsers do. Whitespace between calls, and
+ * model wrote it, as vLLM's parsers do. Reasoning at the start of the
+ * output (<think>...</think>) is content and never searched for calls (a
+ * call the model only plans there is not made). Whitespace between calls, and
  * between content and a call, is dropped, so an output of calls only has
  * empty content. A call's `arguments` is the exact JSON text the model wrote
  * (never re-serialized: numbers keep their digits). Its id is "call_" and 24
@@ -129,6 +131,12 @@ typedef struct chat_tool_parser chat_tool_parser;
 chat_tool_parser *chat_tool_parser_create(chat_tool_family f, const json_t *tools, bool parallel,
                                           uint64_t seed);
 void chat_tool_parser_destroy(chat_tool_parser *p); /* NULL is a no-op */
+
+/* The output starts inside the model's reasoning (the prompt ended with
+ * <think>, as DeepSeek R1's does): everything up to </think> is content
+ * and never a call, as for an output that opens with <think> itself. Only
+ * before the first feed. */
+void chat_tool_parser_set_think(chat_tool_parser *p, bool in_think);
 
 /* Feeds text[0..len) (any bytes); final marks the end of the output (held
  * text is then resolved). *ev receives the events this feed released, in

@@ -117,6 +117,7 @@ typedef struct {
     bool parse_tools;
     bool parallel_tool_calls;
     chat_tool_family tool_family;
+    bool tool_in_think; /* the prompt ends inside the model's reasoning */
     char *tool_prefill;
     char *tool_grammar;
     /* structured output (oai_format.c): the grammar text response_format or

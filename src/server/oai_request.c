@@ -527,6 +527,19 @@ static int parse_chat_prompt(const json_t *body, oai_request *r, const oai_ctx *
     json_decref(norm);
     json_decref(extra);
     r->prompts[0].n = (int64_t)n;
+    if (!e && r->parse_tools && !(r->tool_prefill && *r->tool_prefill) && n > 0) {
+        /* a prompt that ends in <think> (DeepSeek R1's): the reply starts
+         * inside the reasoning, which is never parsed for calls */
+        const tok_tokenizer *tok = ctx->engine ? eng_tokenizer(ctx->engine) : ctx->tok;
+        size_t k = n < 16 ? n : 16, tl;
+        char *tail;
+        if (tok_detokenize(tok, r->prompts[0].ids + n - k, k, false, true, &tail, &tl) == VT_OK) {
+            while (tl && (tail[tl - 1] == '\n' || tail[tl - 1] == ' '))
+                tl--;
+            r->tool_in_think = tl >= 7 && !memcmp(tail + tl - 7, "<think>", 7);
+            free(tail);
+        }
+    }
     if (e == VT_ERR_NOMEM)
         return nomem(err);
     if (e)

@@ -153,6 +153,8 @@ oai_response *oai_response_create(const oai_request *r, const tok_tokenizer *tok
             size_t n_ev;
             s->c[i].tp = chat_tool_parser_create(r->tool_family, r->tools, r->parallel_tool_calls,
                                                  vt_hash64(s->id, strlen(s->id), (uint64_t)i));
+            if (s->c[i].tp)
+                chat_tool_parser_set_think(s->c[i].tp, r->tool_in_think);
             if (!s->c[i].tp ||
                 (r->tool_prefill && chat_tool_parser_feed(s->c[i].tp, r->tool_prefill,
                                                           strlen(r->tool_prefill), false, &ev,
