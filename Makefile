@@ -165,7 +165,7 @@ bench-grammar: $(BUILD)/bench/grammar_bench $(BUILD)/vitamin
 	$(BUILD)/bench/grammar_bench --vitamin $(BUILD)/vitamin --shared $(SHARED) \
 	  --node-dir $(if $(VT_NODE_DIR),$(VT_NODE_DIR),.ci/node)
 
-# test_grammar_json at full size: 200 generations per schema (the suite runs 50).
+# test_grammar_json at full size: 200 generations per schema (the suite runs 40).
 test-grammar: $(BUILD)/vitamin
 	VT_GRAMMAR_GENS=200 $(MAKE) BUILD=$(BUILD) TESTS=test_grammar_json check-some
 

@@ -11,9 +11,12 @@
  *
  * Then every grammar of llama.cpp's grammars/ folder generates too, and
  * llama.cpp's own grammar parser (node-llama-cpp's LlamaGrammar,
- * tests/grammar/llama_check.mjs) judges each complete output.
+ * tests/grammar/llama_check.mjs) judges each output: a complete one as a
+ * whole text, one cut at max_tokens token by token through llama.cpp's
+ * grammar state on the same model (every token must be one llama.cpp's
+ * sampler could have allowed).
  *
- * VT_GRAMMAR_GENS sets the completions per schema: 50 in the suite (about a
+ * VT_GRAMMAR_GENS sets the completions per schema: 40 in the suite (about a
  * minute on 2 cores), 200 with `make test-grammar`; VT_GRAMMAR_SCHEMAS
  * limits the number of schemas (for quick runs).
  */
@@ -81,6 +84,7 @@ typedef struct {
     int32_t n;
     char **text; /* [n] */
     size_t *len;
+    json_t **toks; /* [n] token ids */
     vt_finish *fin;
     bool done, error;
     char err[300];
@@ -105,6 +109,8 @@ static void drain(gen_req *q)
     while (!q->done && vt_request_next(q->r, &ev, 0) == 1) {
         if (ev.kind == VT_EV_TOKEN || ev.kind == VT_EV_FINISH)
             append(&q->text[ev.index], &q->len[ev.index], ev.text, ev.len);
+        if (ev.kind == VT_EV_TOKEN && ev.token != 128001 && ev.token != 128009)
+            json_array_append_new(q->toks[ev.index], json_integer(ev.token));
         if (ev.kind == VT_EV_FINISH)
             q->fin[ev.index] = ev.finish;
         if (ev.kind == VT_EV_ERROR) {
@@ -136,6 +142,9 @@ static bool generate(vt_engine *e, vt_grammar_kind kind, const char *text, int g
         q[i].text = calloc((size_t)q[i].n, sizeof *q[i].text);
         q[i].len = calloc((size_t)q[i].n, sizeof *q[i].len);
         q[i].fin = calloc((size_t)q[i].n, sizeof *q[i].fin);
+        q[i].toks = calloc((size_t)q[i].n, sizeof *q[i].toks);
+        for (int32_t c = 0; c < q[i].n; c++)
+            q[i].toks[c] = json_array();
         vt_request_params p = vt_request_params_default();
         p.prompt = prompt;
         p.n_prompt = 2;
@@ -178,22 +187,26 @@ static bool generate(vt_engine *e, vt_grammar_kind kind, const char *text, int g
                 (*lengths)++;
             else if (q[i].fin[c] == VT_FINISH_EOS || q[i].fin[c] == VT_FINISH_STOP)
                 (*stops)++;
-            json_t *o = json_pack("{s:i,s:s%,s:s}", "case", idx, "out",
-                                  q[i].text[c] ? q[i].text[c] : "", q[i].len[c], "finish", fin);
+            json_t *o = json_pack("{s:i,s:s%,s:s,s:O}", "case", idx, "out",
+                                  q[i].text[c] ? q[i].text[c] : "", q[i].len[c], "finish", fin,
+                                  "tokens", q[i].toks[c]);
             if (!o && q[i].fin[c] != VT_FINISH_LENGTH) {
                 test_fail_at(__FILE__, __LINE__, "case %d: a complete output that is not UTF-8",
                              idx);
                 ok = false;
             }
             if (!o) /* cut in the middle of a character at max_tokens */
-                o = json_pack("{s:i,s:s,s:s}", "case", idx, "out", "", "finish", fin);
+                o = json_pack("{s:i,s:s,s:s,s:O}", "case", idx, "out", "", "finish", fin,
+                              "tokens", q[i].toks[c]);
             char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
             if (line && f)
                 fprintf(f, "%s\n", line);
             free(line);
             json_decref(o);
+            json_decref(q[i].toks[c]);
             free(q[i].text[c]);
         }
+        free(q[i].toks);
         free(q[i].text);
         free(q[i].len);
         free(q[i].fin);
@@ -276,7 +289,7 @@ static void test_json_schemas(void)
     json_dump_file(cases, cases_path, JSON_COMPACT);
     vt_engine *e = open_engine();
     FILE *f = fopen(out_path, "w");
-    int gens = env_int("VT_GRAMMAR_GENS", 50), total_len = 0, total_stop = 0;
+    int gens = env_int("VT_GRAMMAR_GENS", 40), total_len = 0, total_stop = 0;
     double t0 = now();
     json_array_foreach(cases, i, c) {
         if (!e || !f)
@@ -355,7 +368,7 @@ static void test_llama_grammars(void)
     char out_path[700], cases_path[700];
     snprintf(out_path, sizeof out_path, "%s/llama-outputs.jsonl", test_tmpdir());
     snprintf(cases_path, sizeof cases_path, "%s/llama-cases.json", test_tmpdir());
-    int gens = env_int("VT_GRAMMAR_LLAMA_GENS", 40);
+    int gens = env_int("VT_GRAMMAR_LLAMA_GENS", 30);
     for (int k = 0; k < n && e; k++) {
         char path[1400];
         snprintf(path, sizeof path, "%s/%s", dir, names[k]);
@@ -371,37 +384,120 @@ static void test_llama_grammars(void)
         if (f)
             fclose(f);
         /* the complete outputs go to llama.cpp */
-        json_t *texts = json_array();
+        json_t *texts = json_array(), *seqs = json_array();
         FILE *in = fopen(out_path, "r");
         char line[1 << 16];
         while (in && fgets(line, sizeof line, in)) {
             json_t *o = json_loads(line, 0, NULL);
             if (o && !strcmp(json_string_value(json_object_get(o, "finish")), "stop"))
                 json_array_append(texts, json_object_get(o, "out"));
+            else if (o)
+                json_array_append(seqs, json_object_get(o, "tokens"));
             json_decref(o);
         }
         if (in)
             fclose(in);
         fprintf(stderr, "    %s: %d of %d outputs complete (the rest reached max_tokens 128)\n",
                 names[k], stops, gens);
-        json_array_append_new(cases, json_pack("{s:s,s:s,s:o}", "name", names[k], "grammar", text,
-                                               "texts", texts));
+        json_array_append_new(cases, json_pack("{s:s,s:s,s:o,s:o}", "name", names[k], "grammar",
+                                               text, "texts", texts, "seqs", seqs));
         free(text);
     }
     vt_engine_destroy(e);
     json_dump_file(cases, cases_path, JSON_COMPACT);
     char cmd[2400];
-    snprintf(cmd, sizeof cmd, "VT_NODE_DIR='%s' node tests/grammar/llama_check.mjs %s 2>&1 | "
-             "sed 's/^/    /' >&2", node_dir, cases_path);
+    snprintf(cmd, sizeof cmd, "VT_NODE_DIR='%s' node tests/grammar/llama_check.mjs %s %s > %s.log "
+             "2>&1", node_dir, cases_path, model_path, cases_path);
     int rc = system(cmd);
+    char logp[800];
+    snprintf(logp, sizeof logp, "%s.log", cases_path);
+    size_t ll;
+    char *log = test_read_file(logp, &ll);
+    for (char *line = log ? strtok(log, "\n") : NULL; line; line = strtok(NULL, "\n"))
+        fprintf(stderr, "    %s\n", line);
+    free(log);
     CHECKF(rc == 0, "llama.cpp refused outputs (see above)");
     json_decref(cases);
     for (int k = 0; k < n; k++)
         free(names[k]);
 }
 
+/* vt_submit refuses a grammar that does not compile, with the compiler's
+ * message; `vitamin run --regex` / --json-schema / --grammar constrain the
+ * CLI's output. */
+static void test_submit_and_cli(void)
+{
+    if (!make_model())
+        return;
+    vt_engine *e = open_engine();
+    if (!e)
+        return;
+    int32_t prompt[2] = {128000, 1734};
+    vt_request_params p = vt_request_params_default();
+    p.prompt = prompt;
+    p.n_prompt = 2;
+    p.max_tokens = 8;
+    p.grammar_kind = VT_GRAMMAR_GBNF;
+    p.grammar = "root ::= \"a\" undefined-rule\n";
+    vt_request *r = NULL;
+    CHECK(vt_submit(e, &p, &r) == VT_ERR_INVALID && !r);
+    CHECKF(strstr(vt_last_error(), "undefined rule 'undefined-rule'"), "%s", vt_last_error());
+    p.grammar_kind = VT_GRAMMAR_JSON_SCHEMA;
+    p.grammar = "{\"type\":\"array\",\"uniqueItems\":true}";
+    CHECK(vt_submit(e, &p, &r) == VT_ERR_INVALID && !r);
+    CHECKF(strstr(vt_last_error(), "uniqueItems"), "%s", vt_last_error());
+    p.grammar_kind = VT_GRAMMAR_REGEX;
+    p.grammar = NULL;
+    CHECK(vt_submit(e, &p, &r) == VT_ERR_INVALID && !r);
+    vt_engine_destroy(e);
+
+    char cmd[2048], schema_path[700];
+    snprintf(schema_path, sizeof schema_path, "%s/cli-schema.json", test_tmpdir());
+    FILE *f = fopen(schema_path, "w");
+    if (f) {
+        fputs("{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":\"boolean\"}},"
+              "\"required\":[\"ok\"]}", f);
+        fclose(f);
+    }
+    static const char *const runs[][2] = {
+        {"--regex '[0-9]{3}-[a-z]{2}'", "regex"},
+        {"--json-schema SCHEMA", "schema"},
+    };
+    for (int k = 0; k < 2; k++) {
+        char opt[800];
+        snprintf(opt, sizeof opt, "%s", runs[k][0]);
+        char *at = strstr(opt, "SCHEMA");
+        if (at)
+            snprintf(at, sizeof opt - (size_t)(at - opt), "%s", schema_path);
+        snprintf(cmd, sizeof cmd, "%s run -m %s -p hello -n 64 --seed %d -t 1 %s 2>/dev/null",
+                 test_vitamin_bin(), model_path, 3 + k, opt);
+        int status = 0;
+        char *out = serve_capture(cmd, &status);
+        CHECKF(out && status == 0, "`%s`: status %d", cmd, status);
+        if (out && k == 0) {
+            bool good = strlen(out) == 6;
+            for (int i = 0; i < 6 && good; i++)
+                good = i < 3 ? (out[i] >= '0' && out[i] <= '9')
+                             : i == 3 ? out[i] == '-' : (out[i] >= 'a' && out[i] <= 'z');
+            CHECKF(good, "--regex output '%s'", out);
+        }
+        if (out && k == 1) {
+            json_error_t je;
+            json_t *v = json_loads(out, 0, &je);
+            CHECKF(v && json_is_boolean(json_object_get(v, "ok")), "--json-schema output '%s'",
+                   out);
+            json_decref(v);
+        }
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, "%s run -m %s -p hello -n 4 --regex '(' > /dev/null 2>&1",
+             test_vitamin_bin(), model_path);
+    CHECK(system(cmd) != 0);
+}
+
 int main(void)
 {
+    RUN_TEST(test_submit_and_cli);
     RUN_TEST(test_json_schemas);
     RUN_TEST(test_llama_grammars);
     return test_finish("test_grammar_json");
