@@ -653,10 +653,10 @@ static void test_random_outputs(void)
 {
     static const char *const frags[] = {
         "<tool_call>", "</tool_call>", "<tool_", "[TOOL_CALLS]", "<|tool_call|>", "<|python_tag|>",
-        "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>",
-        "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>",
-        "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>",
-        "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>", "function", "\n```json\n", "\n```",
+        ("<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"),
+        ("<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>"),
+        ("<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>"),
+        ("<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>"), "function", "\n```json\n", "\n```",
         "{\"name\": \"search\", \"arguments\": {\"query\": \"x\"}}", "{\"name\": \"get_weather\"",
         ", \"arguments\": {", "}", "]", "[", "{", "\"", "\\", ": ", ", ", ";", " ", "\n", "search",
         "\xff", "\xe6\x9d", "text", "1e5", "null", "[{\"name\": \"search\", \"arguments\": {}}]",
