@@ -635,6 +635,76 @@ static void test_turns_and_context(void)
     mem_close(s);
 }
 
+/* the context each turn is indexed with (its neighbours' words and its date)
+ * does not depend on the order the turns were written in: turns written out
+ * of order, with gaps filled later, texts replaced and one turn moved, give
+ * the same contexts as the final turns written in order */
+static void ctx_rows(const char *schema, char *out, size_t size)
+{
+    char q[200];
+    snprintf(q, sizeof q,
+             "SELECT string_agg(msg_index || '=' || ctx, '|' ORDER BY msg_index) FROM "
+             "%s.vt_memories WHERE user_id = 'u'",
+             schema);
+    PGconn *c = admin();
+    PGresult *r = c ? PQexec(c, q) : NULL;
+    snprintf(out, size, "%s",
+             r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0)
+                                                                             : "?");
+    PQclear(r);
+}
+
+static void test_turn_contexts(void)
+{
+    enum { T = 24 };
+    char final[T][64];
+    for (int k = 0; k < T; k++)
+        snprintf(final[k], sizeof final[k], "turn%d final words w%d", k, k * 7 % 11);
+    mem_store *a = fresh(NULL, NULL);
+    if (!a)
+        return;
+    char sa[48];
+    snprintf(sa, sizeof sa, "%s", g_schemas[g_n_schemas - 1]);
+    /* a: a scrambled order, a first draft of every third turn, one turn
+     * written at another index first and moved */
+    CHECK(!mem_begin(a));
+    for (int n = 0; n < T; n++) {
+        int k = (n * 7 + 3) % T;
+        if (k % 3 == 0) {
+            char draft[64];
+            snprintf(draft, sizeof draft, "draft%d of it", k);
+            CHECK(!mem_store_turn(a, "u", "c", k, "s", draft, 1700000000000LL + k, NULL));
+        }
+        if (k == 10) {
+            mem_input in;
+            mem_input_init(&in);
+            in.id = "c:10";
+            in.text = "misplaced at first";
+            in.conversation = "c";
+            in.message_index = 30;
+            CHECK(!mem_upsert(a, "u", &in, NULL, NULL));
+        }
+        if (n == T / 2)
+            CHECK(!mem_commit(a) && !mem_begin(a)); /* half in a batch, half after */
+    }
+    CHECK(!mem_commit(a));
+    for (int n = 0; n < T; n++) {
+        int k = (n * 5 + 1) % T;
+        CHECK(!mem_store_turn(a, "u", "c", k, "s", final[k], 1700000000000LL + k, NULL));
+    }
+    mem_close(a);
+    mem_store *b = fresh(NULL, NULL);
+    if (!b)
+        return;
+    for (int k = 0; k < T; k++)
+        CHECK(!mem_store_turn(b, "u", "c", k, "s", final[k], 1700000000000LL + k, NULL));
+    mem_close(b);
+    static char ca[8192], cb[8192];
+    ctx_rows(sa, ca, sizeof ca);
+    ctx_rows(g_schemas[g_n_schemas - 1], cb, sizeof cb);
+    CHECKF(!strcmp(ca, cb) && strlen(ca) > 100, "contexts differ:\n%s\n%s", ca, cb);
+}
+
 static void test_korean_and_cjk(void)
 {
     mem_store *s = fresh(NULL, NULL);
@@ -1460,6 +1530,7 @@ int main(void)
     RUN_TEST(test_paging_and_count);
     RUN_TEST(test_profile_export_forget);
     RUN_TEST(test_turns_and_context);
+    RUN_TEST(test_turn_contexts);
     RUN_TEST(test_korean_and_cjk);
     RUN_TEST(test_limits);
     RUN_TEST(test_isolation);

@@ -460,6 +460,105 @@ static vt_err refresh_ctx(mem_pg *d, const char *user, const char *conv, int64_t
     return e;
 }
 
+/* The turns of a conversation at indexes lo..lo+4 as turn_at sees them (the
+ * first row of each index by seq), read by one statement: a write of a turn
+ * builds its own context and its neighbours' from it instead of a statement
+ * per neighbour. */
+typedef struct {
+    int64_t lo;
+    struct {
+        bool present;
+        int64_t seq, t;
+        char *text, *ctx;
+    } at[5];
+} window;
+
+static void window_free(window *w)
+{
+    for (int k = 0; k < 5; k++) {
+        free(w->at[k].text);
+        free(w->at[k].ctx);
+    }
+}
+
+static vt_err window_load(mem_pg *d, const char *user, const char *conv, int64_t center,
+                          window *w)
+{
+    memset(w, 0, sizeof *w);
+    w->lo = center - 2;
+    vt_err e;
+    mem_pg_params p = {.n = 0};
+    mem_pg_p_text(&p, user);
+    mem_pg_p_text(&p, conv);
+    mem_pg_p_int(&p, w->lo);
+    mem_pg_p_int(&p, w->lo + 4);
+    PGresult *r = mem_pg_run(d, Q_WINDOW, &p, false, "turns", &e);
+    if (!r)
+        return e;
+    for (int i = 0; i < PQntuples(r) && !e; i++) {
+        int64_t k = mem_pg_int(r, i, 1) - w->lo;
+        if (k < 0 || k > 4 || w->at[k].present)
+            continue;
+        w->at[k].present = true;
+        w->at[k].seq = mem_pg_int(r, i, 0);
+        w->at[k].t = PQgetisnull(r, i, 3) ? MEM_TIME_NONE : mem_pg_int(r, i, 3);
+        if (!(w->at[k].text = mem_pg_str(r, i, 2)) || !(w->at[k].ctx = mem_pg_str(r, i, 4)))
+            e = vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
+    }
+    PQclear(r);
+    if (e)
+        window_free(w);
+    return e;
+}
+
+/* the ctx of the turn at index k of the window (build_ctx from its slots) */
+static vt_err window_ctx(const window *w, int64_t k, int64_t event_time, vt_buf *b)
+{
+    for (int64_t j = k - 1; j <= k + 1; j += 2)
+        if (j >= 0 && j - w->lo >= 0 && j - w->lo <= 4 && w->at[j - w->lo].present)
+            mem_index_text(w->at[j - w->lo].text, b);
+    mem_index_time(event_time, b);
+    return b->oom ? vt_fail(VT_ERR_NOMEM, "memory store: out of memory") : VT_OK;
+}
+
+/* after the write of the turn at the window's centre (seq: its row, 0 for a
+ * new one, whose seq is the greatest): that slot as turn_at now sees it, then
+ * the contexts of the neighbours written where they changed */
+static vt_err window_refresh(mem_pg *d, const char *user, window *w, int64_t seq,
+                             const char *text, int64_t t)
+{
+    int64_t i = w->lo + 2;
+    if (!w->at[2].present || (seq && seq <= w->at[2].seq)) {
+        char *c = strdup(text);
+        if (!c)
+            return vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
+        free(w->at[2].text);
+        w->at[2].text = c;
+        w->at[2].present = true;
+        w->at[2].t = t;
+        if (seq)
+            w->at[2].seq = seq;
+    }
+    for (int64_t k = i - 1; k <= i + 1; k += 2) {
+        if (k < 0 || !w->at[k - w->lo].present)
+            continue;
+        vt_buf b = {0};
+        vt_err e = window_ctx(w, k, w->at[k - w->lo].t, &b);
+        if (!e && strcmp(b.p ? b.p : "", w->at[k - w->lo].ctx)) {
+            mem_pg_params p = {.n = 0};
+            mem_pg_p_text(&p, b.p ? b.p : "");
+            mem_pg_p_text(&p, user);
+            mem_pg_p_int(&p, w->at[k - w->lo].seq);
+            mem_pg_p_int(&p, d->gen);
+            e = mem_pg_run0(d, Q_SET_CTX, &p, "index context");
+        }
+        free(b.p);
+        if (e)
+            return e;
+    }
+    return VT_OK;
+}
+
 /* the normalised embedding as binary16 little-endian (malloc'd; NULL on OOM) */
 static uint8_t *embedding_blob(const float *e, int32_t n)
 {
@@ -529,6 +628,8 @@ static vt_err put_locked(mem_pg *d, const char *user, const mem_input *in, int m
                        &e);
     vt_buf ctx = {0};
     uint8_t *blob = NULL;
+    window w = {.lo = 0};
+    bool use_window = false;
     if (e)
         goto out;
     if (seq && mode == MEM_PUT_ADD) {
@@ -557,7 +658,19 @@ static vt_err put_locked(mem_pg *d, const char *user, const mem_input *in, int m
         e = vt_fail(VT_ERR_NOMEM, "memory store: out of memory");
         goto out;
     }
-    if ((e = build_ctx(d, user, in->conversation, index, in->event_time, &ctx)))
+    /* a turn that stays where it was (or a new one) reads its neighbourhood
+     * at once; one that moves takes the slow way (its old neighbours too) */
+    bool moved = seq && old_conv && old_index >= 0 &&
+                 (!in->conversation || strcmp(old_conv, in->conversation) || old_index != index);
+    if (in->conversation && index >= 0 && !moved) {
+        if ((e = window_load(d, user, in->conversation, index, &w)))
+            goto out;
+        use_window = true;
+        e = window_ctx(&w, index, in->event_time, &ctx);
+    } else {
+        e = build_ctx(d, user, in->conversation, index, in->event_time, &ctx);
+    }
+    if (e)
         goto out;
     mem_pg_params p = {.n = 0};
     if (seq) {
@@ -582,9 +695,7 @@ static vt_err put_locked(mem_pg *d, const char *user, const mem_input *in, int m
         mem_pg_p_int(&p, d->gen);
         if ((e = mem_pg_run0(d, Q_UPDATE_FULL, &p, "update")))
             goto out;
-        if (old_conv && old_index >= 0 &&
-            (!in->conversation || strcmp(old_conv, in->conversation) || old_index != index) &&
-            ((e = refresh_ctx(d, user, old_conv, old_index - 1)) ||
+        if (moved && ((e = refresh_ctx(d, user, old_conv, old_index - 1)) ||
              (e = refresh_ctx(d, user, old_conv, old_index + 1))))
             goto out;
         if (created)
@@ -608,11 +719,14 @@ static vt_err put_locked(mem_pg *d, const char *user, const mem_input *in, int m
         if (created)
             *created = true;
     }
-    if (in->conversation && index >= 0 &&
-        ((e = refresh_ctx(d, user, in->conversation, index - 1)) ||
-         (e = refresh_ctx(d, user, in->conversation, index + 1))))
-        goto out;
+    if (use_window)
+        e = window_refresh(d, user, &w, seq, in->text, in->event_time);
+    else if (in->conversation && index >= 0 &&
+             !(e = refresh_ctx(d, user, in->conversation, index - 1)))
+        e = refresh_ctx(d, user, in->conversation, index + 1);
 out:
+    if (use_window)
+        window_free(&w);
     free(old_text);
     free(old_conv);
     free(body);
@@ -986,6 +1100,9 @@ static vt_err prepare_all(mem_pg *d)
                        "ORDER BY seq LIMIT $3",
         [Q_BM25_SINCE] = "SELECT seq, tsv::text FROM vt_memories WHERE user_id = $1 AND rev > $2 "
                          "ORDER BY seq",
+        [Q_WINDOW] = "SELECT seq, msg_index, text, event_time, ctx FROM vt_memories WHERE "
+                     "user_id = $1 AND conversation = $2 AND msg_index BETWEEN $3 AND $4 "
+                     "ORDER BY msg_index, seq",
         [Q_BM25_QUERY] = "SELECT to_tsquery('english'::regconfig, $1)::text",
         [Q_SPEAKERS] = "SELECT DISTINCT speaker FROM vt_memories WHERE user_id = $1 AND "
                        "speaker IS NOT NULL LIMIT 256",
