@@ -666,6 +666,97 @@ static void test_vectors_and_fusion(void)
     mem_close(s);
 }
 
+/* The vector cache follows every write of its own handle (adds, updates,
+ * deletes, batches committed and rolled back, forget-user) and reloads on
+ * another handle's: after each of 150 random operations the top 5 of the
+ * writing handle equal those of a handle opened fresh. */
+static void test_vector_cache_consistency(void)
+{
+    char path[512];
+    mem_store *a = fresh(NULL, path), *b = NULL;
+    if (!a || mem_open(path, NULL, &b)) {
+        CHECK(0);
+        mem_close(a);
+        return;
+    }
+    enum { D = 16 };
+    uint64_t x = 99;
+    int next_id = 0, mismatches = 0;
+    for (int op = 0; op < 150; op++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        int what = (int)((x >> 33) % 10);
+        float e[D];
+        for (int k = 0; k < D; k++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            e[k] = (float)((x >> 33) % 2000) / 1000.0f - 1.0f;
+        }
+        char id[32];
+        mem_input in;
+        mem_input_init(&in);
+        in.embedding = e;
+        in.n_embd = D;
+        in.text = "a vector memory";
+        mem_store *w = what == 9 ? b : a; /* now and then the other handle writes */
+        if (what < 4 || next_id < 3) {
+            snprintf(id, sizeof id, "v%d", next_id++);
+            in.id = id;
+            CHECK(!mem_add(w, "u", &in, NULL));
+        } else if (what < 6) {
+            snprintf(id, sizeof id, "v%d", (int)((x >> 20) % (uint64_t)next_id));
+            in.id = id;
+            CHECK(!mem_upsert(w, "u", &in, NULL, NULL)); /* a new vector for it */
+        } else if (what < 7) {
+            snprintf(id, sizeof id, "v%d", (int)((x >> 20) % (uint64_t)next_id));
+            vt_err de = mem_delete(w, "u", id);
+            CHECK(de == VT_OK || de == VT_ERR_NOT_FOUND);
+        } else if (what < 8) {
+            /* a batch rolled back leaves no trace */
+            CHECK(!mem_begin(a));
+            snprintf(id, sizeof id, "gone%d", op);
+            in.id = id;
+            CHECK(!mem_add(a, "u", &in, NULL));
+            CHECK(!mem_rollback(a));
+        } else {
+            CHECK(!mem_begin(w));
+            for (int k = 0; k < 3; k++) {
+                snprintf(id, sizeof id, "v%d", next_id++);
+                in.id = id;
+                e[k] += 0.5f;
+                CHECK(!mem_add(w, "u", &in, NULL));
+            }
+            CHECK(!mem_commit(w));
+        }
+        if (op == 120) {
+            CHECK(!mem_forget_user(a, "u", NULL));
+            next_id = 0;
+        }
+        /* compare a's top 5 with a fresh handle's */
+        mem_store *c = NULL;
+        CHECK(!mem_open(path, NULL, &c));
+        mem_query q;
+        mem_query_init(&q);
+        q.embedding = e;
+        q.n_embd = D;
+        q.top_k = 5;
+        mem_hit *ha, *hc;
+        size_t na, nc;
+        CHECK(!mem_search(a, "u", &q, &ha, &na));
+        CHECK(!mem_search(c, "u", &q, &hc, &nc));
+        bool same = na == nc;
+        for (size_t i = 0; same && i < na; i++)
+            same = !strcmp(ha[i].m.id, hc[i].m.id);
+        mismatches += !same;
+        CHECKF(same, "op %d: the cached top 5 differ from a fresh handle's", op);
+        mem_hits_free(ha, na);
+        mem_hits_free(hc, nc);
+        mem_close(c);
+        if (mismatches > 3)
+            break;
+    }
+    mem_close(a);
+    mem_close(b);
+}
+
 static void test_dedup_and_recency(void)
 {
     mem_store *s = fresh(NULL, NULL);
@@ -881,6 +972,7 @@ int main(void)
     RUN_TEST(test_validation);
     RUN_TEST(test_isolation);
     RUN_TEST(test_vectors_and_fusion);
+    RUN_TEST(test_vector_cache_consistency);
     RUN_TEST(test_dedup_and_recency);
     RUN_TEST(test_format_block);
     RUN_TEST(test_migrations);

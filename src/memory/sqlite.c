@@ -357,8 +357,18 @@ static vt_err flush(sq *d)
     for (size_t i = 0; i < d->n_dirty && !e; i++)
         if (!i || dirty_cmp(&d->dirty[i], &d->dirty[i - 1]))
             e = index_row(d, d->dirty[i].user, d->dirty[i].seq);
-    dirty_clear(d);
     return e;
+}
+
+/* a transaction ended: committed, its rows go into the recall caches */
+static void tx_done(sq *d, bool committed)
+{
+    if (committed && d->caches_stale)
+        mem_sq_caches_clear(d);
+    else if (committed)
+        mem_sq_caches_apply(d);
+    d->caches_stale = false;
+    dirty_clear(d);
 }
 
 /* ---- transactions: a write outside a batch is one transaction; inside a
@@ -383,19 +393,18 @@ static vt_err rollback_keep(sq *d, int q, vt_err e)
 static vt_err tx_close(mem_store *s, vt_err e)
 {
     sq *d = mem_sq(s);
-    d->gen++;
     if (s->in_batch)
         return e ? rollback_keep(d, Q_ROLLBACK_TO, e) : exec(d, Q_RELEASE, "release");
     if (!e)
         e = flush(d);
+    if (!e)
+        e = exec(d, Q_COMMIT, "commit");
     if (e) {
-        dirty_clear(d);
+        tx_done(d, false);
         return rollback_keep(d, Q_ROLLBACK, e);
     }
-    vt_err c = exec(d, Q_COMMIT, "commit");
-    if (c)
-        rollback_keep(d, Q_ROLLBACK, c);
-    return c;
+    tx_done(d, true);
+    return VT_OK;
 }
 
 static vt_err be_begin(mem_store *s)
@@ -406,10 +415,10 @@ static vt_err be_begin(mem_store *s)
 static vt_err be_commit(mem_store *s)
 {
     sq *d = mem_sq(s);
-    d->gen++;
     vt_err e = flush(d);
     if (!e)
         e = exec(d, Q_COMMIT, "commit");
+    tx_done(d, !e);
     if (e)
         rollback_keep(d, Q_ROLLBACK, e);
     return e;
@@ -418,8 +427,7 @@ static vt_err be_commit(mem_store *s)
 static vt_err be_rollback(mem_store *s)
 {
     sq *d = mem_sq(s);
-    d->gen++;
-    dirty_clear(d);
+    tx_done(d, false);
     return exec(d, Q_ROLLBACK, "rollback");
 }
 
@@ -806,6 +814,8 @@ static vt_err del_locked(sq *d, const char *user, const char *id)
         sqlite3_bind_int64(st, 2, seq);
         e = exec(d, Q_DELETE, "delete");
     }
+    if (!e)
+        e = dirty_add(d, user, seq); /* out of the caches */
     if (!e && conv && index >= 0)
         e = dirty_neighbours(d, user, conv, index);
     free(conv);
@@ -864,6 +874,7 @@ static vt_err forget_locked(sq *d, const char *user, int64_t *n)
     mem_sq_done(st);
     if (e)
         return e;
+    d->caches_stale = true;
     sqlite3_bind_text(d->q[Q_FORGET_HIST], 1, user, -1, SQLITE_STATIC);
     if ((e = exec(d, Q_FORGET_HIST, "forget")))
         return e;
@@ -996,6 +1007,7 @@ static vt_err prepare_all(sq *d)
         [Q_USER_INDEXED] = "SELECT seq, text, fts_ctx FROM memories WHERE user = ?1 AND "
                            "fts_ctx IS NOT NULL",
         [Q_UNINDEXED] = "SELECT user, seq FROM memories WHERE fts_ctx IS NULL",
+        [Q_CACHE_ROW] = "SELECT embedding, speaker FROM memories WHERE user = ?1 AND seq = ?2",
     };
     for (int i = 0; i < Q_COUNT_; i++)
         if (sqlite3_prepare_v3(d->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &d->q[i], NULL))

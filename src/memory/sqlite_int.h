@@ -17,7 +17,7 @@ enum {
     Q_GET, Q_GET_SEQ, Q_TURN, Q_DELETE, Q_LIST, Q_COUNT,
     Q_FORGET_HIST, Q_FORGET_MEM, Q_FORGET_PROFILE, Q_PROFILE_GET, Q_PROFILE_SET,
     Q_LEXICAL, Q_VECTORS, Q_NEIGHBOURS, Q_DATA_VERSION, Q_SPEAKERS,
-    Q_FTS_ROW, Q_FTS_ADD, Q_FTS_DEL, Q_SET_CTX, Q_USER_INDEXED, Q_UNINDEXED,
+    Q_FTS_ROW, Q_FTS_ADD, Q_FTS_DEL, Q_SET_CTX, Q_USER_INDEXED, Q_UNINDEXED, Q_CACHE_ROW,
     Q_COUNT_
 };
 
@@ -31,24 +31,26 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *q[Q_COUNT_];
     int32_t version;
-    uint64_t gen; /* bumped by every write through this handle */
+    /* the rows this transaction wrote (and their neighbours): reindexed
+     * before it commits, then brought into the recall caches */
     sq_dirty *dirty;
     size_t n_dirty, cap_dirty;
-    /* the vectors of one user for search */
+    bool caches_stale; /* a forget-user: drop the caches after the commit */
+    /* the vectors of one user for search, as committed (this handle's
+     * commits are applied row by row; another connection's commit, seen in
+     * data_version, reloads them) */
     struct {
         char *user;
-        uint64_t gen;
         int64_t data_version;
         int32_t dim;
-        size_t n;
+        size_t n, cap; /* rows, in seq order */
         int64_t *seq;
         int8_t *v;
         float *scale;
     } vc;
-    /* the speakers of one user */
+    /* the speakers of one user (kept the same way) */
     struct {
         char *user;
-        uint64_t gen;
         int64_t data_version;
         char **names;
         size_t n;
@@ -79,6 +81,8 @@ vt_err mem_sq_speakers(mem_store *s, const char *user, char ***names, size_t *n)
 vt_err mem_sq_neighbours(mem_store *s, const char *user, const char *conv, int64_t index,
                          int32_t radius, mem_memory **items, size_t *n);
 void mem_sq_caches_clear(sq *d);
+/* after a commit: the committed state of the queued rows into the caches */
+void mem_sq_caches_apply(sq *d);
 
 /* sqlite_fts.c */
 #define MEM_TAG_LEN 10

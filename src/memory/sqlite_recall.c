@@ -2,8 +2,9 @@
  * sqlite_recall.c - the SQLite backend's recall lists: full-text candidates
  * (FTS5 bm25 over the user's tagged tokens, own words weighted 1 and a turn's
  * context CTX_WEIGHT), cosine candidates over the user's vectors kept in
- * memory as int8 rows with a scale each (loaded on first use, reloaded when
- * this handle wrote or another connection changed the file; a scan of more
+ * memory as int8 rows with a scale each (loaded on first use, kept up to date
+ * row by row with this handle's commits, reloaded when another connection
+ * changed the file; a scan of more
  * than 4M values runs on two threads, each keeping its best), the user's
  * speakers (cached the same way) and the neighbouring turns of a hit.
  */
@@ -106,7 +107,6 @@ static vt_err vc_load(sq *d, const char *user, int32_t dim, int64_t dv)
     if (!(d->vc.user = strdup(user)))
         return vt_fail(VT_ERR_NOMEM, "search: out of memory");
     d->vc.dim = dim;
-    d->vc.gen = d->gen;
     d->vc.data_version = dv;
     sqlite3_stmt *st = d->q[Q_VECTORS];
     sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
@@ -143,6 +143,7 @@ static vt_err vc_load(sq *d, const char *user, int32_t dim, int64_t dv)
     }
     mem_sq_done(st);
     free(row);
+    d->vc.cap = cap;
     if (e)
         vc_clear(d);
     return e;
@@ -219,8 +220,7 @@ vt_err mem_sq_vector(mem_store *s, const char *user, const float *q, int32_t dim
     *c = NULL;
     *n = 0;
     int64_t dv = mem_sq_data_version(d);
-    if (!d->vc.user || strcmp(d->vc.user, user) || d->vc.dim != dim || d->vc.gen != d->gen ||
-        d->vc.data_version != dv) {
+    if (!d->vc.user || strcmp(d->vc.user, user) || d->vc.dim != dim || d->vc.data_version != dv) {
         vt_err e = vc_load(d, user, dim, dv);
         if (e)
             return e;
@@ -265,14 +265,12 @@ vt_err mem_sq_speakers(mem_store *s, const char *user, char ***names, size_t *n)
     *names = NULL;
     *n = 0;
     int64_t dv = mem_sq_data_version(d);
-    if (!d->sc.user || strcmp(d->sc.user, user) || d->sc.gen != d->gen ||
-        d->sc.data_version != dv) {
+    if (!d->sc.user || strcmp(d->sc.user, user) || d->sc.data_version != dv) {
         sc_clear(d);
         if (!(d->sc.user = strdup(user)) || !(d->sc.names = calloc(256, sizeof *d->sc.names))) {
             sc_clear(d);
             return vt_fail(VT_ERR_NOMEM, "search: out of memory");
         }
-        d->sc.gen = d->gen;
         d->sc.data_version = dv;
         sqlite3_stmt *st = d->q[Q_SPEAKERS];
         sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
@@ -290,6 +288,106 @@ vt_err mem_sq_speakers(mem_store *s, const char *user, char ***names, size_t *n)
     *names = d->sc.names;
     *n = d->sc.n;
     return VT_OK;
+}
+
+/* the row of seq in the vector cache, or where it would go */
+static size_t vc_find(const sq *d, int64_t seq, bool *found)
+{
+    size_t lo = 0, hi = d->vc.n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (d->vc.seq[mid] < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < d->vc.n && d->vc.seq[lo] == seq;
+    return lo;
+}
+
+/* one committed row into the vector cache: its vector (blob of nb bytes,
+ * NULL: none) replaces, joins or leaves the rows; false on OOM */
+static bool vc_apply(sq *d, int64_t seq, const uint8_t *blob, int nb, float *row)
+{
+    int32_t dim = d->vc.dim;
+    bool found;
+    size_t at = vc_find(d, seq, &found);
+    if (!blob || nb != dim * 2) {
+        if (found) {
+            size_t tail = d->vc.n - at - 1;
+            memmove(d->vc.seq + at, d->vc.seq + at + 1, tail * sizeof *d->vc.seq);
+            memmove(d->vc.scale + at, d->vc.scale + at + 1, tail * sizeof *d->vc.scale);
+            memmove(d->vc.v + at * (size_t)dim, d->vc.v + (at + 1) * (size_t)dim,
+                    tail * (size_t)dim);
+            d->vc.n--;
+        }
+        return true;
+    }
+    if (!found) {
+        if (d->vc.n == d->vc.cap) {
+            size_t cap = d->vc.cap ? d->vc.cap * 2 : 1024;
+            int64_t *ns = realloc(d->vc.seq, cap * sizeof *ns);
+            if (ns)
+                d->vc.seq = ns;
+            float *nf = realloc(d->vc.scale, cap * sizeof *nf);
+            if (nf)
+                d->vc.scale = nf;
+            int8_t *nv = realloc(d->vc.v, cap * (size_t)dim);
+            if (nv)
+                d->vc.v = nv;
+            if (!ns || !nf || !nv)
+                return false;
+            d->vc.cap = cap;
+        }
+        size_t tail = d->vc.n - at;
+        memmove(d->vc.seq + at + 1, d->vc.seq + at, tail * sizeof *d->vc.seq);
+        memmove(d->vc.scale + at + 1, d->vc.scale + at, tail * sizeof *d->vc.scale);
+        memmove(d->vc.v + (at + 1) * (size_t)dim, d->vc.v + at * (size_t)dim, tail * (size_t)dim);
+        d->vc.n++;
+        d->vc.seq[at] = seq;
+    }
+    for (int32_t i = 0; i < dim; i++)
+        row[i] = vt_fp16_to_fp32((vt_fp16)(blob[2 * i] | blob[2 * i + 1] << 8));
+    d->vc.scale[at] = mem_quantize_i8(row, dim, d->vc.v + at * (size_t)dim);
+    return true;
+}
+
+void mem_sq_caches_apply(sq *d)
+{
+    if ((!d->vc.user && !d->sc.user) || !d->n_dirty)
+        return;
+    float *row = d->vc.user ? malloc(sizeof(float) * (size_t)d->vc.dim) : NULL;
+    if (d->vc.user && !row) {
+        vc_clear(d);
+        return;
+    }
+    sqlite3_stmt *st = d->q[Q_CACHE_ROW];
+    for (size_t i = 0; i < d->n_dirty; i++) {
+        const sq_dirty *x = &d->dirty[i];
+        bool v = d->vc.user && !strcmp(d->vc.user, x->user);
+        bool sp = d->sc.user && !strcmp(d->sc.user, x->user);
+        if (!v && !sp)
+            continue;
+        sqlite3_bind_text(st, 1, x->user, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, x->seq);
+        bool have = sqlite3_step(st) == SQLITE_ROW;
+        const uint8_t *blob = have ? sqlite3_column_blob(st, 0) : NULL;
+        int nb = have ? sqlite3_column_bytes(st, 0) : 0;
+        if (v && !vc_apply(d, x->seq, blob, nb, row))
+            vc_clear(d); /* reloaded at the next search */
+        const char *name = have ? (const char *)sqlite3_column_text(st, 1) : NULL;
+        if (sp && name) {
+            bool known = false;
+            for (size_t k = 0; k < d->sc.n && !known; k++)
+                known = !strcmp(d->sc.names[k], name);
+            if (!known && d->sc.n < 256 && !(d->sc.names[d->sc.n] = strdup(name)))
+                sc_clear(d);
+            else if (!known && d->sc.n < 256)
+                d->sc.n++;
+        }
+        mem_sq_done(st);
+    }
+    free(row);
 }
 
 vt_err mem_sq_neighbours(mem_store *s, const char *user, const char *conv, int64_t index,
