@@ -1213,6 +1213,18 @@ static void test_migrations(void)
     s = open_uri(uri, NULL);
     CHECK(s && mem_store_schema_version(s) == mem_schema_version());
     mem_close(s);
+    /* read-only: reads work, writes are refused */
+    mem_options ro0 = {.read_only = true};
+    s = open_uri(uri, &ro0);
+    if (s) {
+        CHECK(!mem_get(s, "u", "old1", &m));
+        mem_memory_clear(&m);
+        CHECK_EQ_INT(rank_of(s, "u", "migration", "old1"), 0);
+        CHECK(add(s, "u", "ro", "refused") == VT_ERR_INVALID);
+        CHECK(mem_begin(s) == VT_ERR_INVALID);
+        CHECK(mem_profile_set(s, "u", "refused") == VT_ERR_INVALID);
+        mem_close(s);
+    }
     /* a newer build's store is refused */
     char q[200];
     snprintf(q, sizeof q, "UPDATE %s.vt_mem_schema SET version = 99", schema);
