@@ -947,8 +947,24 @@ static void test_durability_settings(void)
     mem_store *s = fresh(NULL, path);
     if (!s)
         return;
-    CHECK(!add(s, "u", "a", "x"));
+    CHECK(!add(s, "u", "a", "x marks the spot"));
     mem_close(s);
+    /* read-only: reads and searches, refuses writes with a clear error */
+    mem_options ro = {.read_only = true};
+    CHECK(!mem_open(path, &ro, &s));
+    if (s) {
+        mem_memory m;
+        CHECK(!mem_get(s, "u", "a", &m));
+        mem_memory_clear(&m);
+        CHECK_EQ_INT(count_hits_with(s, "u", "spot", "a"), 0);
+        CHECK(add(s, "u", "b", "y") == VT_ERR_IO);
+        CHECK(strstr(vt_last_error(), "readonly") || strstr(vt_last_error(), "read-only"));
+        CHECK(mem_profile_set(s, "u", "p") == VT_ERR_IO);
+        mem_close(s);
+    }
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/no-such-store.db", test_tmpdir());
+    CHECK(mem_open(missing, &ro, &s) != VT_OK);
     sqlite3 *db;
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
     sqlite3_stmt *st;
