@@ -17,7 +17,7 @@
  * sampler could have allowed).
  *
  * VT_GRAMMAR_GENS sets the completions per schema: 40 in the suite (about a
- * minute on 2 cores), 200 with `make test-grammar`; VT_GRAMMAR_SCHEMAS
+ * minute on 2 cores; 10 under AddressSanitizer), 200 with `make test-grammar`; VT_GRAMMAR_SCHEMAS
  * limits the number of schemas (for quick runs).
  */
 #include <dirent.h>
@@ -216,6 +216,19 @@ static bool generate(vt_engine *e, vt_grammar_kind kind, const char *text, int g
     return ok;
 }
 
+/* Under AddressSanitizer everything runs several times slower: fewer
+ * generations by default there (the environment still decides). */
+#if defined(__SANITIZE_ADDRESS__)
+#define SAN_SCALE 4
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SAN_SCALE 4
+#endif
+#endif
+#ifndef SAN_SCALE
+#define SAN_SCALE 1
+#endif
+
 static int env_int(const char *name, int def)
 {
     const char *v = getenv(name);
@@ -289,7 +302,7 @@ static void test_json_schemas(void)
     json_dump_file(cases, cases_path, JSON_COMPACT);
     vt_engine *e = open_engine();
     FILE *f = fopen(out_path, "w");
-    int gens = env_int("VT_GRAMMAR_GENS", 40), total_len = 0, total_stop = 0;
+    int gens = env_int("VT_GRAMMAR_GENS", 40 / SAN_SCALE), total_len = 0, total_stop = 0;
     double t0 = now();
     json_array_foreach(cases, i, c) {
         if (!e || !f)
@@ -368,7 +381,7 @@ static void test_llama_grammars(void)
     char out_path[700], cases_path[700];
     snprintf(out_path, sizeof out_path, "%s/llama-outputs.jsonl", test_tmpdir());
     snprintf(cases_path, sizeof cases_path, "%s/llama-cases.json", test_tmpdir());
-    int gens = env_int("VT_GRAMMAR_LLAMA_GENS", 30);
+    int gens = env_int("VT_GRAMMAR_LLAMA_GENS", 30 / SAN_SCALE);
     for (int k = 0; k < n && e; k++) {
         char path[1400];
         snprintf(path, sizeof path, "%s/%s", dir, names[k]);

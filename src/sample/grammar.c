@@ -44,8 +44,8 @@
 #define GR_MAX_SET 4096      /* stacks in one set; more is refused */
 #define GR_CTX_FRAMES 4      /* return frames in a context key */
 #define GR_MAX_TOKEN 1024    /* longer tokens are never allowed */
-#define GR_MAX_CONTEXTS 8192 /* cached contexts per grammar */
-#define GR_VOCAB_CACHE 16    /* compiled grammars kept per vocabulary */
+#define GR_MAX_CONTEXTS 2048 /* cached contexts per grammar (a dense one is n_vocab bits) */
+#define GR_VOCAB_CACHE 8     /* compiled grammars kept per vocabulary */
 
 enum { M_REAL = 0, M_EXACT = 1, M_APPROX = 2 };
 
@@ -367,11 +367,13 @@ struct smp_grammar {
     uint32_t n_ds, cap_ds;
     uint32_t *ds_slot; /* open addressing over ds ids + 1 */
     uint32_t n_ds_slot;
+    bool too_complex; /* a walk met more than DFA_HARD_MAX sets */
 };
 
 #define DFA_DEAD (-2)    /* the empty set */
 #define DFA_UNKNOWN (-1) /* not computed yet */
-#define DFA_MAX_STATES 16384 /* the cache is emptied past this (between walks) */
+#define DFA_MAX_STATES 4096 /* the cache is emptied past this (between walks): ~1 KiB each */
+#define DFA_HARD_MAX 65536  /* more within one walk: the grammar is refused as too complex */
 
 typedef struct dfa_state {
     sset s;
@@ -953,6 +955,10 @@ static int32_t dfa_intern(smp_grammar *g, const sset *a, bool truncated)
             if (d->h == h && d->truncated == truncated && sset_same(&d->s, a))
                 return (int32_t)(g->ds_slot[j] - 1);
         }
+    if (g->n_ds >= DFA_HARD_MAX) {
+        g->too_complex = true;
+        return -3;
+    }
     if (!grow((void **)&g->ds, &g->cap_ds, g->n_ds + 1, sizeof *g->ds))
         return -3;
     if ((g->n_ds + 1) * 2 > g->n_ds_slot) {
@@ -1239,9 +1245,16 @@ int32_t smp_grammar_mask(smp_grammar_state *s, uint64_t *mask)
     for (size_t j = 0; j < nw; j++)
         count += __builtin_popcountll(mask[j]);
     return count;
-nomem:
+nomem:;
+    bool complex = g->too_complex;
+    g->too_complex = false;
+    dfa_clear(g);
     pthread_mutex_unlock(&g->mu);
     s->w.nomem = false;
-    vt_fail(VT_ERR_NOMEM, "grammar: out of memory computing a mask");
+    if (complex)
+        vt_fail(VT_ERR_UNSUPPORTED, "grammar: too complex for token masks (one step meets more "
+                "than %d distinct parser states)", DFA_HARD_MAX);
+    else
+        vt_fail(VT_ERR_NOMEM, "grammar: out of memory computing a mask");
     return -1;
 }

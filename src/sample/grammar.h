@@ -112,8 +112,11 @@ bool smp_grammar_matches(const smp_grammar_state *s, const char *b, size_t n);
 /* The allowed next tokens: sets bit t of mask[] (n_vocab bits, (n_vocab +
  * 63) / 64 words, all written) for each token t whose bytes the grammar can
  * take next. End tokens are the caller's (see smp_grammar_accepts_eos).
- * Returns the number of allowed tokens, or -1 with vt_last_error() on OOM
- * or a grammar without a vocabulary. */
+ * Returns the number of allowed tokens, or -1 with vt_last_error() on OOM,
+ * for a grammar without a vocabulary, or for one so ambiguous that a step
+ * meets more than 65,536 distinct sets of parser stacks (the mask cache of
+ * a grammar is bounded: at most 2,048 contexts and 4,096 cached sets kept
+ * between steps). */
 int32_t smp_grammar_mask(smp_grammar_state *s, uint64_t *mask);
 
 /* Counters of g's mask cache (for benchmarks): contexts cached, and the
