@@ -12,19 +12,19 @@
  *
  * The server: VT_PG_URI when set (each test works in its own schema of that
  * database, dropped at the end; the role needs CREATE on the database).
- * Otherwise the test starts its own: initdb and pg_ctl from
- * /usr/lib/postgresql/<newest>/bin into a temp folder, on 127.0.0.1 at a
- * free port with its unix socket in that folder, run as the postgres user
- * when the test runs as root; a watchdog process stops it and removes the
- * folder when the test exits, whatever the way (also a crash). Without
- * PostgreSQL installed the tests are skipped (a failure under CI=true).
+ * Otherwise the test starts its own with scripts/pg-test-server.sh (initdb
+ * and pg_ctl from /usr/lib/postgresql/<newest>/bin into a temp folder, on
+ * 127.0.0.1 at a free port with its unix socket in that folder, run as the
+ * postgres user when the test runs as root); a watchdog process stops it and
+ * removes the folder when the test exits, whatever the way (also a crash).
+ * Without PostgreSQL installed the tests are skipped (a failure under
+ * CI=true). Run from the repository root, as tests/run.sh does.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <netinet/in.h>
 #include <postgresql/libpq-fe.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,60 +42,12 @@
 
 static char g_base[1024];   /* the server's URI (no schema), "" when there is none */
 static char g_dir[256];     /* our own server's folder, "" with VT_PG_URI */
-static char g_bin[256];     /* its binaries */
 static int g_watch_fd = -1; /* the watchdog's pipe (write end) */
 static pid_t g_watch_pid;
 static char g_schemas[64][48];
 static int g_n_schemas;
 
-/* runs argv (as the postgres user when we are root), output to log;
- * the exit status, or -1 */
-static int run_cmd(char *const argv[], const char *log)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        if (g_dir[0] && chdir(g_dir) != 0)
-            _exit(126);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (nul >= 0)
-            dup2(nul, 0);
-        if (geteuid() == 0) {
-            char *full[32] = {"runuser", "-u", "postgres", "--"};
-            int n = 4;
-            for (int i = 0; argv[i] && n < 31; i++)
-                full[n++] = argv[i];
-            full[n] = NULL;
-            execvp("runuser", full);
-        } else {
-            execv(argv[0], argv);
-        }
-        _exit(127);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void print_file(const char *path)
-{
-    size_t n;
-    char *t = test_read_file(path, &n);
-    if (t) {
-        fprintf(stderr, "---- %s ----\n%.*s\n", path, (int)(n > 4000 ? 4000 : n),
-                n > 4000 ? t + n - 4000 : t);
-        free(t);
-    }
-}
-
+/* a port nothing listens on (bound and let go) */
 static int free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -110,27 +62,8 @@ static int free_port(void)
     return port;
 }
 
-static void stop_server_now(void)
-{
-    char data[300], pg_ctl[300];
-    snprintf(data, sizeof data, "%s/data", g_dir);
-    snprintf(pg_ctl, sizeof pg_ctl, "%s/pg_ctl", g_bin);
-    char *argv[] = {pg_ctl, "-D", data, "-m", "immediate", "-w", "stop", NULL};
-    char log[300];
-    snprintf(log, sizeof log, "%s/stop.log", g_dir);
-    run_cmd(argv, log);
-    char *rm[] = {"/bin/rm", "-rf", g_dir, NULL};
-    pid_t pid = fork();
-    if (pid == 0) {
-        execv(rm[0], rm);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-}
-
-/* a watchdog: waits for the test process to go (its pipe closes), then stops
- * the server and removes the folder */
+/* a watchdog: waits for the test process to go, whatever the way (its pipe
+ * closes), then stops the server and removes its folder */
 static void start_watchdog(void)
 {
     int p[2];
@@ -143,8 +76,9 @@ static void start_watchdog(void)
         char c;
         while (read(p[0], &c, 1) < 0 && errno == EINTR)
             ;
-        stop_server_now();
-        _exit(0);
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "sh scripts/pg-test-server.sh stop '%s' >/dev/null 2>&1", g_dir);
+        _exit(system(cmd) == 0 ? 0 : 1);
     }
     close(p[0]);
     if (pid < 0) {
@@ -155,69 +89,43 @@ static void start_watchdog(void)
     g_watch_pid = pid;
 }
 
-/* starts our own server; false (after saying why) if it cannot */
+/* starts our own server with scripts/pg-test-server.sh (initdb and pg_ctl of
+ * the newest /usr/lib/postgresql/N, as the postgres user when we are root,
+ * 127.0.0.1 at a free port, the socket in its folder; what test_serve_memory
+ * and .ci/run use too); false (after saying why) if it cannot */
 static bool start_server(void)
 {
     glob_t g;
-    if (glob("/usr/lib/postgresql/*/bin/postgres", 0, NULL, &g) || !g.gl_pathc) {
-        test_skip_missing("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres; "
+    bool have = !glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) && g.gl_pathc;
+    globfree(&g);
+    if (!have) {
+        test_skip_missing("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
                           "apt-get install postgresql) and VT_PG_URI is not set: the PostgreSQL "
                           "memory backend is not checked");
         return false;
     }
-    /* the newest version: the longest, then the greatest name */
-    const char *best = g.gl_pathv[0];
-    for (size_t i = 1; i < g.gl_pathc; i++)
-        if (strlen(g.gl_pathv[i]) > strlen(best) ||
-            (strlen(g.gl_pathv[i]) == strlen(best) && strcmp(g.gl_pathv[i], best) > 0))
-            best = g.gl_pathv[i];
-    snprintf(g_bin, sizeof g_bin, "%.*s", (int)(strrchr(best, '/') - best), best);
-    globfree(&g);
+    /* under /tmp itself: the postgres user cannot enter the harness's folder */
     snprintf(g_dir, sizeof g_dir, "/tmp/vt-pg-XXXXXX");
     if (!mkdtemp(g_dir)) {
         CHECKF(false, "mkdtemp: %s", strerror(errno));
         g_dir[0] = 0;
         return false;
     }
-    if (geteuid() == 0) {
-        struct passwd *pw = getpwnam("postgres");
-        if (!pw) {
-            test_skip_missing("running as root and there is no postgres user to run the server");
-            rmdir(g_dir);
-            g_dir[0] = 0;
-            return false;
-        }
-        CHECK(chown(g_dir, pw->pw_uid, pw->pw_gid) == 0);
-    }
     start_watchdog();
-    char data[300], initdb[300], pg_ctl[300], log[300], slog[300], opts[400];
-    snprintf(data, sizeof data, "%s/data", g_dir);
-    snprintf(initdb, sizeof initdb, "%s/initdb", g_bin);
-    snprintf(pg_ctl, sizeof pg_ctl, "%s/pg_ctl", g_bin);
-    snprintf(log, sizeof log, "%s/initdb.log", g_dir);
-    snprintf(slog, sizeof slog, "%s/server.log", g_dir);
-    char *ia[] = {initdb, "-D", data, "-A", "trust", "-U", "vt", "-E", "UTF8", "--locale=C",
-                  "--no-sync", NULL};
-    if (run_cmd(ia, log) != 0) {
-        print_file(log);
-        CHECKF(false, "initdb failed (log above)");
+    char cmd[400], out[2048] = "";
+    snprintf(cmd, sizeof cmd, "sh scripts/pg-test-server.sh start '%s' 2>&1", g_dir);
+    fflush(NULL);
+    FILE *f = popen(cmd, "r");
+    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
+    out[n] = 0;
+    int st = f ? pclose(f) : -1;
+    if (st != 0 || strncmp(out, "postgresql://", 13)) {
+        CHECKF(false, "%s failed (status %d): %s", cmd, st, out);
         return false;
     }
-    for (int attempt = 0; attempt < 3; attempt++) {
-        int port = free_port();
-        snprintf(opts, sizeof opts,
-                 "-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c max_connections=40",
-                 port, g_dir);
-        char *sa[] = {pg_ctl, "-D", data, "-l", slog, "-w", "-t", "60", "-o", opts, "start", NULL};
-        if (run_cmd(sa, log) == 0) {
-            snprintf(g_base, sizeof g_base, "postgresql://vt@127.0.0.1:%d/postgres", port);
-            return true;
-        }
-    }
-    print_file(log);
-    print_file(slog);
-    CHECKF(false, "the PostgreSQL server did not start (logs above)");
-    return false;
+    out[strcspn(out, "\n")] = 0;
+    snprintf(g_base, sizeof g_base, "%s", out);
+    return true;
 }
 
 static PGconn *g_admin;
@@ -270,6 +178,10 @@ static void test_server(void)
         g_base[0] = 0;
         return;
     }
+    /* our own throwaway server need not flush to disk (its commits were
+     * seconds of this test) */
+    if (g_dir[0])
+        CHECK(sql("ALTER SYSTEM SET fsync = off") && sql("SELECT pg_reload_conf()"));
     CHECK(sql("SELECT 1"));
 }
 

@@ -115,7 +115,8 @@ vt_err mem_pg_fail(mem_pg *d, const PGresult *r, const char *what)
 
 /* runs prepared statement q; NULL (with the error set) unless it succeeded.
  * binary: results in binary format. The caller PQclear()s the result. */
-PGresult *mem_pg_run(mem_pg *d, int q, const mem_pg_params *p, bool binary, const char *what, vt_err *err)
+PGresult *mem_pg_run(mem_pg *d, int q, const mem_pg_params *p, bool binary, const char *what,
+                     vt_err *err)
 {
     char name[16];
     snprintf(name, sizeof name, "vt%d", q);
@@ -604,8 +605,8 @@ static int64_t find(mem_pg *d, const char *user, const char *id, char **text, in
     return seq;
 }
 
-static vt_err add_history(mem_pg *d, const char *user, int64_t seq, int32_t version, const char *text,
-                          int64_t written)
+static vt_err add_history(mem_pg *d, const char *user, int64_t seq, int32_t version,
+                          const char *text, int64_t written)
 {
     if (d->version < 2)
         return VT_OK;
