@@ -342,6 +342,7 @@ typedef struct {
     int32_t *lvl; /* [max_len + 2] DFA state ids along the current trie path */
     uint32_t n_lvl;
     sset tmp;     /* a step's result before it is interned */
+    uint64_t *bits; /* [n_vocab / 64] scratch of a context's accepted tokens */
     uint32_t fr[GR_MAX_STACK + 1];
     uint32_t *stamp; /* [n_rules] visit marks of approximate pops */
     uint32_t cur_stamp;
@@ -396,6 +397,7 @@ static bool walker_init(walker *w, const smp_grammar *g)
 static void walker_free(walker *w)
 {
     free(w->lvl);
+    free(w->bits);
     sset_free(&w->tmp);
     free(w->stamp);
     memset(w, 0, sizeof *w);
@@ -1035,8 +1037,12 @@ static bool fill_context(smp_grammar *g, const uint32_t *key, uint32_t n_key, bo
     lvl[0] = dfa_intern(g, &w->tmp, truncated);
     if (lvl[0] < 0)
         return false;
-    uint32_t cap_acc = 0, cap_unc = 0, n_acc = 0;
-    int32_t *acc = NULL;
+    size_t nw = ((size_t)v->n_vocab + 63) / 64;
+    if (!w->bits && !(w->bits = malloc(nw * sizeof *w->bits)))
+        return false;
+    uint64_t *bits = w->bits; /* accepted tokens, set directly */
+    memset(bits, 0, nw * sizeof *bits);
+    uint32_t cap_unc = 0, n_acc = 0;
     e->unc = NULL;
     e->n_unc = 0;
     for (uint32_t i = 0; i < v->n_nodes;) {
@@ -1054,10 +1060,11 @@ static bool fill_context(smp_grammar *g, const uint32_t *key, uint32_t n_key, bo
             bool exact = cur->n_exact > 0 || cur->done;
             bool approx = cur->n_approx > 0 || cur->approx_done || cur->overflow;
             if (exact) {
-                if (!grow((void **)&acc, &cap_acc, n_acc + nd->tok_n, sizeof *acc))
-                    goto nomem;
-                for (uint32_t t = 0; t < nd->tok_n; t++)
-                    acc[n_acc++] = v->sorted[nd->tok_first + t];
+                for (uint32_t t = 0; t < nd->tok_n; t++) {
+                    int32_t tok = v->sorted[nd->tok_first + t];
+                    bits[tok >> 6] |= 1ull << (tok & 63);
+                }
+                n_acc += nd->tok_n;
             } else if (approx) {
                 if (!grow((void **)&e->unc, &cap_unc, e->n_unc + nd->tok_n, sizeof *e->unc))
                     goto nomem;
@@ -1067,21 +1074,23 @@ static bool fill_context(smp_grammar *g, const uint32_t *key, uint32_t n_key, bo
         }
         i = cur->n > 0 ? i + 1 : nd->end;
     }
-    if ((uint64_t)n_acc * 32 >= (uint64_t)v->n_vocab) {
-        size_t nw = ((size_t)v->n_vocab + 63) / 64;
-        e->acc_bits = calloc(nw, sizeof *e->acc_bits);
-        if (!e->acc_bits)
+    e->acc = NULL;
+    e->acc_bits = NULL;
+    if ((uint64_t)n_acc * 32 >= (uint64_t)v->n_vocab) { /* dense: the bits */
+        if (!(e->acc_bits = malloc(nw * sizeof *e->acc_bits)))
             goto nomem;
-        for (uint32_t k = 0; k < n_acc; k++)
-            e->acc_bits[acc[k] >> 6] |= 1ull << (acc[k] & 63);
-        free(acc);
-        acc = NULL;
+        memcpy(e->acc_bits, bits, nw * sizeof *bits);
+    } else if (n_acc) { /* sparse: the ids */
+        if (!(e->acc = malloc(n_acc * sizeof *e->acc)))
+            goto nomem;
+        uint32_t k = 0;
+        for (size_t j = 0; j < nw; j++)
+            for (uint64_t m = bits[j]; m; m &= m - 1)
+                e->acc[k++] = (int32_t)(j * 64) + __builtin_ctzll(m);
     }
-    e->acc = acc;
     e->n_acc = n_acc;
     return true;
 nomem:
-    free(acc);
     free(e->unc);
     e->unc = NULL;
     return false;
