@@ -35,7 +35,8 @@ $(FBUILD)/libfuzzlib.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(FBUILD)/fuzz_%: fuzz/fuzz_%.c $(FBUILD)/libfuzzlib.a
-	$(FCC) $(FFLAGS) -MMD -MP -MF $@.d -fsanitize=fuzzer $(filter %.c %.a,$^) -o $@ -ljansson -lm
+	$(FCC) $(FFLAGS) -MMD -MP -MF $@.d -fsanitize=fuzzer $(filter %.c %.a,$^) -o $@ -ljansson \
+	    -lsqlite3 -lpq -lm
 
 .PHONY: all
 .SECONDARY:

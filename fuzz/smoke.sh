@@ -23,6 +23,7 @@ seeds() { # $1 harness name -> prints the seed folder (made in $tmp)
     template) cp tests/data/templates/*.jinja "$d"/ ;;
     oai) cp fuzz/seeds-oai/* "$d"/ ;;
     grammar) cp fuzz/seeds-grammar/* "$d"/ ;;
+    memory) cp fuzz/seeds-memory/* "$d"/ ;;
     esac
     echo "$d"
 }
@@ -34,7 +35,7 @@ for src in fuzz/fuzz_*.c; do
     s=$(seeds "$short")
     n=$(ls "$s" | wc -l | tr -d ' ')
     case "$short" in
-    gguf|model|vocab|tokenizer|template|oai|grammar)
+    gguf|model|vocab|tokenizer|template|oai|grammar|memory)
         if [ "$n" -eq 0 ]; then # its seed source is broken
             echo "fuzz smoke: $name: no seeds were written"; failed=$((failed + 1)); continue
         fi ;;
