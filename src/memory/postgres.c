@@ -63,7 +63,7 @@ static const char schema_v1[] =
     " UNIQUE (user_id, id));"
     "CREATE INDEX vt_memories_conv ON vt_memories(user_id, conversation, msg_index);"
     "CREATE INDEX vt_memories_rev ON vt_memories(user_id, rev);"
-    "CREATE INDEX vt_memories_tsv ON vt_memories USING gin(tsv);"
+    "CREATE INDEX vt_memories_tsv ON vt_memories USING gin(tsv) WITH (fastupdate = off);"
     "CREATE TABLE vt_mem_profiles(user_id text PRIMARY KEY, text text NOT NULL,"
     " updated bigint NOT NULL);"
     "INSERT INTO vt_mem_schema VALUES (1);";
