@@ -20,7 +20,7 @@
 static void help(FILE *out)
 {
     fprintf(out,
-            "usage: vitamin memory [--db FILE] [--user U] COMMAND [options]\n\n"
+            "usage: vitamin memory [--db URI] [--user U] COMMAND [options]\n\n"
             "The long-term memory store: what each user said and what is known about them.\n"
             "Every command acts on one user's memories only (--user, default \"default\").\n\n"
             "commands:\n"
@@ -50,8 +50,8 @@ static void help(FILE *out)
             "  profile [--set TEXT | --set-file FILE]\n"
             "                        print (or set) the user's profile block\n\n"
             "options:\n"
-            "  --db FILE   the store (default $XDG_DATA_HOME/vitamin/memory.db, else\n"
-            "              ~/.local/share/vitamin/memory.db); postgresql://... is not built yet\n"
+            "  --db URI    the store: an SQLite file (default $XDG_DATA_HOME/vitamin/memory.db,\n"
+            "              else ~/.local/share/vitamin/memory.db) or postgresql://USER@HOST/DB\n"
             "  --user U    the user (default \"default\")\n"
             "  -h, --help  this help (also after a command)\n\n"
             "Exit status: 0 done, 1 failed (not found, bad input line, store error), 2 usage.\n");
