@@ -780,6 +780,118 @@ static void test_forced_grammar(void)
     json_decref(tools);
 }
 
+/* A forced call is released as it is generated: one CALL_BEGIN with the
+ * name, CALL_ARGS pieces that concatenate to the arguments, CALL at the
+ * end; the same in every split; cut short, its arguments are cut short. */
+static void forced_stream(chat_tool_family f, const char *pre, const char *body, const char *args,
+                          const size_t *splits, bool bytewise)
+{
+    json_t *tools = tools_json();
+    chat_tool_parser *p = chat_tool_parser_create(f, tools, true, 3);
+    chat_tool_parser_set_forced(p);
+    const chat_tool_event *ev;
+    size_t ne, len = strlen(body), off = 0, k = 0;
+    CHECK(chat_tool_parser_feed(p, pre, strlen(pre), false, &ev, &ne) == VT_OK && ne == 0);
+    char got[1024] = "";
+    int begins = 0, pieces = 0, ends = 0;
+    bool end_last = true;
+    while (off < len || len == 0) {
+        size_t piece = splits && splits[k] < len - off ? splits[k] : len - off;
+        k++;
+        bool fin = off + piece == len;
+        CHECK(chat_tool_parser_feed(p, body + off, piece, fin, &ev, &ne) == VT_OK);
+        for (size_t i = 0; i < ne; i++) {
+            CHECKF(ev[i].kind != CHAT_TEV_CONTENT, "%s: content '%.*s'", chat_tool_family_name(f),
+                   (int)ev[i].len, ev[i].text);
+            if (ev[i].kind == CHAT_TEV_CALL_BEGIN) {
+                begins++;
+                CHECK(pieces == 0 && ev[i].call == 0 &&
+                      !strcmp(chat_tool_parser_call(p, 0)->name, "get_weather"));
+            } else if (ev[i].kind == CHAT_TEV_CALL_ARGS) {
+                pieces++;
+                CHECK(begins == 1 && ends == 0 && strlen(got) + ev[i].len < sizeof got);
+                for (size_t b = 0; b < ev[i].len;) { /* whole UTF-8 characters only */
+                    size_t u = chat_utf8_len((const unsigned char *)ev[i].text + b, ev[i].len - b);
+                    CHECKF(u > 0, "%s: a piece splits a character", chat_tool_family_name(f));
+                    b += u ? u : ev[i].len;
+                }
+                strncat(got, ev[i].text, ev[i].len);
+            } else if (ev[i].kind == CHAT_TEV_CALL) {
+                ends++;
+                end_last = fin && i + 1 == ne;
+            }
+        }
+        off += piece;
+        if (fin)
+            break;
+    }
+    CHECKF(begins == 1 && ends == 1 && end_last, "%s: %d begins, %d ends", chat_tool_family_name(f),
+           begins, ends);
+    CHECKF(!strcmp(got, args), "%s: streamed arguments '%s', expected '%s'",
+           chat_tool_family_name(f), got, args);
+    CHECK(chat_tool_parser_n_calls(p) == 1 &&
+          !strcmp(chat_tool_parser_call(p, 0)->arguments, got) &&
+          chat_tool_parser_call(p, 0)->streamed);
+    if (bytewise) /* a piece per byte, but for UTF-8 sequences and the last one */
+        CHECKF(pieces >= (int)strlen(args) - 10, "%s: %d pieces for %zu bytes",
+               chat_tool_family_name(f), pieces, strlen(args));
+    size_t cl;
+    chat_tool_parser_content(p, &cl);
+    CHECK(cl == 0);
+    chat_tool_parser_destroy(p);
+    json_decref(tools);
+}
+
+static void test_forced_stream(void)
+{
+    static const struct {
+        chat_tool_family f;
+        const char *body;
+    } cases[] = {
+        {CHAT_TOOLS_HERMES, "{\"name\": \"get_weather\", \"arguments\": %s}"},
+        {CHAT_TOOLS_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": %s}"},
+        {CHAT_TOOLS_MISTRAL, "[{\"name\": \"get_weather\", \"arguments\": %s}]"},
+        {CHAT_TOOLS_GRANITE, "[{\"name\": \"get_weather\", \"arguments\": %s}]"},
+        {CHAT_TOOLS_DEEPSEEK, "get_weather\n```json\n%s\n```"},
+    };
+    const char *args = "{\"city\": \"\xec\x84\x9c\xec\x9a\xb8 \\\"}\\\"\", \"n\": [1, {\"x\": null}]}";
+    json_t *tools = tools_json();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *pre = NULL, *g = NULL;
+        CHECK(chat_tool_forced(cases[i].f, tools, 0, &pre, &g) == VT_OK);
+        free(g);
+        if (!pre)
+            continue;
+        char body[512];
+        snprintf(body, sizeof body, cases[i].body, args);
+        size_t splits[512];
+        for (int round = 0; round < 12; round++) {
+            srand((unsigned)round + 99);
+            for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++)
+                splits[k] = round == 0 ? 1 : 1 + (size_t)rand() % 7;
+            forced_stream(cases[i].f, pre, body, args, round == 11 ? NULL : splits, round == 0);
+        }
+        /* cut short (max_tokens): the arguments so far */
+        char cut[512];
+        snprintf(cut, sizeof cut, "%.*s", (int)(strstr(body, "[1") - body), body);
+        const char *cut_args = strstr(cut, "{\"city\"");
+        forced_stream(cases[i].f, pre, cut, cut_args, NULL, false);
+        /* an output of another shape: read as usual */
+        chat_tool_parser *p = chat_tool_parser_create(cases[i].f, tools, true, 3);
+        chat_tool_parser_set_forced(p);
+        const chat_tool_event *ev;
+        size_t ne, cl;
+        chat_tool_parser_feed(p, pre, strlen(pre), false, &ev, &ne);
+        chat_tool_parser_feed(p, "plain text", 10, true, &ev, &ne);
+        const char *c = chat_tool_parser_content(p, &cl);
+        CHECKF(chat_tool_parser_n_calls(p) == 0 && cl >= 10 && !memcmp(c + cl - 10, "plain text", 10),
+               "%s: '%.*s'", chat_tool_family_name(cases[i].f), (int)cl, c);
+        chat_tool_parser_destroy(p);
+        free(pre);
+    }
+    json_decref(tools);
+}
+
 /* ---- tools and messages ---- */
 
 static void test_checks(void)
@@ -1188,6 +1300,7 @@ int main(void)
     RUN_TEST(test_long_call);
     RUN_TEST(test_random_outputs);
     RUN_TEST(test_forced_grammar);
+    RUN_TEST(test_forced_stream);
     RUN_TEST(test_checks);
     RUN_TEST(test_oai_shapes);
     tok_destroy(tok);

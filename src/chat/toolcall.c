@@ -17,14 +17,13 @@
 
 #include "chat/chat.h"
 #include "chat/toolcall.h"
+#include "chat/toolcall_int.h"
 #include "util/util.h"
 
 #define JS_MAX_DEPTH 128
 
 static const char *const family_names[CHAT_TOOLS_N_FAMILIES] = {"hermes", "llama3", "mistral",
                                                                "granite", "deepseek"};
-
-#include "chat/toolcall_int.h"
 
 static bool contains(const char *s, size_t n, const char *needle)
 {
@@ -351,6 +350,7 @@ typedef struct {
 typedef enum { B_MORE, B_OK, B_BAD, B_DROP } block_result;
 
 enum { THINK_UNKNOWN = 0, THINK_IN, THINK_NONE };
+enum { FS_OFF = 0, FS_HEAD, FS_NAME, FS_MID, FS_ARGS, FS_TAIL, FS_FALLBACK };
 
 struct chat_tool_parser {
     chat_tool_family fam;
@@ -372,6 +372,12 @@ struct chat_tool_parser {
     bool js_on, bad;
     size_t js_start, js_end;
     jscan js;
+    /* a forced call (chat_tool_parser_set_forced), streamed as it comes */
+    bool forced;
+    int fs;         /* FS_*, per block */
+    size_t fs_pos;  /* where the stage reads next, in the block */
+    size_t fs_rel;  /* arguments released up to here */
+    int32_t fs_call;
 };
 
 chat_tool_parser *chat_tool_parser_create(chat_tool_family f, const json_t *tools, bool parallel,
@@ -425,6 +431,11 @@ void chat_tool_parser_destroy(chat_tool_parser *p)
     free(p);
 }
 
+void chat_tool_parser_set_forced(chat_tool_parser *p)
+{
+    p->forced = true;
+}
+
 void chat_tool_parser_set_think(chat_tool_parser *p, bool in_think)
 {
     if (p->buf.len == 0 && p->content.len == 0)
@@ -449,7 +460,8 @@ const char *chat_tool_parser_content(const chat_tool_parser *p, size_t *len)
 
 static bool add_event(chat_tool_parser *p, event_rec r)
 {
-    if (r.kind == CHAT_TEV_CONTENT && p->n_ev && p->rec[p->n_ev - 1].kind == CHAT_TEV_CONTENT &&
+    if ((r.kind == CHAT_TEV_CONTENT || r.kind == CHAT_TEV_CALL_ARGS) && p->n_ev &&
+        p->rec[p->n_ev - 1].kind == r.kind && p->rec[p->n_ev - 1].call == r.call &&
         p->rec[p->n_ev - 1].off + p->rec[p->n_ev - 1].len == r.off) {
         p->rec[p->n_ev - 1].len += r.len;
         return true;
@@ -703,6 +715,7 @@ static bool step_content(chat_tool_parser *p, const char *s, size_t n)
         p->marker_len = mlen;
         p->memo = 0;
         p->js_on = p->bad = false;
+        p->fs = FS_OFF;
         return true;
     }
     size_t keep = 0;
@@ -1031,11 +1044,157 @@ static block_result block_deepseek(chat_tool_parser *p, const char *s, size_t n,
     return ok ? B_OK : B_BAD;
 }
 
+/* Appends args[0..n) to call i's arguments, as a CALL_ARGS event. */
+static void stream_args(chat_tool_parser *p, int32_t i, const char *args, size_t n)
+{
+    chat_tool_call *c = &p->calls[i];
+    if (!n)
+        return;
+    char *a = realloc(c->arguments, c->arguments_len + n + 1);
+    if (!a) {
+        p->oom = true;
+        return;
+    }
+    memcpy(a + c->arguments_len, args, n);
+    c->arguments = a;
+    size_t off = c->arguments_len;
+    c->arguments_len += n;
+    a[c->arguments_len] = 0;
+    if (!add_event(p, (event_rec){CHAT_TEV_CALL_ARGS, off, n, i}))
+        p->oom = true;
+}
+
+/* A forced call (its opening from the prompt, the rest under the grammar of
+ * chat_tool_forced): the envelope is known, so the call is released as soon
+ * as its name is read (CALL_BEGIN) and its arguments as they come
+ * (CALL_ARGS), complete at the end of the output (CALL). B_BAD before the
+ * name means "not that shape" (nothing was released; the normal reading
+ * takes over); B_DROP: not a call block at all. */
+static block_result block_forced(chat_tool_parser *p, const char *s, size_t n, size_t *used)
+{
+    static const char *const heads[CHAT_TOOLS_N_FAMILIES] = {
+        [CHAT_TOOLS_HERMES] = "{\"name\": \"", [CHAT_TOOLS_LLAMA3] = "{\"name\": \"",
+        [CHAT_TOOLS_MISTRAL] = "[{\"name\": \"", [CHAT_TOOLS_GRANITE] = "[{\"name\": \"",
+        [CHAT_TOOLS_DEEPSEEK] = "function" DS_SEP};
+    static const char *const mids[CHAT_TOOLS_N_FAMILIES] = {
+        [CHAT_TOOLS_HERMES] = "\", \"arguments\": ", [CHAT_TOOLS_LLAMA3] = "\", \"parameters\": ",
+        [CHAT_TOOLS_MISTRAL] = "\", \"arguments\": ", [CHAT_TOOLS_GRANITE] = "\", \"arguments\": ",
+        [CHAT_TOOLS_DEEPSEEK] = "\n```json\n"};
+    if (p->fam == CHAT_TOOLS_DEEPSEEK && p->marker_len == strlen(DS_CALLS_BEGIN) &&
+        !memcmp(s + p->block_ws, DS_CALLS_BEGIN, p->marker_len))
+        return B_DROP;
+    if (p->fs == FS_OFF) {
+        p->fs = FS_HEAD;
+        p->fs_pos = skip_ws(s, p->block_ws + p->marker_len, n);
+        if (p->fs_pos == n)
+            return p->final ? B_BAD : B_MORE;
+    }
+    const char *lit = p->fs == FS_HEAD ? heads[p->fam] : mids[p->fam];
+    if (p->fs == FS_HEAD || p->fs == FS_MID) {
+        size_t ll = strlen(lit), avail = n - p->fs_pos;
+        if (memcmp(s + p->fs_pos, lit, VT_MIN(avail, ll)))
+            return B_BAD;
+        if (avail < ll)
+            return p->final ? B_BAD : B_MORE;
+        if (p->fs == FS_HEAD) {
+            p->fs_pos += ll;
+            p->memo = p->fs_pos; /* the name starts here */
+            p->fs = FS_NAME;
+        }
+    }
+    if (p->fs == FS_NAME) {
+        char end = p->fam == CHAT_TOOLS_DEEPSEEK ? '\n' : '"';
+        const char *e = memchr(s + p->fs_pos, end, n - p->fs_pos);
+        if (!e) {
+            p->fs_pos = n;
+            return p->final || n - p->memo > 64 ? B_BAD : B_MORE;
+        }
+        p->fs_pos = (size_t)(e - s);
+        p->fs = FS_MID;
+        return block_forced(p, s, n, used);
+    }
+    if (p->fs == FS_MID) { /* the whole mid literal is there: the call begins */
+        char name[80];
+        size_t nl = p->fs_pos - p->memo;
+        if (nl == 0 || nl >= sizeof name)
+            return B_BAD;
+        memcpy(name, s + p->memo, nl);
+        name[nl] = 0;
+        if (!add_call(p, name, "", 0))
+            return B_BAD;
+        p->fs_call = p->n_calls - 1;
+        if (!add_event(p, (event_rec){CHAT_TEV_CALL_BEGIN, 0, 0, p->fs_call}))
+            p->oom = true;
+        p->calls[p->fs_call].streamed = true;
+        p->fs_pos += strlen(lit);
+        p->fs_rel = p->fs_pos;
+        p->fs = FS_ARGS;
+        memset(&p->js, 0, sizeof p->js);
+    }
+    if (p->fs == FS_ARGS) {
+        size_t i = p->fs_pos;
+        for (; i < n; i++) {
+            int r = js_feed(&p->js, (unsigned char)s[i]);
+            if (r < 0) { /* cannot happen under the grammar: the arguments end here */
+                p->fs = FS_TAIL;
+                break;
+            }
+            if (r == 1) {
+                i++;
+                p->fs = FS_TAIL;
+                break;
+            }
+        }
+        p->fs_pos = i;
+        /* a piece never ends inside a UTF-8 character (it becomes a JSON
+         * string on its own) until the arguments are over */
+        size_t rel = i;
+        if (p->fs == FS_ARGS && !p->final) {
+            size_t lead = i, back = 0;
+            while (lead > p->fs_rel && back < 3 && ((unsigned char)s[lead - 1] & 0xc0) == 0x80)
+                lead--, back++;
+            if (lead > p->fs_rel && (unsigned char)s[lead - 1] >= 0xc0) {
+                unsigned char L = (unsigned char)s[lead - 1];
+                size_t want = L >= 0xf0 ? 4 : L >= 0xe0 ? 3 : 2;
+                if (back + 1 < want)
+                    rel = lead - 1;
+            }
+        }
+        stream_args(p, p->fs_call, s + p->fs_rel, rel - p->fs_rel);
+        p->fs_rel = rel;
+    }
+    /* the envelope's rest; the call is complete at the end of the output */
+    if (!p->final && n - p->fs_pos < 16)
+        return B_MORE;
+    if (p->fs_rel < p->fs_pos) /* a cut-short character */
+        stream_args(p, p->fs_call, s + p->fs_rel, p->fs_pos - p->fs_rel);
+    *used = p->final ? n : p->fs_pos;
+    if (!add_event(p, (event_rec){CHAT_TEV_CALL, 0, 0, p->fs_call}))
+        p->oom = true;
+    p->forced = false;
+    return B_OK;
+}
+
 /* The block state; false when it needs more text. */
 static bool step_block(chat_tool_parser *p, const char *s, size_t n)
 {
     size_t used = n;
     p->kept_from = p->n_calls;
+    if (p->forced && p->fs != FS_FALLBACK) {
+        block_result f = block_forced(p, s, n, &used);
+        if (f == B_MORE)
+            return false;
+        if (f == B_OK) {
+            p->off += used;
+            p->in_block = false;
+            p->after_call = true;
+            return true;
+        }
+        if (f == B_BAD && p->fs >= FS_ARGS)
+            p->oom = true; /* cannot be: B_BAD only comes before the call begins */
+        p->fs = FS_FALLBACK;
+        used = n;
+    }
     block_result r = p->fam == CHAT_TOOLS_HERMES     ? block_hermes(p, s, n, &used)
                      : p->fam == CHAT_TOOLS_DEEPSEEK ? block_deepseek(p, s, n, &used)
                                                      : block_json(p, s, n, &used);
@@ -1095,9 +1254,10 @@ vt_err chat_tool_parser_feed(chat_tool_parser *p, const char *text, size_t len, 
         return vt_fail(VT_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < p->n_ev; i++) {
         event_rec *r = &p->rec[i];
-        p->ev[i] = (chat_tool_event){r->kind, r->kind == CHAT_TEV_CONTENT ? p->content.p + r->off
-                                                                          : NULL,
-                                     r->len, r->call};
+        const char *t = r->kind == CHAT_TEV_CONTENT     ? p->content.p + r->off
+                        : r->kind == CHAT_TEV_CALL_ARGS ? p->calls[r->call].arguments + r->off
+                                                        : NULL;
+        p->ev[i] = (chat_tool_event){r->kind, t, r->len, r->call};
     }
     *ev = p->ev;
     *n_ev = p->n_ev;

@@ -111,15 +111,21 @@ typedef struct {
     char *name;       /* NUL-terminated */
     char *arguments;  /* JSON object text, NUL-terminated */
     size_t arguments_len;
+    bool streamed;    /* released with CALL_BEGIN / CALL_ARGS before it was complete */
 } chat_tool_call;
 
-typedef enum { CHAT_TEV_CONTENT = 1, CHAT_TEV_CALL } chat_tool_event_kind;
+typedef enum {
+    CHAT_TEV_CONTENT = 1,
+    CHAT_TEV_CALL,       /* call `call` is complete (alone: it was released whole) */
+    CHAT_TEV_CALL_BEGIN, /* a forced call's id and name are known (arguments "" so far) */
+    CHAT_TEV_CALL_ARGS,  /* the next piece of a forced call's arguments */
+} chat_tool_event_kind;
 
 typedef struct {
     chat_tool_event_kind kind;
-    const char *text;  /* CONTENT: the released content */
+    const char *text;  /* CONTENT: the released content; CALL_ARGS: the piece */
     size_t len;
-    int32_t call;      /* CALL: index of the completed call */
+    int32_t call;      /* CALL, CALL_BEGIN, CALL_ARGS: the call's index */
 } chat_tool_event;
 
 typedef struct chat_tool_parser chat_tool_parser;
@@ -131,6 +137,14 @@ typedef struct chat_tool_parser chat_tool_parser;
 chat_tool_parser *chat_tool_parser_create(chat_tool_family f, const json_t *tools, bool parallel,
                                           uint64_t seed);
 void chat_tool_parser_destroy(chat_tool_parser *p); /* NULL is a no-op */
+
+/* The output continues a forced call (chat_tool_forced's opening, fed
+ * first, and the rest generated under its grammar): that call is released
+ * as it is generated, CALL_BEGIN once its name is read and CALL_ARGS pieces
+ * of its arguments, and CALL at the end of the output (an output cut short
+ * leaves its arguments cut short, as OpenAI's do). An output of another
+ * shape is read as usual. Before the first feed. */
+void chat_tool_parser_set_forced(chat_tool_parser *p);
 
 /* The output starts inside the model's reasoning (the prompt ended with
  * <think>, as DeepSeek R1's does): everything up to </think> is content

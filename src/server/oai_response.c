@@ -155,6 +155,8 @@ oai_response *oai_response_create(const oai_request *r, const tok_tokenizer *tok
                                                  vt_hash64(s->id, strlen(s->id), (uint64_t)i));
             if (s->c[i].tp)
                 chat_tool_parser_set_think(s->c[i].tp, r->tool_in_think);
+            if (s->c[i].tp && r->tool_prefill) /* a forced call: streamed as it comes */
+                chat_tool_parser_set_forced(s->c[i].tp);
             if (!s->c[i].tp ||
                 (r->tool_prefill && chat_tool_parser_feed(s->c[i].tp, r->tool_prefill,
                                                           strlen(r->tool_prefill), false, &ev,
@@ -503,18 +505,23 @@ static json_t *delta_choice(const oai_response *s, int32_t index, const char *te
                      "logprobs", lp ? json_incref(lp) : json_null(), "finish_reason", finish);
 }
 
-/* The two deltas of a completed call: index, id, type, name and arguments
- * "", then the arguments. */
-static bool push_call(const oai_response *s, json_t *a, int32_t index, int32_t k,
-                      const chat_tool_call *t)
+/* A call's first delta: index, id, type, name and arguments "". */
+static bool push_call_head(const oai_response *s, json_t *a, int32_t index, int32_t k,
+                           const chat_tool_call *t)
 {
-    json_t *d1 = json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", (int)k, "id",
-                           t->id, "type", "function", "function", "name", t->name, "arguments", "");
-    json_t *d2 = json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", (int)k, "function",
-                           "arguments", jstr(t->arguments, t->arguments_len));
-    return push(a, chunk(s, json_pack("{s:i,s:o,s:n,s:n}", "index", (int)index, "delta", d1,
-                                      "logprobs", "finish_reason"))) &&
-           push(a, chunk(s, json_pack("{s:i,s:o,s:n,s:n}", "index", (int)index, "delta", d2,
+    json_t *d = json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", (int)k, "id",
+                          t->id, "type", "function", "function", "name", t->name, "arguments", "");
+    return push(a, chunk(s, json_pack("{s:i,s:o,s:n,s:n}", "index", (int)index, "delta", d,
+                                      "logprobs", "finish_reason")));
+}
+
+/* A later delta: a piece of the call's arguments. */
+static bool push_call_args(const oai_response *s, json_t *a, int32_t index, int32_t k,
+                           const char *args, size_t len)
+{
+    json_t *d = json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", (int)k, "function",
+                          "arguments", jstr(args, len));
+    return push(a, chunk(s, json_pack("{s:i,s:o,s:n,s:n}", "index", (int)index, "delta", d,
                                       "logprobs", "finish_reason")));
 }
 
@@ -529,7 +536,14 @@ static bool push_tool_events(const oai_response *s, json_t *a, int32_t index, co
             ok = push(a, chunk(s, delta_choice(s, index, te[i].text, te[i].len, one, json_null())));
             one = NULL;
         } else {
-            ok = push_call(s, a, index, te[i].call, chat_tool_parser_call(c->tp, te[i].call));
+            const chat_tool_call *t = chat_tool_parser_call(c->tp, te[i].call);
+            if (te[i].kind == CHAT_TEV_CALL_BEGIN)
+                ok = push_call_head(s, a, index, te[i].call, t);
+            else if (te[i].kind == CHAT_TEV_CALL_ARGS)
+                ok = push_call_args(s, a, index, te[i].call, te[i].text, te[i].len);
+            else if (!t->streamed) /* released whole: both deltas now */
+                ok = push_call_head(s, a, index, te[i].call, t) &&
+                     push_call_args(s, a, index, te[i].call, t->arguments, t->arguments_len);
         }
     }
     if (ok && one)

@@ -285,6 +285,9 @@ if (mode === 'forced') {
   const parts = fs.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
   check(parts.length >= 2 && parts[0].id && parts[0].function.name === 'get_weather',
         'forced, streamed: the call head');
+  check(parts.filter((t) => !t.id).length >= 3,
+        `forced, streamed: the arguments come in pieces as generated (${parts.length - 1})`);
+  check(parts.slice(1).every((t) => !t.id && t.index === 0), 'forced, streamed: one call');
   const args = parts.map((t) => t.function.arguments).join('');
   check(validators.get_weather(JSON.parse(args)), 'forced, streamed: ajv');
   eq(fs.map((c) => c.choices[0]?.finish_reason).filter((f) => f)[0], 'tool_calls',
