@@ -24,6 +24,7 @@ seeds() { # $1 harness name -> prints the seed folder (made in $tmp)
     oai) cp fuzz/seeds-oai/* "$d"/ ;;
     grammar) cp fuzz/seeds-grammar/* "$d"/ ;;
     memory) cp fuzz/seeds-memory/* "$d"/ ;;
+    toolcall) cp fuzz/seeds-toolcall/* "$d"/ ;;
     esac
     echo "$d"
 }
@@ -35,7 +36,7 @@ for src in fuzz/fuzz_*.c; do
     s=$(seeds "$short")
     n=$(ls "$s" | wc -l | tr -d ' ')
     case "$short" in
-    gguf|model|vocab|tokenizer|template|oai|grammar|memory)
+    gguf|model|vocab|tokenizer|template|oai|grammar|memory|toolcall)
         if [ "$n" -eq 0 ]; then # its seed source is broken
             echo "fuzz smoke: $name: no seeds were written"; failed=$((failed + 1)); continue
         fi ;;
