@@ -385,6 +385,9 @@ static void test_json_schema(void)
         {"{\"type\":\"string\",\"pattern\":\"^a\\\\d+\\\"$\"}",
          {"\"a12\\\"\"", NULL, NULL, NULL},
          {"\"a\\\"\"", "\"b1\\\"\"", NULL, NULL}},
+        {"{\"type\":\"string\",\"format\":\"email\"}",
+         {"\"a.b@qq.com\"", "\"x+y@a-b.io\"", NULL, NULL},
+         {"\"a@qq-.com\"", "\"a@-q.com\"", "\"@q.com\"", NULL}},
         {"{\"anyOf\":[{\"const\":\"x\"},{\"type\":\"integer\",\"minimum\":0,\"maximum\":"
          "5}]}",
          {"\"x\"", "5", NULL, NULL},
