@@ -316,9 +316,7 @@ void srv_memory_annotate(srv_conn *k, json_t *obj)
     json_t *v = json_object();
     if (!v)
         return;
-    json_object_set(v, "memories_used", mr->used ? mr->used : json_array());
-    if (!mr->used)
-        json_object_set_new(v, "memories_used", json_array());
+    json_object_set_new(v, "memories_used", mr->used ? json_incref(mr->used) : json_array());
     json_object_set_new(v, "conversation_id", json_string(mr->conversation));
     if (mr->return_prompt && k->rq && k->rq->n_prompts > 0) {
         char *text = NULL;
