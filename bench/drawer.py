@@ -51,13 +51,17 @@ def ensure_model():
     subprocess.check_call([BIN, "quantize", "-t", THREADS, f16, MODEL, "q4_k_m"])
 
 
+LIVE = []  # servers to stop if the benchmark dies half way
+
+
 class Server:
     def __init__(self, drawer=None):
         args = [BIN, "serve", "-m", MODEL, "--port", "0", "-t", THREADS, "--ctx", "4096",
-                "--chat-template", TEMPLATE, "--model-name", "m", "--quiet"]
+                "--chat-template", TEMPLATE, "--model-name", "m", "--quiet", "--no-memory"]
         if drawer:
             args += ["--kv-drawer", drawer, "--kv-drawer-size", CAP]
         self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        LIVE.append(self.p)
         line = self.p.stdout.readline()
         m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         if not m:
@@ -106,6 +110,7 @@ class Server:
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
         self.p.wait(timeout=120)
+        LIVE.remove(self.p)
 
 
 def long_text(n_words):
@@ -179,4 +184,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for p in LIVE:
+            p.kill()
