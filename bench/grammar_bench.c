@@ -254,10 +254,12 @@ int main(int argc, char **argv)
                         (double)VT_MAX(1, json_integer_value(json_object_get(wo, "tokens")));
             double llama_us = (lw - lo) / 1e3;
             printf("%-8s %-12s %10.1f %10.1f %10.1f %12.1f %7.0fx %8ld compile %.1f ms, vocab "
-                   "%.0f ms, %u contexts%s\n", vocabs[v][0], gnames[gi], cold.us_per_token,
-                   warm.us_per_token, wk.us_per_token, llama_us,
+                   "%.0f ms, %u contexts; llama.cpp %.0f us/token with, %.0f without%s\n",
+                   vocabs[v][0], gnames[gi], cold.us_per_token, warm.us_per_token,
+                   wk.us_per_token, llama_us,
                    cold.us_per_token > 0 ? llama_us / cold.us_per_token : 0, cold.tokens,
-                   tc * 1e3, tv * 1e3, n_ctx, cold.refused ? " (TOKENS REFUSED)" : "");
+                   tc * 1e3, tv * 1e3, n_ctx, lw / 1e3, lo / 1e3,
+                   cold.refused ? " (TOKENS REFUSED)" : "");
             json_t *own = json_object_get(res, "own");
             if (own) {
                 double lown = (double)json_integer_value(json_object_get(own, "ns")) /
