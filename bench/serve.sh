@@ -78,7 +78,7 @@ for s in $SCENARIOS; do
     for who in vitamin llama; do
         log=.bench/serve-$who.log
         if [ $who = vitamin ]; then
-            "$BIN" serve -m "$model" --port 0 -t "$THREADS" --ctx 16384 --model-name m > "$log" 2>&1 &
+            "$BIN" serve -m "$model" --port 0 -t "$THREADS" --ctx 16384 --model-name m --no-memory > "$log" 2>&1 &
         else
             port=$((20000 + $$ % 20000))
             "$server" -m "$model" --host 127.0.0.1 --port "$port" -np "$CONC" -c 16384 \
