@@ -138,23 +138,14 @@ static json_t *jstr(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-static json_t *jtime(int64_t t)
-{
-    if (t == MEM_TIME_NONE)
-        return json_null();
-    char b[40];
-    mem_time_format(t, b, sizeof b);
-    return json_string(b);
-}
-
 static json_t *memory_json(const mem_memory *m)
 {
     return json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:i}", "id", m->id, "text", m->text,
                      "kind", mem_kind_name(m->kind), "speaker", jstr(m->speaker), "session",
                      jstr(m->conversation), "index",
                      m->message_index >= 0 ? json_integer(m->message_index) : json_null(), "time",
-                     jtime(m->event_time), "created", jtime(m->created), "updated",
-                     jtime(m->updated), "version", (int)m->version);
+                     mem_time_json(m->event_time), "created", mem_time_json(m->created), "updated",
+                     mem_time_json(m->updated), "version", (int)m->version);
 }
 
 /* prints j on one line and frees it */
@@ -482,7 +473,7 @@ static int cmd_get(mem_store *s, const char *user, const char *id)
     json_t *o = memory_json(&m), *h = json_array();
     for (size_t i = 0; i < nv; i++)
         json_array_append_new(h, json_pack("{s:i,s:s,s:o}", "version", (int)v[i].version, "text",
-                                           v[i].text, "written", jtime(v[i].written)));
+                                           v[i].text, "written", mem_time_json(v[i].written)));
     json_object_set_new(o, "history", h);
     json_object_set_new(o, "embedding_dimensions", json_integer(m.n_embd));
     print_json(o);

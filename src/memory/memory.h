@@ -69,6 +69,10 @@ bool mem_kind_parse(const char *s, mem_kind *out);
  * into buf (at least 32 bytes). */
 vt_err mem_time_parse(const char *s, int64_t *ms);
 void mem_time_format(int64_t ms, char *buf, size_t size);
+struct json_t;
+/* A time as JSON: mem_time_format's string, or null for MEM_TIME_NONE (a
+ * new reference; NULL on OOM). */
+struct json_t *mem_time_json(int64_t ms);
 /* Now, in milliseconds since the epoch (UTC). */
 int64_t mem_time_now(void);
 
@@ -265,11 +269,13 @@ vt_err mem_format_block(const char *profile, const mem_hit *hits, size_t n, size
 
 /* ---- recall into a conversation (prompt.c) -------------------------- */
 
-struct json_t;
-
 /* The text of an OpenAI message's content: a string, or its text parts
  * joined by newlines (malloc'd; NULL for anything else or on OOM). */
 char *mem_message_text(const struct json_t *content);
+/* The text of the last user message of an OpenAI messages array
+ * (mem_message_text of its content) and its index in *index; NULL when
+ * there is none (*index then the array's length) or on OOM. */
+char *mem_last_user_text(const struct json_t *messages, size_t *index);
 
 /* Recall for the next turn of a conversation: messages is an OpenAI
  * messages array (json_t, changed in place); its last user message is the

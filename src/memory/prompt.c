@@ -48,6 +48,20 @@ static const char *role_of(const json_t *m)
     return r ? r : "";
 }
 
+char *mem_last_user_text(const json_t *messages, size_t *index)
+{
+    size_t n = json_array_size(messages);
+    *index = n;
+    for (size_t i = n; i-- > 0;) {
+        json_t *m = json_array_get(messages, i);
+        if (!strcmp(role_of(m), "user")) {
+            *index = i;
+            return mem_message_text(json_object_get(m, "content"));
+        }
+    }
+    return NULL;
+}
+
 /* Prefixes the content of message m (a string or text parts) with block. */
 static vt_err prefix_content(json_t *m, const char *block)
 {
@@ -97,16 +111,8 @@ vt_err mem_recall_messages(mem_store *s, const char *user, json_t *messages, siz
         return vt_fail(VT_ERR_NOMEM, "out of memory");
     if (!s || !user || !json_is_array(messages))
         return vt_fail(VT_ERR_INVALID, "mem_recall_messages: NULL store, user or messages");
-    char *query = NULL;
     size_t last = 0;
-    for (size_t i = json_array_size(messages); i-- > 0;) {
-        json_t *m = json_array_get(messages, i);
-        if (!strcmp(role_of(m), "user")) {
-            query = mem_message_text(json_object_get(m, "content"));
-            last = i;
-            break;
-        }
-    }
+    char *query = mem_last_user_text(messages, &last);
     if (!query || !*query) {
         free(query);
         return VT_OK;

@@ -584,7 +584,7 @@ vt_err mem_profile_set(mem_store *s, const char *user, const char *text)
 
 /* ---- export ---- */
 
-static json_t *time_json(int64_t ms)
+json_t *mem_time_json(int64_t ms)
 {
     if (ms == MEM_TIME_NONE)
         return json_null();
@@ -628,7 +628,7 @@ vt_err mem_export(mem_store *s, const char *user, char **json)
             for (size_t k = 0; k < nv; k++)
                 json_array_append_new(hist, json_pack("{s:i,s:s,s:o}", "version", (int)v[k].version,
                                                       "text", v[k].text, "written",
-                                                      time_json(v[k].written)));
+                                                      mem_time_json(v[k].written)));
             mem_versions_free(v, nv);
             json_t *o = json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:i,s:o}", "id", m->id,
                                   "text", m->text, "kind", mem_kind_name(m->kind), "speaker",
@@ -636,8 +636,8 @@ vt_err mem_export(mem_store *s, const char *user, char **json)
                                   "message_index",
                                   m->message_index >= 0 ? json_integer(m->message_index)
                                                         : json_null(),
-                                  "event_time", time_json(m->event_time), "created",
-                                  time_json(m->created), "updated", time_json(m->updated),
+                                  "event_time", mem_time_json(m->event_time), "created",
+                                  mem_time_json(m->created), "updated", mem_time_json(m->updated),
                                   "version", (int)m->version, "history", hist);
             if (!o || json_array_append_new(mems, o)) {
                 mem_memories_free(items, n);

@@ -234,14 +234,8 @@ enum MHD_Result srv_memory_prepare(srv_conn *k, json_t *body, bool *handled)
         default_conversation(msgs, mr->conversation, sizeof mr->conversation);
     }
     /* the last user message: the query, and the turn to store */
-    size_t n = json_array_size(msgs), last = n;
-    for (size_t i = n; i-- > 0;)
-        if (!strcmp(role_of(json_array_get(msgs, i)), "user")) {
-            last = i;
-            break;
-        }
-    char *query = last < n ? mem_message_text(json_object_get(json_array_get(msgs, last), "content"))
-                           : NULL;
+    size_t last;
+    char *query = mem_last_user_text(msgs, &last);
     if (store && query && *query) {
         mr->turn = strdup(query);
         mr->index = (int64_t)last;

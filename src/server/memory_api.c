@@ -26,15 +26,6 @@ static enum MHD_Result store_error(srv_conn *k, vt_err e)
                            vt_last_error());
 }
 
-static json_t *time_json(int64_t ms)
-{
-    if (ms == MEM_TIME_NONE)
-        return json_null();
-    char buf[40];
-    mem_time_format(ms, buf, sizeof buf);
-    return json_string(buf);
-}
-
 static json_t *opt_str(const char *s)
 {
     return s ? json_string(s) : json_null();
@@ -53,9 +44,9 @@ static json_t *memory_json(const mem_memory *m)
     json_object_set_new(o, "conversation", opt_str(m->conversation));
     json_object_set_new(o, "message_index",
                         m->message_index >= 0 ? json_integer(m->message_index) : json_null());
-    json_object_set_new(o, "event_time", time_json(m->event_time));
-    json_object_set_new(o, "created_at", time_json(m->created));
-    json_object_set_new(o, "updated_at", time_json(m->updated));
+    json_object_set_new(o, "event_time", mem_time_json(m->event_time));
+    json_object_set_new(o, "created_at", mem_time_json(m->created));
+    json_object_set_new(o, "updated_at", mem_time_json(m->updated));
     json_object_set_new(o, "version", json_integer(m->version));
     if (m->n_embd > 0)
         json_object_set_new(o, "embedding_dims", json_integer(m->n_embd));
@@ -300,7 +291,7 @@ static enum MHD_Result history(srv_conn *k, const char *user, const char *id)
     for (size_t i = 0; i < n && a; i++)
         json_array_append_new(a, json_pack("{s:i,s:s,s:o}", "version", (int)v[i].version,
                                            "memory", v[i].text, "written",
-                                           time_json(v[i].written)));
+                                           mem_time_json(v[i].written)));
     mem_versions_free(v, n);
     return srv_send_json(k, 200, json_pack("{s:s,s:o}", "id", id, "results",
                                            a ? a : json_array()));
@@ -342,8 +333,6 @@ enum MHD_Result srv_memories(srv_conn *k)
     enum MHD_Result res = srv_body_object(k, true, &body);
     if (!body)
         return res;
-    /* read your writes: turns stored by requests that have ended are in */
-    srv_memwork_wait_idle(s->memw, 2.0);
     const char *user;
     res = srv_memory_user(k, body, &user);
     if (!user) {

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "memory/memory.h"
 #include "server/server_int.h"
@@ -44,9 +43,8 @@ struct srv_memwork {
     pthread_t thread;
     bool started, stop;
     pthread_mutex_t mu;
-    pthread_cond_t cv, idle;
+    pthread_cond_t cv;
     srv_mjob *head, *tail;
-    bool busy; /* a job is running */
     mem_store *store;
     vt_engine *embedder;
     const tok_tokenizer *tok;
@@ -90,15 +88,8 @@ static float *embed(srv_memwork *w, const char *user, const char *text, int32_t 
 
 static void run_recall(srv_memwork *w, srv_mjob *j)
 {
-    char *query = NULL;
-    for (size_t i = json_array_size(j->messages); i-- > 0;) {
-        json_t *m = json_array_get(j->messages, i);
-        const char *role = json_string_value(json_object_get(m, "role"));
-        if (role && !strcmp(role, "user")) {
-            query = mem_message_text(json_object_get(m, "content"));
-            break;
-        }
-    }
+    size_t last;
+    char *query = mem_last_user_text(j->messages, &last);
     int32_t n = 0;
     float *q = embed(w, j->user, query, &n);
     free(query);
@@ -142,7 +133,6 @@ static void *worker_main(void *arg)
         w->head = j->next;
         if (!w->head)
             w->tail = NULL;
-        w->busy = true;
         pthread_mutex_unlock(&w->mu);
         if (j->kind == SRV_MJOB_RECALL) {
             if (atomic_load(&j->refs) > 1) /* the connection still waits */
@@ -158,11 +148,7 @@ static void *worker_main(void *arg)
         }
         job_unref(j);
         pthread_mutex_lock(&w->mu);
-        w->busy = false;
-        if (!w->head)
-            pthread_cond_broadcast(&w->idle);
     }
-    pthread_cond_broadcast(&w->idle);
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
@@ -176,7 +162,6 @@ srv_memwork *srv_memwork_start(const char *uri, vt_engine *embedder, const tok_t
     }
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    pthread_cond_init(&w->idle, NULL);
     w->embedder = embedder;
     w->tok = tok;
     if (mem_open(uri, NULL, &w->store) != VT_OK) {
@@ -204,7 +189,6 @@ void srv_memwork_stop(srv_memwork *w)
         pthread_join(w->thread, NULL); /* after the queue is drained */
     }
     mem_close(w->store);
-    pthread_cond_destroy(&w->idle);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -288,23 +272,4 @@ srv_mjob *srv_memwork_store(srv_memwork *w, const char *user, const char *conver
         atomic_store(&j->done, true);
     }
     return j;
-}
-
-void srv_memwork_wait_idle(srv_memwork *w, double seconds)
-{
-    if (!w)
-        return;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)seconds;
-    until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&w->mu);
-    while ((w->head || w->busy) && w->started && !w->stop)
-        if (pthread_cond_timedwait(&w->idle, &w->mu, &until) != 0)
-            break;
-    pthread_mutex_unlock(&w->mu);
 }

@@ -198,9 +198,6 @@ bool srv_mjob_done(const srv_mjob *j);
  * and the ids used (*used, a reference). */
 json_t *srv_mjob_take_messages(srv_mjob *j, json_t **used);
 void srv_mjob_release(srv_mjob *j); /* NULL: no-op */
-/* Waits (at most `seconds`) until every job queued so far is done: what
- * /v1/memories reads then includes the turns stored before it. */
-void srv_memwork_wait_idle(srv_memwork *w, double seconds);
 /* Queues storing a user turn (with its embedding when there is an
  * embedder); wake (srv_on_event's ctx, may be NULL) is called when it is
  * stored. NULL on OOM; release with srv_mjob_release. */
