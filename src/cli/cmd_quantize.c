@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "gguf/gguf.h"
@@ -200,6 +201,7 @@ typedef struct {
     kn_pool *pool;
     vt_type *types; /* by input tensor index */
     int64_t done, total;
+    bool tty; /* stderr is a terminal: one redrawn line; else a line per tensor */
 } qctx;
 
 static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
@@ -210,8 +212,9 @@ static vt_err fill(void *ctx, const char *name, void *dst, uint64_t nbytes)
     while (gguf_tensor_at(q->in, idx) != t)
         idx++;
     vt_type to = q->types[idx];
-    fprintf(stderr, "\r[%4lld/%4lld] %-40s %6s -> %-6s", (long long)++q->done,
-            (long long)q->total, name, vt_type_get(t->type)->name, vt_type_get(to)->name);
+    fprintf(stderr, q->tty ? "\r[%4lld/%4lld] %-40s %6s -> %-6s\033[K" : "[%4lld/%4lld] %s %s -> %s\n",
+            (long long)++q->done, (long long)q->total, name, vt_type_get(t->type)->name,
+            vt_type_get(to)->name);
     if ((vt_type)t->type == to) {
         memcpy(dst, t->data, nbytes);
         return VT_OK;
@@ -286,7 +289,7 @@ static vt_err quantize(const char *in_path, const char *out_path, const qmix *mx
         goto done;
     }
     qmodel m = model_facts(in);
-    qctx q = {in, pool, types, 0, nt};
+    qctx q = {in, pool, types, 0, nt, isatty(STDERR_FILENO)};
     for (int64_t i = 0; i < gguf_n_kv(in); i++) {
         gguf_str k = gguf_kv_key(in, i);
         bool moved = (k.len == 28 && !memcmp(k.ptr, "general.quantization_version", 28)) ||
@@ -315,7 +318,8 @@ static vt_err quantize(const char *in_path, const char *out_path, const qmix *mx
             goto done;
     }
     e = gguf_writer_write(w, out_path);
-    fprintf(stderr, "\n");
+    if (q.tty)
+        fprintf(stderr, "\n");
 done:
     free(order);
     free(types);
