@@ -57,6 +57,7 @@ all: $(BUILD)/vitamin $(BUILD)/libvitamin.a
 
 $(BUILD)/%_avx2.o: EXTRA := $(ISA_AVX2)
 $(BUILD)/%_avx512.o: EXTRA := $(ISA_AVX512)
+$(BUILD)/src/kernels/amx.o: EXTRA := $(ISA_AVX512) -mamx-tile -mamx-int8
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

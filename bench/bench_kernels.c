@@ -34,7 +34,7 @@ static const vt_type types[] = {
     VT_TYPE_F32,  VT_TYPE_F16,  VT_TYPE_BF16, VT_TYPE_Q8_0, VT_TYPE_Q4_0, VT_TYPE_Q4_1, VT_TYPE_Q5_0,
     VT_TYPE_Q5_1, VT_TYPE_Q2_K, VT_TYPE_Q3_K, VT_TYPE_Q4_K, VT_TYPE_Q5_K, VT_TYPE_Q6_K,
 };
-static const char *isa_name[] = {"scalar", "avx2", "avx512"};
+static const char *isa_name[] = {"scalar", "avx2", "avx512", "amx"};
 
 static volatile float sink;
 
@@ -213,7 +213,7 @@ static void gemv_table(const vt_type *ts, size_t nts, const char **want, int n_w
     }
     for (int64_t i = 0; i < (cols > mcols ? cols : mcols); i++)
         x[i] = vt_rng_normal(&rng);
-    static const char *isa_names[] = {"scalar", "avx2", "avx512"};
+    static const char *isa_names[] = {"scalar", "avx2", "avx512", "amx"};
     printf("\nGEMV from memory (kn_matmul, 1 token, %s), GB/s of weights, median of %d\n",
            isa_names[kn_active_isa()], reps);
     printf("%-6s %12s %12s %14s %14s\n", "type", "1T", "2T", "1T 768x1024", "2T 768x1024");

@@ -177,7 +177,7 @@ void parity_test_file(const md_model *m, kn_pool *pool, const char *ref_path, co
 
 /* ---- the ISA levels --------------------------------------------------- */
 
-const char *const parity_isa_names[KN_ISA_COUNT] = {"scalar", "avx2", "avx512"};
+const char *const parity_isa_names[KN_ISA_COUNT] = {"scalar", "avx2", "avx512", "amx"};
 
 int parity_isa_child(int argc, char **argv)
 {

@@ -8,10 +8,19 @@
  * with one and two threads. Weights are random values quantized with the
  * reference quantizers, activations random values quantized with the level's
  * from_float.
+ *
+ * The AMX level (amx.c): for Q8_0 and Q4_K every kernel of the level --
+ * vec_dot, vec_dot_rows, gemm and the tiles (pack + gemm_packed) -- equals
+ * the scalar canonical dot (quants_canon.c) bit for bit, over row counts
+ * around the 16-row tiles and token counts around the 16-token groups; and
+ * the canonical dot stays within float rounding of the reference vec_dot
+ * (llama.cpp's numerics).
  */
+#include <math.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/quants.h"
 #include "test.h"
 #include "util/util.h"
 
@@ -170,10 +179,93 @@ static void test_matmul_batches(void)
     kn_pool_destroy(pool2);
 }
 
+static void test_amx_canonical(void)
+{
+    if (!kn_traits_isa(VT_TYPE_Q8_0, KN_ISA_AMX)) {
+        test_skip_hw("AMX (AMX-TILE, AMX-INT8): the tile kernels are not run");
+        return;
+    }
+    const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K};
+    const int nrs[] = {1, 15, 16, 17, 31, 32, 33, 48, 50};
+    const int nts[] = {1, 4, 15, 16, 17, 33, 40};
+    vt_rng rng = {99};
+    for (size_t ti = 0; ti < 2; ti++) {
+        const vt_type t = ts[ti];
+        const kn_traits *tr = kn_traits_isa(t, KN_ISA_AMX);
+        const kn_traits *ref = kn_traits_isa(t, KN_ISA_SCALAR);
+        float (*canon)(int64_t, const void *, const void *) =
+            t == VT_TYPE_Q8_0 ? kn_canon_dot_q8_0 : kn_canon_dot_q4_K;
+        CHECK(tr->pack && tr->gemm_packed && tr->pack_size && tr->gemm && tr->vec_dot_rows);
+        const int64_t cols = t == VT_TYPE_Q8_0 ? 32 * 67 : 256 * 5;
+        char *w = NULL, *a = NULL;
+        size_t w_row, a_row;
+        CHECK(make_data(tr, t, 50, cols, 40, &rng, &w, &w_row, &a, &a_row));
+        const size_t gsz = tr->pack_size(cols);
+        char *pk = aligned_alloc(64, (gsz * 3 + 63) / 64 * 64);
+        float *want = malloc(sizeof(float) * 50 * 40), *out = malloc(sizeof(float) * 50 * 40);
+        if (!w || !a || !pk || !want || !out) {
+            CHECK(false);
+            free(w), free(a), free(pk), free(want), free(out);
+            return;
+        }
+        int bad = 0, far = 0;
+        for (int k = 0; k < 40; k++)
+            for (int i = 0; i < 50; i++) {
+                const char *wi = w + (size_t)i * w_row, *ak = a + (size_t)k * a_row;
+                float c = canon(cols, wi, ak), v = tr->vec_dot(cols, wi, ak);
+                want[k * 50 + i] = c;
+                bad += memcmp(&c, &v, sizeof c) != 0;
+                float r = ref->vec_dot(cols, wi, ak);
+                far += fabsf(r - c) > 1e-5f * (1.0f + fabsf(r)) * (float)cols / 256;
+            }
+        CHECKF(bad == 0, "%s: %d AMX-level vec_dot results differ from the canonical dot",
+               vt_type_get(t)->name, bad);
+        CHECKF(far == 0, "%s: %d canonical dots far from the reference vec_dot",
+               vt_type_get(t)->name, far);
+        for (int k = 0, b2 = 0; k < 3; k++, b2 = 0) { /* decode: rows against one token */
+            tr->vec_dot_rows(cols, w, w_row, 50, a + (size_t)k * a_row, out);
+            for (int i = 0; i < 50; i++)
+                b2 += memcmp(&out[i], &want[k * 50 + i], sizeof(float)) != 0;
+            CHECKF(b2 == 0, "%s: vec_dot_rows differs from the canonical dot in %d rows",
+                   vt_type_get(t)->name, b2);
+        }
+        for (size_t ri = 0; ri < sizeof nrs / sizeof nrs[0]; ri++)
+            for (size_t ki = 0; ki < sizeof nts / sizeof nts[0]; ki++) {
+                const int nr = nrs[ri], nt = nts[ki];
+                for (int g = 0; g * 16 < nt; g++)
+                    tr->pack(cols, a + (size_t)(16 * g) * a_row, a_row,
+                             nt - 16 * g < 16 ? nt - 16 * g : 16, pk + (size_t)g * gsz);
+                for (int via = 0; via < 2; via++) {
+                    for (int i = 0; i < 50 * 40; i++)
+                        out[i] = -1.0f;
+                    if (via)
+                        tr->gemm(cols, w, w_row, nr, a, a_row, nt, out, 50);
+                    else
+                        tr->gemm_packed(cols, w, w_row, nr, a, a_row, pk, nt, out, 50);
+                    int b3 = 0, spill = 0;
+                    for (int k = 0; k < 40; k++)
+                        for (int i = 0; i < 50; i++) {
+                            if (k < nt && i < nr)
+                                b3 += memcmp(&out[k * 50 + i], &want[k * 50 + i], 4) != 0;
+                            else
+                                spill += out[k * 50 + i] != -1.0f;
+                        }
+                    CHECKF(b3 == 0 && spill == 0,
+                           "%s: %s %d rows x %d tokens: %d results differ from the canonical "
+                           "dot, %d written outside",
+                           vt_type_get(t)->name, via ? "gemm" : "the AMX tiles", nr, nt, b3,
+                           spill);
+                }
+            }
+        free(w), free(a), free(pk), free(want), free(out);
+    }
+}
+
 int main(void)
 {
     kn_init();
     RUN_TEST(test_gemm_bit_identical);
+    RUN_TEST(test_amx_canonical);
     RUN_TEST(test_matmul_batches);
     printf("test_gemm: %d (type, level) pairs with a gemm kernel\n", levels_with_gemm);
     return test_finish("test_gemm");

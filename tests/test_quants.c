@@ -29,7 +29,7 @@ static const vt_type weight_types[] = {
 };
 static const vt_type act_types[] = {VT_TYPE_Q8_0, VT_TYPE_Q8_1, VT_TYPE_Q8_K, VT_TYPE_F16,
                                     VT_TYPE_BF16, VT_TYPE_F32};
-static const char *isa_name[] = {"scalar", "avx2", "avx512"};
+static const char *isa_name[] = {"scalar", "avx2", "avx512", "amx"};
 
 /* Buffers deliberately not 32/64-byte aligned (but aligned for the block
  * structs), so that SIMD code cannot rely on alignment. */

@@ -9,7 +9,8 @@
  * tiled vec_dot_n or a multi-row vec_dot_rows at a level get a generic one
  * looping over that level's vec_dot. kn_init() (once, thread-safe) checks
  * cpuid for each level's instructions and picks the highest one the CPU has,
- * capped by the environment variable VT_ISA=scalar|avx2|avx512.
+ * capped by the environment variable VT_ISA=scalar|avx2|avx512|amx. The AMX
+ * level is the AVX-512 one with amx.c's Q8_0 and Q4_K kernels.
  * kn_quantize_ref() maps a type to its reference weight quantizer.
  */
 #include <cpuid.h>
@@ -67,6 +68,7 @@ static const kn_traits scalar_table[VT_TYPE_COUNT] = {
 DOTN_LEVEL(SCALAR)
 DOTN_LEVEL(AVX2)
 DOTN_LEVEL(AVX512)
+DOTN_LEVEL(AMX)
 
 /* The generic vec_dot_rows of a (level, type): one vec_dot per weight row. */
 #define ROWS(L, T)                                                                                 \
@@ -84,6 +86,7 @@ DOTN_LEVEL(AVX512)
 ROWS_LEVEL(SCALAR)
 ROWS_LEVEL(AVX2)
 ROWS_LEVEL(AVX512)
+ROWS_LEVEL(AMX)
 
 #define SET_DOTN(L, T)                                                                             \
     if (!tables[KN_ISA_##L][VT_TYPE_##T].vec_dot_n)                                                \
@@ -133,6 +136,18 @@ static bool cpu_has_avx512(void)
     return f && dq && bw && vl && vnni && bf16 && (xcr0() & 0xe6) == 0xe6;
 }
 
+/* AMX-TILE and AMX-INT8, the OS saving their state (XCR0 bits 17-18), and
+ * Linux's consent for this process. */
+static bool cpu_has_amx(void)
+{
+    unsigned r7[4];
+    if (!cpu_has_avx512())
+        return false;
+    cpuid(7, 0, r7);
+    bool tile = r7[3] >> 24 & 1, i8 = r7[3] >> 25 & 1;
+    return tile && i8 && (xcr0() & 0x60000) == 0x60000 && kn_amx_usable();
+}
+
 static void init_once(void)
 {
     memcpy(tables[KN_ISA_SCALAR], scalar_table, sizeof scalar_table);
@@ -153,14 +168,20 @@ static void init_once(void)
     SET_DOTN_LEVEL(SCALAR)
     SET_DOTN_LEVEL(AVX2)
     SET_DOTN_LEVEL(AVX512)
+    memcpy(tables[KN_ISA_AMX], tables[KN_ISA_AVX512], sizeof scalar_table);
+    kn_amx_fill(tables[KN_ISA_AMX]);
+    SET_DOTN_LEVEL(AMX)
+    level_ok[KN_ISA_AMX] = level_ok[KN_ISA_AVX512] && cpu_has_amx();
 
-    kn_isa cap = KN_ISA_AVX512;
+    kn_isa cap = KN_ISA_AMX;
     const char *env = getenv("VT_ISA");
     if (env && *env) {
         if (!strcasecmp(env, "scalar"))
             cap = KN_ISA_SCALAR;
         else if (!strcasecmp(env, "avx2"))
             cap = KN_ISA_AVX2;
+        else if (!strcasecmp(env, "avx512"))
+            cap = KN_ISA_AVX512;
     }
     active = KN_ISA_SCALAR;
     for (int l = KN_ISA_SCALAR; l <= (int)cap; l++)

@@ -29,7 +29,15 @@
 
 
 /* Instruction-set levels for kernel selection. */
-typedef enum { KN_ISA_SCALAR = 0, KN_ISA_AVX2 = 1, KN_ISA_AVX512 = 2, KN_ISA_COUNT } kn_isa;
+/* KN_ISA_AMX: the AVX-512 level plus Intel AMX tiles for Q8_0 and Q4_K, with
+ * those types' numerics made tile-friendly (quants_canon.c, amx.c). */
+typedef enum {
+    KN_ISA_SCALAR = 0,
+    KN_ISA_AVX2 = 1,
+    KN_ISA_AVX512 = 2,
+    KN_ISA_AMX = 3,
+    KN_ISA_COUNT
+} kn_isa;
 
 /* Arithmetic for one type; a NULL function pointer means "not available". */
 typedef struct {
@@ -66,10 +74,21 @@ typedef struct {
      * vec_dot_n). */
     void (*gemm)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
                  size_t a_stride, int nt, float *out, size_t out_stride);
+    /* The AMX tiles (NULL elsewhere): the activations of a multiplication are
+     * packed once, per group of 16 tokens (pack_size(n) bytes each; pack
+     * takes nt <= 16 rows of dot_type, the missing ones packed as zeros),
+     * then gemm_packed does nr rows x nt tokens like gemm, reading the
+     * groups from packed (a is the same activations unpacked, for the rows
+     * that do not fill a tile). Bit-identical to vec_dot. */
+    size_t (*pack_size)(int64_t n);
+    void (*pack)(int64_t n, const void *a, size_t a_stride, int nt, void *dst);
+    void (*gemm_packed)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
+                        size_t a_stride, const void *packed, int nt, float *out,
+                        size_t out_stride);
 } kn_traits;
 
 /* Selects SIMD kernels for this CPU (idempotent, thread-safe). The environment
- * variable VT_ISA=scalar|avx2|avx512 caps the level (for tests/benchmarks). */
+ * variable VT_ISA=scalar|avx2|avx512|amx caps the level (for tests/benchmarks). */
 void kn_init(void);
 
 /* The ISA level kn_init() chose. */

@@ -23,6 +23,28 @@
 
 
 
+/* From this many tokens a multiplication packs its activations for the AMX
+ * tiles (fewer: the level's gemm, one decode GEMV per token). */
+#define AMX_MIN_TOK 4
+
+typedef struct {
+    const kn_traits *tr;
+    const char *a;
+    size_t a_row, gsz;
+    int64_t cols, ntok;
+    char *dst;
+} pack_job;
+
+static void pack_task(void *ctx, int ith, int nth)
+{
+    pack_job *j = ctx;
+    for (int64_t g = ith; g * 16 < j->ntok; g += nth) {
+        int nt = j->ntok - g * 16 < 16 ? (int)(j->ntok - g * 16) : 16;
+        j->tr->pack(j->cols, j->a + (size_t)(g * 16) * j->a_row, j->a_row, nt,
+                    j->dst + (size_t)g * j->gsz);
+    }
+}
+
 typedef struct {
     const kn_traits *tr;
     const float *x;
@@ -64,6 +86,7 @@ typedef struct {
     int64_t rows, cols, ntok, ldy;
     int64_t chunk; /* rows per grab: small enough to balance, big enough to amortize */
     bool parts;    /* decode: per-thread parts (else one shared counter) */
+    const void *pk; /* the activations packed for the AMX tiles (gemm_packed), or NULL */
     float *y;
     _Alignas(64) _Atomic int64_t next; /* own cache line: no false sharing with the fields */
     mm_part part[MAX_PARTS];
@@ -101,6 +124,11 @@ static void mm_rows(const mm_job *c, int64_t r0, int64_t r1)
         }
         return;
     }
+    if (c->pk) { /* AMX tiles: all tokens at once */
+        c->tr->gemm_packed(c->cols, c->w + (size_t)r0 * c->w_row, c->w_row, (int)(r1 - r0), c->a,
+                           c->a_row, c->pk, (int)c->ntok, c->y + r0, (size_t)c->ldy);
+        return;
+    }
     if (c->tr->gemm) { /* register-blocked tiles of rows x tokens */
         for (int64_t t0 = 0; t0 < c->ntok; t0 += TOK_TILE) {
             int64_t nt = c->ntok - t0 < TOK_TILE ? c->ntok - t0 : TOK_TILE;
@@ -133,7 +161,8 @@ static void mm_task(void *ctx, int ith, int nth)
     mm_job *j = ctx;
     const mm_job c = {.tr = j->tr, .w = j->w, .w_row = j->w_row, .a = j->a, .a_row = j->a_row,
                       .rows = j->rows, .cols = j->cols, .ntok = j->ntok, .ldy = j->ldy,
-                      .chunk = j->chunk, .parts = j->parts, .y = j->y}; /* read once */
+                      .chunk = j->chunk, .parts = j->parts, .pk = j->pk,
+                      .y = j->y}; /* read once */
     int64_t r0, r1;
     if (c.parts) {
         while (take(&j->part[ith], c.chunk, true, &r0, &r1))
@@ -193,11 +222,18 @@ vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t
     void *xq = NULL;
     const char *a = (const char *)x;
     size_t a_row = (size_t)cols * sizeof(float);
+    const bool amx = tr->gemm_packed && ntok >= AMX_MIN_TOK && tr->dot_type != VT_TYPE_F32;
+    size_t pk_off = 0, gsz = 0;
     if (tr->dot_type != VT_TYPE_F32) {
         if (!dt || !dt->from_float)
             return vt_fail(VT_ERR_UNSUPPORTED, "no activation quantizer for %s", di->name);
         a_row = vt_row_size(tr->dot_type, cols);
         size_t need = a_row * (size_t)ntok;
+        if (amx) { /* the packed groups after the quantized rows, 64-byte aligned */
+            gsz = tr->pack_size(cols);
+            pk_off = (need + 63) / 64 * 64;
+            need = pk_off + gsz * (size_t)((ntok + 15) / 16) + 64;
+        }
         if (ws && ws->cap < need) {
             void *np = realloc(ws->p, need);
             if (!np)
@@ -215,6 +251,14 @@ vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t
             quant_task(&qj, 0, 1);
         a = xq;
     }
+    const char *pk = NULL;
+    if (amx) {
+        char *base = (char *)xq + pk_off;
+        base += (64 - (uintptr_t)base % 64) % 64;
+        pack_job pj = {tr, a, a_row, gsz, cols, ntok, base};
+        kn_pool_run(p, pack_task, &pj);
+        pk = base;
+    }
     const int nth = kn_pool_size(p);
     const size_t w_row = vt_row_size(wtype, cols);
     mm_job j = {.tr = tr,
@@ -228,11 +272,13 @@ vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t
                 .ldy = ldy,
                 .chunk = row_chunk(rows, nth),
                 .parts = ntok < 4 && nth <= MAX_PARTS && rows <= INT32_MAX,
+                .pk = pk,
                 .y = y};
     atomic_init(&j.next, 0);
     if (j.parts) {
-        /* grabs of ~GRAB_BYTES, whole groups of 4 rows; parts on 16-row bounds */
-        j.chunk = VT_MAX(4, (int64_t)(GRAB_BYTES / w_row + 3) / 4 * 4);
+        /* grabs of ~GRAB_BYTES, whole groups of 16 rows (the decode kernels
+         * stream rows in groups of up to 16); parts on 16-row bounds */
+        j.chunk = VT_MAX(16, (int64_t)(GRAB_BYTES / w_row + 15) / 16 * 16);
         for (int i = 0; i < nth; i++) {
             uint64_t lo = (uint64_t)(rows * i / nth) & ~(uint64_t)15;
             uint64_t hi = (uint64_t)(rows * (i + 1) / nth) & ~(uint64_t)15;

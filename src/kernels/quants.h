@@ -220,5 +220,11 @@ void kn_quants_avx512_fill(kn_traits *tab);
 void kn_gemv_avx512_fill(kn_traits *tab); /* vec_dot_rows (gemv_avx512.c) */
 void kn_gemm_avx512_fill(kn_traits *tab); /* gemm (gemm_avx512.c) */
 void kn_gemm_avx2_fill(kn_traits *tab);   /* gemm (gemm_avx2.c) */
+void kn_amx_fill(kn_traits *tab);         /* the AMX level's Q8_0 and Q4_K (amx.c) */
+bool kn_amx_usable(void);                 /* asks Linux for the tile registers */
+
+/* The AMX level's numerics in scalar C (quants_canon.c). */
+float kn_canon_dot_q8_0(int64_t n, const void *w, const void *a);
+float kn_canon_dot_q4_K(int64_t n, const void *w, const void *a);
 
 #endif

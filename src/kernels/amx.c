@@ -1,0 +1,626 @@
+/*
+ * amx.c - the AMX level: Intel AMX int8 tiles for the GEMM of prefill and
+ * batched decode (Q8_0 and Q4_K weights), and the AVX-512 kernels with the
+ * same numerics for everything else of those types (decode's vec_dot_rows,
+ * vec_dot, the gemm of two or three tokens). The numerics are the canonical
+ * ones of quants_canon.c: exact integer sums per block, then one fused
+ * multiply-add per block in order. Every kernel here gives the bits of
+ * kn_canon_dot_*; the other types keep the AVX-512 level's kernels.
+ *
+ * A tile product C[16 x 16] += A[16 x 64] . B[64 x 16] does 16,384 int8
+ * multiply-adds in about 13 cycles, twenty times vpdpbusd; what costs is
+ * what surrounds it: the float work per block, and for Q4_K the decoding of
+ * the nibbles. The weights are the A side, read in place (Q8_0: the 32
+ * quants of a block are 32 bytes at a fixed stride) or decoded into L1 once
+ * per sub-range of tokens (Q4_K); the activations are the B side, packed
+ * once per multiplication into the tiles' layout (kn_matmul calls `pack`
+ * for each group of 16 tokens).
+ *
+ * Q4_K folds its 6-bit sub-block scales into the weights so that a whole
+ * super-block sums in the tiles: sc = 8 sh + sl (sl, sh < 8), A_lo = q sl,
+ * A_hi = q sh (both < 128, a lookup of the nibble in a 16-byte table), and
+ * isum = C_lo + 8 C_hi exactly. The mins term sum_j m_j bsum_j is a short
+ * vpdpwssd per row against the packed sub-block sums.
+ *
+ * Packed activations, per group of 16 tokens (missing tokens are zeros):
+ *   Q8_0: per block: B tile (8 rows x 64 bytes: row k4 holds bytes 4k4..4k4+3
+ *         of each token's 32 quants), then the 16 scales as floats.
+ *   Q4_K: per super-block: four B tiles (16 x 64: bytes 64c + 4k4.. of each
+ *         token), the 16 scales, then four vectors of the sub-block sums in
+ *         pairs (lane t: S_2k | S_2k+1 << 16, S_j = bsums[2j] + bsums[2j+1]).
+ *
+ * Linux lends a process the tile registers only on request
+ * (arch_prctl(ARCH_REQ_XCOMP_PERM)); kn_amx_usable asks, once.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "kernels/quants_avx512.h"
+#include "util/util.h"
+
+#ifndef ARCH_REQ_XCOMP_PERM
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#endif
+#define XFEATURE_XTILEDATA 18
+
+typedef struct {
+    uint8_t palette, start;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_cfg;
+
+bool kn_amx_usable(void)
+{
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+static inline int hsum_i256(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Pairwise sums of adjacent int32 lanes of a then b: lane i of the result is
+ * (a:b)[2i] + (a:b)[2i+1]. Four levels of it turn sixteen vectors of
+ * per-row partial sums into one vector of row sums. */
+static inline __m512i pair_sum(__m512i a, __m512i b)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(a, ev, b), _mm512_permutex2var_epi32(a, od, b));
+}
+
+/* ---- Q8_0 ----------------------------------------------------------------- */
+
+/* ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)) of the eight lanes. */
+static inline float hsum8_tree(__m256 v)
+{
+    __m256 t = _mm256_add_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+    t = _mm256_add_ps(t, _mm256_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+}
+
+/* Decode: each row on its own (no state between rows), eight blocks per
+ * step: their exact sums ((y + 128) * x - 128 * x, vpdpbusd wanting one
+ * unsigned operand) reduced to one lane per block (pair_sum), then one
+ * fused multiply-add into the eight chains. dy: the activation scales as
+ * floats, yu: the activations + 128, both padded with zeros to a multiple
+ * of eight blocks. */
+static float q8_0_row(int64_t nb, const block_q8_0 *x, const float *dy, const int8_t *yu)
+{
+    const __m512i z = _mm512_setzero_si512(), c80 = _mm512_set1_epi8((char)0x80);
+    const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32((int)sizeof(block_q8_0)));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 8) {
+        const int nv = nb - b < 8 ? (int)(nb - b) : 8;
+        __m512i v[4];
+        for (int p = 0; p < 4; p++) {
+            const int i = 2 * p;
+            x86_prefetch_step(x + b + i, 2 * sizeof(block_q8_0));
+            __m512i xq = i + 1 < nv ? ld2x256(x[b + i].qs, x[b + i + 1].qs)
+                         : i < nv   ? _mm512_castsi256_si512(ld256(x[b + i].qs))
+                                    : z;
+            __m512i s = _mm512_dpbusd_epi32(z, _mm512_loadu_si512(yu + 32 * (b + i)), xq);
+            v[p] = _mm512_sub_epi32(s, _mm512_dpbusd_epi32(z, c80, xq));
+        }
+        __m512i q = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])), z);
+        __mmask8 m = (__mmask8)((1u << nv) - 1);
+        __m256i dh = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, off, &x[b].d, 1);
+        __m256 dx = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dh));
+        __m256 d = _mm256_mul_ps(dx, _mm256_loadu_ps(dy + b));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(q)), acc);
+    }
+    return hsum8_tree(acc);
+}
+
+/* The activation side of q8_0_row for nb blocks, in caller buffers of
+ * (nb + 7) / 8 * 8 floats and as many 32-byte blocks. */
+static void q8_0_act(int64_t nb, const block_q8_0 *y, float *dy, int8_t *yu)
+{
+    const __m256i c80 = _mm256_set1_epi8((char)0x80);
+    int64_t b = 0;
+    for (; b < nb; b++) {
+        dy[b] = _cvtsh_ss(y[b].d);
+        _mm256_storeu_si256((__m256i *)(yu + 32 * b), _mm256_xor_si256(ld256(y[b].qs), c80));
+    }
+    for (; b % 8; b++) {
+        dy[b] = 0.0f;
+        _mm256_storeu_si256((__m256i *)(yu + 32 * b), _mm256_setzero_si256());
+    }
+}
+
+#define Q8_ACT_MAX 512 /* blocks kept on the stack (16,384 values); longer rows in pieces */
+
+static void c_rows_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+{
+    const int64_t nb = n / 32;
+    if (nb > Q8_ACT_MAX) { /* rare: a heap copy */
+        float *dy = malloc(sizeof(float) * (size_t)(nb + 8));
+        int8_t *yu = malloc((size_t)(nb + 8) * 32);
+        if (dy && yu) {
+            q8_0_act(nb, a, dy, yu);
+            x86_prefetch_head(w, ws, nr);
+            for (int r = 0; r < nr; r++)
+                out[r] = q8_0_row(nb, (const block_q8_0 *)((const char *)w + (size_t)r * ws), dy, yu);
+        } else { /* out of memory: the scalar definition */
+            for (int r = 0; r < nr; r++)
+                out[r] = kn_canon_dot_q8_0(n, (const char *)w + (size_t)r * ws, a);
+        }
+        free(dy);
+        free(yu);
+        return;
+    }
+    _Alignas(64) float dy[Q8_ACT_MAX + 8];
+    _Alignas(64) int8_t yu[(Q8_ACT_MAX + 8) * 32];
+    q8_0_act(nb, a, dy, yu);
+    x86_prefetch_head(w, ws, nr);
+    for (int r = 0; r < nr; r++)
+        out[r] = q8_0_row(nb, (const block_q8_0 *)((const char *)w + (size_t)r * ws), dy, yu);
+}
+
+static float c_dot_q8_0(int64_t n, const void *w, const void *a)
+{
+    float r;
+    c_rows_q8_0(n, w, 0, 1, a, &r);
+    return r;
+}
+
+/* ---- Q4_K ----------------------------------------------------------------- */
+
+/* The eight 6-bit scales (bytes 0-7 of *sc) and mins (of *m) of a
+ * super-block, all at once: kn_k4_scale_min's layout in 32-bit words. */
+static inline void k4_unpack(const block_q4_K *x, uint8_t sc[8], uint8_t m[8])
+{
+    uint32_t u[3], o[4];
+    memcpy(u, x->scales, 12);
+    o[0] = u[0] & 0x3f3f3f3f;                                              /* sc 0-3 */
+    o[1] = (u[2] & 0x0f0f0f0f) | ((u[0] >> 6) & 0x03030303) << 4;          /* sc 4-7 */
+    o[2] = u[1] & 0x3f3f3f3f;                                              /* m 0-3 */
+    o[3] = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 6) & 0x03030303) << 4;   /* m 4-7 */
+    memcpy(sc, o, 8);
+    memcpy(m, o + 2, 8);
+}
+
+/* Decode, each row on its own: per super-block the integer sums as the
+ * AVX-512 vec_dot makes them (sixteen lanes of sums, eight of mins), eight
+ * super-blocks reduced to one lane each (pair_sum), then the two fused
+ * multiply-adds into the eight chains. dyv: the activation scales, padded
+ * with zeros to a multiple of eight super-blocks. */
+static float q4_K_row(int64_t nb, const block_q4_K *x, const block_q8_K *y, const float *dyv)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), z = _mm512_setzero_si512();
+    const __m512i shr4 = _mm512_inserti64x4(z, _mm256_set1_epi16(4), 1);
+    const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32((int)sizeof(block_q4_K)));
+    __m512i pick[4];
+    for (int c = 0; c < 4; c++)
+        pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * c))),
+                                     _mm256_set1_epi16((short)(2 * c + 1)), 1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 8) {
+        const int nv = nb - b < 8 ? (int)(nb - b) : 8;
+        __m512i v[8], mv[4];
+        for (int i = 0; i < 8; i += 2) {
+            __m256i mm[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int h = 0; h < 2; h++) {
+                v[i + h] = z;
+                if (i + h >= nv)
+                    continue;
+                const block_q4_K *xb = x + b + i + h;
+                const block_q8_K *yb = y + b + i + h;
+                x86_prefetch_step(xb, sizeof(block_q4_K));
+                __m128i sc8, mn8;
+                k4_scales(xb->scales, &sc8, &mn8);
+                mm[h] = k4_mins_dot(mn8, yb->bsums);
+                __m512i sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8)), sumi = z;
+                for (int c = 0; c < 4; c++) {
+                    __m512i q = _mm512_and_si512(
+                        _mm512_srlv_epi16(_mm512_broadcast_i64x4(ld256(xb->qs + 32 * c)), shr4), m4);
+                    __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(yb->qs + 64 * c));
+                    __m512i s16 = _mm512_permutexvar_epi16(pick[c], sc);
+                    sumi = c ? _mm512_dpwssd_epi32(sumi, p, s16) : _mm512_madd_epi16(p, s16);
+                }
+                v[i + h] = sumi;
+            }
+            mv[i / 2] = _mm512_inserti64x4(_mm512_castsi256_si512(mm[0]), mm[1], 1);
+        }
+        __m512i is = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
+                              pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));
+        __m512i ms = pair_sum(pair_sum(mv[0], mv[1]), pair_sum(mv[2], mv[3]));
+        is = pair_sum(is, z);
+        ms = pair_sum(ms, z);
+        __mmask8 m = (__mmask8)((1u << nv) - 1);
+        __m256i g = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, off, &x[b].d, 1);
+        __m256 dy = _mm256_loadu_ps(dyv + b);
+        __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(g)), dy);
+        __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g, 16))), dy);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
+        acc = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(_mm512_castsi512_si256(ms)), acc);
+    }
+    return hsum8_tree(acc);
+}
+
+#define K4_ACT_MAX 256 /* super-blocks of activation scales on the stack */
+
+static void c_rows_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+{
+    const int64_t nb = n / 256;
+    const block_q8_K *y = a;
+    _Alignas(64) float dys[K4_ACT_MAX + 8];
+    float *dy = nb > K4_ACT_MAX ? malloc(sizeof(float) * (size_t)(nb + 8)) : dys;
+    if (!dy) { /* out of memory: the scalar definition */
+        for (int r = 0; r < nr; r++)
+            out[r] = kn_canon_dot_q4_K(n, (const char *)w + (size_t)r * ws, a);
+        return;
+    }
+    int64_t b = 0;
+    for (; b < nb; b++)
+        dy[b] = y[b].d;
+    for (; b % 8; b++)
+        dy[b] = 0.0f;
+    x86_prefetch_head(w, ws, nr);
+    for (int r = 0; r < nr; r++)
+        out[r] = q4_K_row(nb, (const block_q4_K *)((const char *)w + (size_t)r * ws), y, dy);
+    if (dy != dys)
+        free(dy);
+}
+
+static float c_dot_q4_K(int64_t n, const void *w, const void *a)
+{
+    float r;
+    c_rows_q4_K(n, w, 0, 1, a, &r);
+    return r;
+}
+
+/* The gemm of the level for any nr x nt (few tokens: kn_matmul packs for
+ * the tiles from KN_AMX_MIN_TOK up): one decode GEMV per token. */
+#define CANON_GEMM(T)                                                                              \
+    static void c_gemm_##T(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,  \
+                           int nt, float *out, size_t os)                                          \
+    {                                                                                              \
+        for (int t = 0; t < nt; t++)                                                               \
+            c_rows_##T(n, w, ws, nr, (const char *)a + (size_t)t * as, out + (size_t)t * os);      \
+    }
+CANON_GEMM(q8_0)
+CANON_GEMM(q4_K)
+
+/* ---- packing the activations ---------------------------------------------- */
+
+static size_t pack_size_q8_0(int64_t n)
+{
+    return (size_t)(n / 32) * (512 + 64);
+}
+
+static void pack_q8_0(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    char *p = dst;
+    for (int64_t b = 0; b < n / 32; b++, p += 576) {
+        int32_t *bt = (int32_t *)p;
+        float *dy = (float *)(p + 512);
+        for (int t = 0; t < 16; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)((const char *)a + (size_t)t * as) + b;
+            for (int k = 0; k < 8; k++) {
+                int32_t v = 0;
+                if (t < nt)
+                    memcpy(&v, y->qs + 4 * k, 4);
+                bt[k * 16 + t] = v;
+            }
+            dy[t] = t < nt ? _cvtsh_ss(y->d) : 0.0f;
+        }
+    }
+}
+
+#define K4_PACK 4416 /* 4 x 1024 B tiles, 64 scales, 256 sums */
+
+static size_t pack_size_q4_K(int64_t n)
+{
+    return (size_t)(n / 256) * K4_PACK;
+}
+
+static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    char *p = dst;
+    for (int64_t b = 0; b < n / 256; b++, p += K4_PACK) {
+        int32_t *bt = (int32_t *)p;
+        float *dy = (float *)(p + 4096);
+        int32_t *sp = (int32_t *)(p + 4096 + 64);
+        for (int t = 0; t < 16; t++) {
+            const block_q8_K *y = (const block_q8_K *)((const char *)a + (size_t)t * as) + b;
+            for (int k = 0; k < 64; k++) { /* tile c = k / 16, row k % 16 */
+                int32_t v = 0;
+                if (t < nt)
+                    memcpy(&v, y->qs + 4 * k, 4);
+                bt[(k / 16) * 256 + (k % 16) * 16 + t] = v;
+            }
+            dy[t] = t < nt ? y->d : 0.0f;
+            for (int k = 0; k < 4; k++) {
+                int32_t lo = 0, hi = 0;
+                if (t < nt) {
+                    lo = y->bsums[4 * k] + y->bsums[4 * k + 1];
+                    hi = y->bsums[4 * k + 2] + y->bsums[4 * k + 3];
+                }
+                sp[k * 16 + t] = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)hi << 16);
+            }
+        }
+    }
+}
+
+/* ---- the tiles -------------------------------------------------------------- */
+
+/* acc[r] (16 tokens) of rows r0..r0+15 to out[t * os + r0 + r] for t < nt. */
+static void store_acc(const float acc[16][16], float *out, size_t os, int nt)
+{
+    for (int t = 0; t < nt; t++)
+        for (int r = 0; r < 16; r++)
+            out[(size_t)t * os + r] = acc[r][t];
+}
+
+/* Row r of tile k of the eight chains, added up as hsum8_tree adds lanes. */
+#define chains_sum(acc, k, r)                                                                      \
+    _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(_mm512_load_ps(acc[0][k][r]),                        \
+                                              _mm512_load_ps(acc[1][k][r])),                       \
+                                _mm512_add_ps(_mm512_load_ps(acc[2][k][r]),                        \
+                                              _mm512_load_ps(acc[3][k][r]))),                      \
+                  _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(acc[4][k][r]),                        \
+                                              _mm512_load_ps(acc[5][k][r])),                       \
+                                _mm512_add_ps(_mm512_load_ps(acc[6][k][r]),                        \
+                                              _mm512_load_ps(acc[7][k][r]))))
+
+#define TOK_CHUNK 4 /* Q4_K: token groups (of 16) per decoding of a row group's weights */
+
+/* Q8_0: tiles 0-3 C (two row groups x two token groups), 4-5 A (16 rows x
+ * 32 bytes, straight from the weights), 6-7 B (8 x 64). */
+static void amx_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                     const void *pk, int nt, float *out, size_t os)
+{
+    tile_cfg cfg = {.palette = 1};
+    for (int i = 0; i < 4; i++)
+        cfg.rows[i] = 16, cfg.colsb[i] = 64;
+    cfg.rows[4] = cfg.rows[5] = 16, cfg.colsb[4] = cfg.colsb[5] = 32;
+    cfg.rows[6] = cfg.rows[7] = 8, cfg.colsb[6] = cfg.colsb[7] = 64;
+    _tile_loadconfig(&cfg);
+    const int64_t nb = n / 32;
+    const size_t gsz = pack_size_q8_0(n);
+    const int ng = (nt + 15) / 16;
+    const __m512i off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                             12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)ws));
+    _Alignas(64) int32_t cb[4][16][16];
+    _Alignas(64) float acc[8][4][16][16], dxs[2][16]; /* the eight chains (block % 8) */
+    _Alignas(64) float res[16][16];
+    int r0 = 0;
+    for (; r0 + 16 <= nr; r0 += 32) {
+        const int R = r0 + 32 <= nr ? 2 : 1;
+        const char *wr = (const char *)w + (size_t)r0 * ws;
+        for (int g = 0; g < ng; g += 2) {
+            const int G = g + 2 <= ng ? 2 : 1;
+            memset(acc, 0, sizeof acc);
+            for (int64_t b = 0; b < nb; b++) {
+                const char *wb = wr + (size_t)b * sizeof(block_q8_0);
+                for (int i = 0; i < R; i++) {
+                    __m512i dh = _mm512_i32gather_epi32(off, wb + (size_t)(16 * i) * ws, 1);
+                    _mm512_store_ps(dxs[i], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dh)));
+                }
+                const char *p0 = (const char *)pk + (size_t)g * gsz + (size_t)b * 576;
+                _tile_loadd(6, p0, 64);
+                if (G == 2)
+                    _tile_loadd(7, p0 + gsz, 64);
+                _tile_loadd(4, wb + 2, (long)ws);
+                if (R == 2)
+                    _tile_loadd(5, wb + 2 + 16 * ws, (long)ws);
+                _tile_zero(0);
+                _tile_dpbssd(0, 4, 6);
+                _tile_stored(0, cb[0], 64);
+                if (G == 2) {
+                    _tile_zero(1);
+                    _tile_dpbssd(1, 4, 7);
+                    _tile_stored(1, cb[1], 64);
+                }
+                if (R == 2) {
+                    _tile_zero(2);
+                    _tile_dpbssd(2, 5, 6);
+                    _tile_stored(2, cb[2], 64);
+                    if (G == 2) {
+                        _tile_zero(3);
+                        _tile_dpbssd(3, 5, 7);
+                        _tile_stored(3, cb[3], 64);
+                    }
+                }
+                float(*ch)[16][16] = acc[b & 7];
+                for (int i = 0; i < R; i++)
+                    for (int j = 0; j < G; j++) {
+                        const int k = 2 * i + j;
+                        __m512 dy = _mm512_loadu_ps(p0 + (size_t)j * gsz + 512);
+                        for (int r = 0; r < 16; r++) {
+                            __m512 d = _mm512_mul_ps(_mm512_set1_ps(dxs[i][r]), dy);
+                            __m512 c = _mm512_cvtepi32_ps(_mm512_load_si512(cb[k][r]));
+                            _mm512_store_ps(ch[k][r],
+                                            _mm512_fmadd_ps(d, c, _mm512_load_ps(ch[k][r])));
+                        }
+                    }
+            }
+            for (int i = 0; i < R; i++)
+                for (int j = 0; j < G; j++) {
+                    const int k = 2 * i + j;
+                    for (int r = 0; r < 16; r++)
+                        _mm512_store_ps(res[r], chains_sum(acc, k, r));
+                    int t0 = 16 * (g + j), tn = nt - t0 < 16 ? nt - t0 : 16;
+                    store_acc(res, out + (size_t)t0 * os + r0 + 16 * i, os, tn);
+                }
+        }
+        if (R == 1)
+            r0 -= 16;
+    }
+    _tile_release();
+    if (r0 < nr)
+        for (int t = 0; t < nt; t++)
+            c_rows_q8_0(n, (const char *)w + (size_t)r0 * ws, ws, nr - r0,
+                        (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
+}
+
+/* Q4_K: one row group of 16 at a time; its super-block decoded into A
+ * tiles (four chunks of 64 weights, lo and hi) once per pass over up to
+ * TOK_CHUNK token groups. Tiles 0-3 C (lo, hi x two token groups), 4-5 A
+ * (lo, hi), 6-7 B. */
+static const uint8_t mul_tab[8][16] = {
+#define MT(s)                                                                                      \
+    {0 * s, 1 * s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s, 8 * s, 9 * s, 10 * s, 11 * s, 12 * s, \
+     13 * s, 14 * s, 15 * s}
+    MT(0), MT(1), MT(2), MT(3), MT(4), MT(5), MT(6), MT(7)
+#undef MT
+};
+
+typedef struct {
+    _Alignas(64) uint8_t a[4][2][16][64]; /* chunk, lo/hi, row, bytes */
+    _Alignas(64) float d[16], dm[16];
+    _Alignas(64) int32_t mp[16][4]; /* mins in pairs, per row */
+} k4_decoded;
+
+static void k4_decode16(const char *w, size_t ws, int64_t b, k4_decoded *o)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int r = 0; r < 16; r++) {
+        const block_q4_K *x = (const block_q4_K *)(w + (size_t)r * ws) + b;
+        uint8_t sc[8], m[8];
+        k4_unpack(x, sc, m);
+        o->d[r] = _cvtsh_ss(x->d);
+        o->dm[r] = _cvtsh_ss(x->dmin);
+        for (int k = 0; k < 4; k++)
+            o->mp[r][k] = (int32_t)(m[2 * k] | (uint32_t)m[2 * k + 1] << 16);
+        for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+            __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
+                                           _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+            const int j0 = 2 * c, j1 = 2 * c + 1;
+            __m512i tl = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)mul_tab[sc[j0] & 7]))),
+                _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)mul_tab[sc[j1] & 7])),
+                1);
+            __m512i th = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)mul_tab[sc[j0] >> 3]))),
+                _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)mul_tab[sc[j1] >> 3])),
+                1);
+            _mm512_store_si512(o->a[c][0][r], _mm512_shuffle_epi8(tl, q));
+            _mm512_store_si512(o->a[c][1][r], _mm512_shuffle_epi8(th, q));
+        }
+    }
+}
+
+static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                     const void *pk, int nt, float *out, size_t os)
+{
+    tile_cfg cfg = {.palette = 1};
+    for (int i = 0; i < 8; i++)
+        cfg.rows[i] = 16, cfg.colsb[i] = 64;
+    _tile_loadconfig(&cfg);
+    const int64_t nsb = n / 256;
+    const size_t gsz = pack_size_q4_K(n);
+    const int ng = (nt + 15) / 16;
+    k4_decoded dec;
+    _Alignas(64) int32_t cb[4][16][16];
+    _Alignas(64) float acc[8][TOK_CHUNK][16][16]; /* the eight chains (super-block % 8) */
+    _Alignas(64) float res[16][16];
+    int r0 = 0;
+    for (; r0 + 16 <= nr; r0 += 16) {
+        const char *wr = (const char *)w + (size_t)r0 * ws;
+        for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
+            const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
+            memset(acc, 0, sizeof acc);
+            for (int64_t b = 0; b < nsb; b++) {
+                k4_decode16(wr, ws, b, &dec);
+                for (int g = 0; g < gn; g += 2) {
+                    const int G = g + 2 <= gn ? 2 : 1;
+                    const char *p0 = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * K4_PACK;
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    if (G == 2) {
+                        _tile_zero(2);
+                        _tile_zero(3);
+                    }
+                    for (int c = 0; c < 4; c++) {
+                        _tile_loadd(4, dec.a[c][0], 64);
+                        _tile_loadd(5, dec.a[c][1], 64);
+                        _tile_loadd(6, p0 + 1024 * c, 64);
+                        _tile_dpbusd(0, 4, 6);
+                        _tile_dpbusd(1, 5, 6);
+                        if (G == 2) {
+                            _tile_loadd(7, p0 + gsz + 1024 * c, 64);
+                            _tile_dpbusd(2, 4, 7);
+                            _tile_dpbusd(3, 5, 7);
+                        }
+                    }
+                    _tile_stored(0, cb[0], 64);
+                    _tile_stored(1, cb[1], 64);
+                    if (G == 2) {
+                        _tile_stored(2, cb[2], 64);
+                        _tile_stored(3, cb[3], 64);
+                    }
+                    for (int j = 0; j < G; j++) {
+                        const char *pj = p0 + (size_t)j * gsz;
+                        const __m512 dy = _mm512_loadu_ps(pj + 4096);
+                        const __m512i s0 = _mm512_loadu_si512(pj + 4160),
+                                      s1 = _mm512_loadu_si512(pj + 4160 + 64),
+                                      s2 = _mm512_loadu_si512(pj + 4160 + 128),
+                                      s3 = _mm512_loadu_si512(pj + 4160 + 192);
+                        float(*ac)[16] = acc[b & 7][g + j];
+                        for (int r = 0; r < 16; r++) {
+                            __m512i ci = _mm512_add_epi32(
+                                _mm512_load_si512(cb[2 * j][r]),
+                                _mm512_slli_epi32(_mm512_load_si512(cb[2 * j + 1][r]), 3));
+                            __m512i mi = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                                             _mm512_set1_epi32(dec.mp[r][0]), s0);
+                            mi = _mm512_dpwssd_epi32(mi, _mm512_set1_epi32(dec.mp[r][1]), s1);
+                            mi = _mm512_dpwssd_epi32(mi, _mm512_set1_epi32(dec.mp[r][2]), s2);
+                            mi = _mm512_dpwssd_epi32(mi, _mm512_set1_epi32(dec.mp[r][3]), s3);
+                            __m512 d = _mm512_mul_ps(_mm512_set1_ps(dec.d[r]), dy);
+                            __m512 dm = _mm512_mul_ps(_mm512_set1_ps(dec.dm[r]), dy);
+                            __m512 v = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(ci),
+                                                       _mm512_load_ps(ac[r]));
+                            _mm512_store_ps(ac[r], _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(mi), v));
+                        }
+                    }
+                }
+            }
+            for (int g = 0; g < gn; g++) {
+                for (int r = 0; r < 16; r++)
+                    _mm512_store_ps(res[r], chains_sum(acc, g, r));
+                int t0 = 16 * (g0 + g), tn = nt - t0 < 16 ? nt - t0 : 16;
+                store_acc(res, out + (size_t)t0 * os + r0, os, tn);
+            }
+        }
+    }
+    _tile_release();
+    if (r0 < nr)
+        for (int t = 0; t < nt; t++)
+            c_rows_q4_K(n, (const char *)w + (size_t)r0 * ws, ws, nr - r0,
+                        (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
+}
+
+void kn_amx_fill(kn_traits *tab)
+{
+    kn_traits *q8 = &tab[VT_TYPE_Q8_0], *q4 = &tab[VT_TYPE_Q4_K];
+    q8->vec_dot = c_dot_q8_0;
+    q8->vec_dot_rows = c_rows_q8_0;
+    q8->vec_dot_n = NULL; /* the generic one over vec_dot */
+    q8->gemm = c_gemm_q8_0;
+    q8->pack_size = pack_size_q8_0;
+    q8->pack = pack_q8_0;
+    q8->gemm_packed = amx_q8_0;
+    q4->vec_dot = c_dot_q4_K;
+    q4->vec_dot_rows = c_rows_q4_K;
+    q4->vec_dot_n = NULL;
+    q4->gemm = c_gemm_q4_K;
+    q4->pack_size = pack_size_q4_K;
+    q4->pack = pack_q4_K;
+    q4->gemm_packed = amx_q4_K;
+}
