@@ -179,6 +179,7 @@ static void test_matmul_batches(void)
     kn_pool_destroy(pool2);
 }
 
+#define NT 150
 static void test_amx_canonical(void)
 {
     if (!kn_traits_isa(VT_TYPE_Q8_0, KN_ISA_AMX)) {
@@ -187,7 +188,7 @@ static void test_amx_canonical(void)
     }
     const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K};
     const int nrs[] = {1, 15, 16, 17, 31, 32, 33, 48, 50};
-    const int nts[] = {1, 4, 15, 16, 17, 33, 40};
+    const int nts[] = {1, 4, 15, 16, 17, 33, 40, 150}; /* 150: more groups than one pass */
     vt_rng rng = {99};
     for (size_t ti = 0; ti < 2; ti++) {
         const vt_type t = ts[ti];
@@ -199,17 +200,17 @@ static void test_amx_canonical(void)
         const int64_t cols = t == VT_TYPE_Q8_0 ? 32 * 67 : 256 * 5;
         char *w = NULL, *a = NULL;
         size_t w_row, a_row;
-        CHECK(make_data(tr, t, 50, cols, 40, &rng, &w, &w_row, &a, &a_row));
+        CHECK(make_data(tr, t, 50, cols, NT, &rng, &w, &w_row, &a, &a_row));
         const size_t gsz = tr->pack_size(cols);
-        char *pk = aligned_alloc(64, (gsz * 3 + 63) / 64 * 64);
-        float *want = malloc(sizeof(float) * 50 * 40), *out = malloc(sizeof(float) * 50 * 40);
+        char *pk = aligned_alloc(64, (gsz * 10 + 63) / 64 * 64);
+        float *want = malloc(sizeof(float) * 50 * NT), *out = malloc(sizeof(float) * 50 * NT);
         if (!w || !a || !pk || !want || !out) {
             CHECK(false);
             free(w), free(a), free(pk), free(want), free(out);
             return;
         }
         int bad = 0, far = 0;
-        for (int k = 0; k < 40; k++)
+        for (int k = 0; k < NT; k++)
             for (int i = 0; i < 50; i++) {
                 const char *wi = w + (size_t)i * w_row, *ak = a + (size_t)k * a_row;
                 float c = canon(cols, wi, ak), v = tr->vec_dot(cols, wi, ak);
@@ -236,14 +237,14 @@ static void test_amx_canonical(void)
                     tr->pack(cols, a + (size_t)(16 * g) * a_row, a_row,
                              nt - 16 * g < 16 ? nt - 16 * g : 16, pk + (size_t)g * gsz);
                 for (int via = 0; via < 2; via++) {
-                    for (int i = 0; i < 50 * 40; i++)
+                    for (int i = 0; i < 50 * NT; i++)
                         out[i] = -1.0f;
                     if (via)
                         tr->gemm(cols, w, w_row, nr, a, a_row, nt, out, 50);
                     else
                         tr->gemm_packed(cols, w, w_row, nr, a, a_row, pk, nt, out, 50);
                     int b3 = 0, spill = 0;
-                    for (int k = 0; k < 40; k++)
+                    for (int k = 0; k < NT; k++)
                         for (int i = 0; i < 50; i++) {
                             if (k < nt && i < nr)
                                 b3 += memcmp(&out[k * 50 + i], &want[k * 50 + i], 4) != 0;
@@ -260,6 +261,8 @@ static void test_amx_canonical(void)
         free(w), free(a), free(pk), free(want), free(out);
     }
 }
+
+#undef NT
 
 int main(void)
 {

@@ -358,9 +358,11 @@ static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
 /* acc[r] (16 tokens) of rows r0..r0+15 to out[t * os + r0 + r] for t < nt. */
 static void store_acc(const float acc[16][16], float *out, size_t os, int nt)
 {
-    for (int t = 0; t < nt; t++)
-        for (int r = 0; r < 16; r++)
-            out[(size_t)t * os + r] = acc[r][t];
+    const __m512i col = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                             12, 13, 14, 15),
+                                           _mm512_set1_epi32(16));
+    for (int t = 0; t < nt; t++) /* column t of acc: one gather */
+        _mm512_storeu_ps(out + (size_t)t * os, _mm512_i32gather_ps(col, &acc[0][t], 4));
 }
 
 /* Row r of tile k of the eight chains, added up as hsum8_tree adds lanes. */
@@ -374,7 +376,7 @@ static void store_acc(const float acc[16][16], float *out, size_t os, int nt)
                                 _mm512_add_ps(_mm512_load_ps(acc[6][k][r]),                        \
                                               _mm512_load_ps(acc[7][k][r]))))
 
-#define TOK_CHUNK 4 /* Q4_K: token groups (of 16) per decoding of a row group's weights */
+#define TOK_CHUNK 8 /* Q4_K: token groups (of 16) per decoding of a row group's weights */
 
 /* Q8_0: tiles 0-3 C (two row groups x two token groups), 4-5 A (16 rows x
  * 32 bytes, straight from the weights), 6-7 B (8 x 64). */
@@ -535,7 +537,8 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
         const char *wr = (const char *)w + (size_t)r0 * ws;
         for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
             const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
-            memset(acc, 0, sizeof acc);
+            for (int k = 0; k < 8; k++) /* only the token groups of this pass */
+                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
             for (int64_t b = 0; b < nsb; b++) {
                 k4_decode16(wr, ws, b, &dec);
                 for (int g = 0; g < gn; g += 2) {
