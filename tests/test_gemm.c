@@ -9,7 +9,7 @@
  * reference quantizers, activations random values quantized with the level's
  * from_float.
  *
- * The AMX level (amx.c): for Q8_0 and Q4_K every kernel of the level --
+ * The AMX level (amx.c): for Q8_0, Q4_K and Q6_K every kernel of the level --
  * vec_dot, vec_dot_rows, gemm and the tiles (pack + gemm_packed) -- equals
  * the scalar canonical dot (quants_canon.c) bit for bit, over row counts
  * around the 16-row tiles and token counts around the 16-token groups; and
@@ -186,16 +186,18 @@ static void test_amx_canonical(void)
         test_skip_hw("AMX (AMX-TILE, AMX-INT8): the tile kernels are not run");
         return;
     }
-    const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K};
+    const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K};
     const int nrs[] = {1, 15, 16, 17, 31, 32, 33, 48, 50};
     const int nts[] = {1, 4, 15, 16, 17, 33, 40, 150}; /* 150: more groups than one pass */
     vt_rng rng = {99};
-    for (size_t ti = 0; ti < 2; ti++) {
+    for (size_t ti = 0; ti < 3; ti++) {
         const vt_type t = ts[ti];
         const kn_traits *tr = kn_traits_isa(t, KN_ISA_AMX);
         const kn_traits *ref = kn_traits_isa(t, KN_ISA_SCALAR);
         float (*canon)(int64_t, const void *, const void *) =
-            t == VT_TYPE_Q8_0 ? kn_canon_dot_q8_0 : kn_canon_dot_q4_K;
+            t == VT_TYPE_Q8_0 ? kn_canon_dot_q8_0
+            : t == VT_TYPE_Q4_K ? kn_canon_dot_q4_K
+                                : kn_canon_dot_q6_K;
         CHECK(tr->pack && tr->gemm_packed && tr->pack_size && tr->gemm && tr->vec_dot_rows);
         const int64_t cols = t == VT_TYPE_Q8_0 ? 32 * 67 : 256 * 5;
         char *w = NULL, *a = NULL;

@@ -609,9 +609,269 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
                         (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
 }
 
+/* ---- Q6_K ------------------------------------------------------------------- */
+
+/* The u = q + 32 values (0..63) of one half (128 values) of a super-block:
+ * *qa values 0..63 of the half, *qb 64..127, in element order. */
+static inline void k6_half(const block_q6_K *x, int h, __m512i *qa, __m512i *qb)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    __m512i l = _mm512_loadu_si512(x->ql + 64 * h);
+    __m512i qh = _mm512_broadcast_i64x4(ld256(x->qh + 32 * h));
+    *qa = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl_a), m30));
+    *qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr_b), m30));
+}
+
+/* Decode, each row on its own, as q4_K_row: the exact isum of a super-block
+ * in sixteen lanes (the -32 offset through the activations' bsums), eight
+ * super-blocks reduced to a lane each, one fused multiply-add per chain. */
+static float q6_K_row(int64_t nb, const block_q6_K *x, const block_q8_K *y, const float *dyv)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32((int)sizeof(block_q6_K)));
+    __m512i perm[4]; /* int16 lane l of a 64-value group g uses scale 4g + l/8 */
+    for (int g = 0; g < 4; g++) {
+        short idx[32];
+        for (int l = 0; l < 32; l++)
+            idx[l] = (short)(4 * g + l / 8);
+        perm[g] = _mm512_loadu_si512(idx);
+    }
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 8) {
+        const int nv = nb - b < 8 ? (int)(nb - b) : 8;
+        __m512i v[8];
+        for (int i = 0; i < 8; i++) {
+            v[i] = z;
+            if (i >= nv)
+                continue;
+            const block_q6_K *xb = x + b + i;
+            const block_q8_K *yb = y + b + i;
+            x86_prefetch_step(xb, sizeof(block_q6_K));
+            __m256i sc16 = _mm256_cvtepi8_epi16(ld128(xb->scales));
+            __m256i of = _mm256_madd_epi16(sc16, ld256(yb->bsums)); /* the -32 offset */
+            __m512i sc = _mm512_castsi256_si512(sc16);
+            __m512i sumi = _mm512_sub_epi32(z, _mm512_zextsi256_si512(_mm256_slli_epi32(of, 5)));
+            for (int h = 0; h < 2; h++) {
+                __m512i qa, qb;
+                k6_half(xb, h, &qa, &qb);
+                __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512(yb->qs + 128 * h));
+                __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512(yb->qs + 128 * h + 64));
+                sumi = _mm512_dpwssd_epi32(sumi, pa, _mm512_permutexvar_epi16(perm[2 * h], sc));
+                sumi = _mm512_dpwssd_epi32(sumi, pb, _mm512_permutexvar_epi16(perm[2 * h + 1], sc));
+            }
+            v[i] = sumi;
+        }
+        __m512i is = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
+                              pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));
+        is = pair_sum(is, z);
+        __mmask8 m = (__mmask8)((1u << nv) - 1);
+        /* d is the block's last two bytes: read the four ending there */
+        __m256i g = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, off,
+                                                 (const char *)&x[b].d - 2, 1);
+        __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g, 16))),
+                                 _mm256_loadu_ps(dyv + b));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
+    }
+    return hsum8_tree(acc);
+}
+
+static void c_rows_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+{
+    const int64_t nb = n / 256;
+    const block_q8_K *y = a;
+    _Alignas(64) float dys[K4_ACT_MAX + 8];
+    float *dy = nb > K4_ACT_MAX ? malloc(sizeof(float) * (size_t)(nb + 8)) : dys;
+    if (!dy) { /* out of memory: the scalar definition */
+        for (int r = 0; r < nr; r++)
+            out[r] = kn_canon_dot_q6_K(n, (const char *)w + (size_t)r * ws, a);
+        return;
+    }
+    int64_t b = 0;
+    for (; b < nb; b++)
+        dy[b] = y[b].d;
+    for (; b % 8; b++)
+        dy[b] = 0.0f;
+    x86_prefetch_head(w, ws, nr);
+    for (int r = 0; r < nr; r++)
+        out[r] = q6_K_row(nb, (const block_q6_K *)((const char *)w + (size_t)r * ws), y, dy);
+    if (dy != dys)
+        free(dy);
+}
+
+static float c_dot_q6_K(int64_t n, const void *w, const void *a)
+{
+    float r;
+    c_rows_q6_K(n, w, 0, 1, a, &r);
+    return r;
+}
+
+CANON_GEMM(q6_K)
+
+/* Packed activations: Q4_K's four B tiles and scales, then the sixteen
+ * bsums in pairs (lane t: bsums[2k] | bsums[2k+1] << 16, eight vectors). */
+#define K6_PACK 4672
+
+static size_t pack_size_q6_K(int64_t n)
+{
+    return (size_t)(n / 256) * K6_PACK;
+}
+
+static void pack_q6_K(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    char *p = dst;
+    for (int64_t b = 0; b < n / 256; b++, p += K6_PACK) {
+        int32_t *bt = (int32_t *)p;
+        float *dy = (float *)(p + 4096);
+        int32_t *sp = (int32_t *)(p + 4096 + 64);
+        for (int t = 0; t < 16; t++) {
+            const block_q8_K *y =
+                t < nt ? (const block_q8_K *)((const char *)a + (size_t)t * as) + b : NULL;
+            for (int k = 0; k < 64; k++) {
+                int32_t v = 0;
+                if (y)
+                    memcpy(&v, y->qs + 4 * k, 4);
+                bt[(k / 16) * 256 + (k % 16) * 16 + t] = v;
+            }
+            dy[t] = y ? y->d : 0.0f;
+            for (int k = 0; k < 8; k++)
+                sp[k * 16 + t] = y ? (int32_t)((uint32_t)(uint16_t)y->bsums[2 * k] |
+                                               (uint32_t)(uint16_t)y->bsums[2 * k + 1] << 16)
+                                   : 0;
+        }
+    }
+}
+
+/* A super-block of 16 rows as AMX tiles: the scales folded in by their
+ * base-4 digits (sc = s0 + 4 s1 + 16 s2 + 64 s3, s0..s2 in 0..3, s3 in
+ * -2..1), A_k = u * s_k (u = q + 32 < 64: at most 189, or -126..63 for
+ * s3), so that sum_i u_i sc a_i = C0 + 4 C1 + 16 C2 + 64 C3 exactly. */
+typedef struct {
+    _Alignas(64) uint8_t a[4][4][16][64]; /* chunk, digit, row, bytes */
+    _Alignas(64) float d[16];
+    _Alignas(64) int32_t sp[16][8]; /* scales in pairs, per row */
+} k6_decoded;
+
+static void k6_decode16(const char *w, size_t ws, int64_t b, k6_decoded *o)
+{
+    __m512i idx[4]; /* chunk c: lane i all 4c + i */
+    for (int c = 0; c < 4; c++)
+        idx[c] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_setr_m128i(_mm_set1_epi8((char)(4 * c)),
+                                                     _mm_set1_epi8((char)(4 * c + 1)))),
+            _mm256_setr_m128i(_mm_set1_epi8((char)(4 * c + 2)), _mm_set1_epi8((char)(4 * c + 3))),
+            1);
+    for (int r = 0; r < 16; r++) {
+        const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
+        o->d[r] = _cvtsh_ss(x->d);
+        for (int k = 0; k < 8; k++)
+            o->sp[r][k] = (int32_t)((uint32_t)(uint16_t)(int16_t)x->scales[2 * k] |
+                                    (uint32_t)(uint16_t)(int16_t)x->scales[2 * k + 1] << 16);
+        __m512i scb = _mm512_broadcast_i32x4(ld128(x->scales));
+        for (int h = 0; h < 2; h++) {
+            __m512i u[2];
+            k6_half(x, h, &u[0], &u[1]);
+            for (int e = 0; e < 2; e++) {
+                const int c = 2 * h + e;
+                __m512i s = _mm512_shuffle_epi8(scb, idx[c]), u2 = _mm512_add_epi8(u[e], u[e]);
+                for (int k = 0; k < 4; k++) {
+                    __mmask64 lo = _mm512_test_epi8_mask(s, _mm512_set1_epi8((char)(1 << (2 * k))));
+                    __mmask64 hi = _mm512_test_epi8_mask(s, _mm512_set1_epi8((char)(2 << (2 * k))));
+                    __m512i v = _mm512_maskz_mov_epi8(lo, u[e]);
+                    v = k < 3 ? _mm512_mask_add_epi8(v, hi, v, u2) : _mm512_mask_sub_epi8(v, hi, v, u2);
+                    _mm512_store_si512(o->a[c][k][r], v);
+                }
+            }
+        }
+    }
+}
+
+/* Tiles 0-3: C of the four digits (one token group at a time), 4: A, 6: B. */
+static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                     const void *pk, int nt, float *out, size_t os)
+{
+    tile_cfg cfg = {.palette = 1};
+    for (int i = 0; i < 8; i++)
+        cfg.rows[i] = 16, cfg.colsb[i] = 64;
+    _tile_loadconfig(&cfg);
+    const int64_t nsb = n / 256;
+    const size_t gsz = pack_size_q6_K(n);
+    const int ng = (nt + 15) / 16;
+    k6_decoded dec;
+    _Alignas(64) int32_t cb[4][16][16];
+    _Alignas(64) float acc[8][TOK_CHUNK][16][16];
+    _Alignas(64) float res[16][16];
+    int r0 = 0;
+    for (; r0 + 16 <= nr; r0 += 16) {
+        const char *wr = (const char *)w + (size_t)r0 * ws;
+        for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
+            const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
+            for (int k = 0; k < 8; k++)
+                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
+            for (int64_t b = 0; b < nsb; b++) {
+                k6_decode16(wr, ws, b, &dec);
+                for (int g = 0; g < gn; g++) {
+                    const char *pg = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * K6_PACK;
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    for (int c = 0; c < 4; c++) {
+                        _tile_loadd(6, pg + 1024 * c, 64);
+                        _tile_loadd(4, dec.a[c][0], 64);
+                        _tile_dpbusd(0, 4, 6);
+                        _tile_loadd(5, dec.a[c][1], 64);
+                        _tile_dpbusd(1, 5, 6);
+                        _tile_loadd(4, dec.a[c][2], 64);
+                        _tile_dpbusd(2, 4, 6);
+                        _tile_loadd(5, dec.a[c][3], 64);
+                        _tile_dpbssd(3, 5, 6);
+                    }
+                    _tile_stored(0, cb[0], 64);
+                    _tile_stored(1, cb[1], 64);
+                    _tile_stored(2, cb[2], 64);
+                    _tile_stored(3, cb[3], 64);
+                    const __m512 dy = _mm512_loadu_ps(pg + 4096);
+                    const int32_t *sp = (const int32_t *)(pg + 4160);
+                    float(*ac)[16] = acc[b & 7][g];
+                    for (int r = 0; r < 16; r++) {
+                        __m512i ci = _mm512_add_epi32(
+                            _mm512_add_epi32(_mm512_load_si512(cb[0][r]),
+                                             _mm512_slli_epi32(_mm512_load_si512(cb[1][r]), 2)),
+                            _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(cb[2][r]), 4),
+                                             _mm512_slli_epi32(_mm512_load_si512(cb[3][r]), 6)));
+                        __m512i of = _mm512_setzero_si512();
+                        for (int k = 0; k < 8; k++)
+                            of = _mm512_dpwssd_epi32(of, _mm512_set1_epi32(dec.sp[r][k]),
+                                                     _mm512_loadu_si512(sp + 16 * k));
+                        ci = _mm512_sub_epi32(ci, _mm512_slli_epi32(of, 5));
+                        __m512 d = _mm512_mul_ps(_mm512_set1_ps(dec.d[r]), dy);
+                        _mm512_store_ps(ac[r], _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(ci),
+                                                               _mm512_load_ps(ac[r])));
+                    }
+                }
+            }
+            for (int g = 0; g < gn; g++) {
+                for (int r = 0; r < 16; r++)
+                    _mm512_store_ps(res[r], chains_sum(acc, g, r));
+                int t0 = 16 * (g0 + g), tn = nt - t0 < 16 ? nt - t0 : 16;
+                store_acc(res, out + (size_t)t0 * os + r0, os, tn);
+            }
+        }
+    }
+    _tile_release();
+    if (r0 < nr)
+        for (int t = 0; t < nt; t++)
+            c_rows_q6_K(n, (const char *)w + (size_t)r0 * ws, ws, nr - r0,
+                        (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
+}
+
 void kn_amx_fill(kn_traits *tab)
 {
-    kn_traits *q8 = &tab[VT_TYPE_Q8_0], *q4 = &tab[VT_TYPE_Q4_K];
+    kn_traits *q8 = &tab[VT_TYPE_Q8_0], *q4 = &tab[VT_TYPE_Q4_K], *q6 = &tab[VT_TYPE_Q6_K];
     q8->vec_dot = c_dot_q8_0;
     q8->vec_dot_rows = c_rows_q8_0;
     q8->vec_dot_n = NULL; /* the generic one over vec_dot */
@@ -626,4 +886,11 @@ void kn_amx_fill(kn_traits *tab)
     q4->pack_size = pack_size_q4_K;
     q4->pack = pack_q4_K;
     q4->gemm_packed = amx_q4_K;
+    q6->vec_dot = c_dot_q6_K;
+    q6->vec_dot_rows = c_rows_q6_K;
+    q6->vec_dot_n = NULL;
+    q6->gemm = c_gemm_q6_K;
+    q6->pack_size = pack_size_q6_K;
+    q6->pack = pack_q6_K;
+    q6->gemm_packed = amx_q6_K;
 }

@@ -226,5 +226,6 @@ bool kn_amx_usable(void);                 /* asks Linux for the tile registers *
 /* The AMX level's numerics in scalar C (quants_canon.c). */
 float kn_canon_dot_q8_0(int64_t n, const void *w, const void *a);
 float kn_canon_dot_q4_K(int64_t n, const void *w, const void *a);
+float kn_canon_dot_q6_K(int64_t n, const void *w, const void *a);
 
 #endif

@@ -70,3 +70,30 @@ float kn_canon_dot_q4_K(int64_t n, const void *w, const void *a)
     }
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
+
+/* Q6_K x Q8_K, per super-block (d from the weights, da from the
+ * activations; q_i = 6-bit value - 32, sixteen sub-blocks of 16 with int8
+ * scales): isum = sum_j sc_j * sum_{i in j} q_i a_i,
+ * acc[b % 8] = fma(d * da, (float)isum, acc[b % 8]), added up as for Q8_0. */
+float kn_canon_dot_q6_K(int64_t n, const void *w, const void *a)
+{
+    const block_q6_K *x = w;
+    const block_q8_K *y = a;
+    float acc[8] = {0};
+    for (int64_t b = 0; b < n / 256; b++) {
+        int32_t isum = 0;
+        for (int j = 0; j < 16; j++) {
+            int32_t s = 0;
+            for (int i = 0; i < 16; i++) {
+                int e = 16 * j + i, h = e / 128, r = e % 128, g = r / 32, l = r % 32;
+                uint8_t lb = x[b].ql[64 * h + l + (g & 1) * 32];
+                int u = (g < 2 ? lb & 15 : lb >> 4) | ((x[b].qh[32 * h + l] >> (2 * g)) & 3) << 4;
+                s += (u - 32) * y[b].qs[e];
+            }
+            isum += x[b].scales[j] * s;
+        }
+        float d = vt_fp16_to_fp32(x[b].d) * y[b].d;
+        acc[b % 8] = fmaf(d, (float)isum, acc[b % 8]);
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
