@@ -1,26 +1,29 @@
 /*
  * amx.c - the AMX level: Intel AMX int8 tiles for the GEMM of prefill and
- * batched decode (Q8_0 and Q4_K weights), and the AVX-512 kernels with the
- * same numerics for everything else of those types (decode's vec_dot_rows,
- * vec_dot, the gemm of two or three tokens). The numerics are the canonical
- * ones of quants_canon.c: exact integer sums per block, then one fused
- * multiply-add per block in order. Every kernel here gives the bits of
+ * batched decode (Q8_0, Q4_K and Q6_K weights), and the AVX-512 kernels with
+ * the same numerics for everything else of those types (decode's
+ * vec_dot_rows, vec_dot, the gemm of two or three tokens). The numerics are
+ * the canonical ones of quants_canon.c: exact integer sums per block, then
+ * one fused multiply-add per block into one of eight chains (block % 8),
+ * the chains added up in a fixed tree. Every kernel here gives the bits of
  * kn_canon_dot_*; the other types keep the AVX-512 level's kernels.
  *
  * A tile product C[16 x 16] += A[16 x 64] . B[64 x 16] does 16,384 int8
  * multiply-adds in about 13 cycles, twenty times vpdpbusd; what costs is
- * what surrounds it: the float work per block, and for Q4_K the decoding of
- * the nibbles. The weights are the A side, read in place (Q8_0: the 32
- * quants of a block are 32 bytes at a fixed stride) or decoded into L1 once
- * per sub-range of tokens (Q4_K); the activations are the B side, packed
- * once per multiplication into the tiles' layout (kn_matmul calls `pack`
- * for each group of 16 tokens).
+ * what surrounds it: the float work per block, and for the K-quants the
+ * decoding of the weights. The weights are the A side, read in place (Q8_0:
+ * the 32 quants of a block are 32 bytes at a fixed stride) or decoded into
+ * L1 once per TOK_CHUNK groups of tokens (K-quants); the activations are
+ * the B side, packed once per multiplication into the tiles' layout
+ * (kn_matmul calls `pack` for each group of 16 tokens).
  *
- * Q4_K folds its 6-bit sub-block scales into the weights so that a whole
- * super-block sums in the tiles: sc = 8 sh + sl (sl, sh < 8), A_lo = q sl,
- * A_hi = q sh (both < 128, a lookup of the nibble in a 16-byte table), and
- * isum = C_lo + 8 C_hi exactly. The mins term sum_j m_j bsum_j is a short
- * vpdpwssd per row against the packed sub-block sums.
+ * The K-quants fold their sub-block scales into the weights so that a whole
+ * super-block sums in the tiles. Q4_K (6-bit scales): sc = 8 sh + sl (sl, sh
+ * < 8), A_lo = q sl, A_hi = q sh (both < 128, a lookup of the nibble in a
+ * 16-byte table), isum = C_lo + 8 C_hi; its mins term sum_j m_j bsum_j is a
+ * short vpdpwssd per row against the packed sub-block sums. Q6_K (signed
+ * 8-bit scales, u = q + 32 < 64): the scale's base-4 digits, four tile
+ * products per chunk (see k6_decode16), the -32 offset through the bsums.
  *
  * Packed activations, per group of 16 tokens (missing tokens are zeros):
  *   Q8_0: per block: B tile (8 rows x 64 bytes: row k4 holds bytes 4k4..4k4+3
@@ -28,6 +31,8 @@
  *   Q4_K: per super-block: four B tiles (16 x 64: bytes 64c + 4k4.. of each
  *         token), the 16 scales, then four vectors of the sub-block sums in
  *         pairs (lane t: S_2k | S_2k+1 << 16, S_j = bsums[2j] + bsums[2j+1]).
+ *   Q6_K: the same four B tiles and scales, then eight vectors of the bsums
+ *         in pairs.
  *
  * Linux lends a process the tile registers only on request
  * (arch_prctl(ARCH_REQ_XCOMP_PERM)); kn_amx_usable asks, once.
@@ -306,14 +311,15 @@ static void pack_q8_0(int64_t n, const void *a, size_t as, int nt, void *dst)
         int32_t *bt = (int32_t *)p;
         float *dy = (float *)(p + 512);
         for (int t = 0; t < 16; t++) {
-            const block_q8_0 *y = (const block_q8_0 *)((const char *)a + (size_t)t * as) + b;
+            const block_q8_0 *y =
+                t < nt ? (const block_q8_0 *)((const char *)a + (size_t)t * as) + b : NULL;
             for (int k = 0; k < 8; k++) {
                 int32_t v = 0;
-                if (t < nt)
+                if (y)
                     memcpy(&v, y->qs + 4 * k, 4);
                 bt[k * 16 + t] = v;
             }
-            dy[t] = t < nt ? _cvtsh_ss(y->d) : 0.0f;
+            dy[t] = y ? _cvtsh_ss(y->d) : 0.0f;
         }
     }
 }
@@ -333,17 +339,18 @@ static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
         float *dy = (float *)(p + 4096);
         int32_t *sp = (int32_t *)(p + 4096 + 64);
         for (int t = 0; t < 16; t++) {
-            const block_q8_K *y = (const block_q8_K *)((const char *)a + (size_t)t * as) + b;
+            const block_q8_K *y =
+                t < nt ? (const block_q8_K *)((const char *)a + (size_t)t * as) + b : NULL;
             for (int k = 0; k < 64; k++) { /* tile c = k / 16, row k % 16 */
                 int32_t v = 0;
-                if (t < nt)
+                if (y)
                     memcpy(&v, y->qs + 4 * k, 4);
                 bt[(k / 16) * 256 + (k % 16) * 16 + t] = v;
             }
-            dy[t] = t < nt ? y->d : 0.0f;
+            dy[t] = y ? y->d : 0.0f;
             for (int k = 0; k < 4; k++) {
                 int32_t lo = 0, hi = 0;
-                if (t < nt) {
+                if (y) {
                     lo = y->bsums[4 * k] + y->bsums[4 * k + 1];
                     hi = y->bsums[4 * k + 2] + y->bsums[4 * k + 3];
                 }
