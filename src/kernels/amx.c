@@ -414,6 +414,10 @@ static void amx_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a,
             memset(acc, 0, sizeof acc);
             for (int64_t b = 0; b < nb; b++) {
                 const char *wb = wr + (size_t)b * sizeof(block_q8_0);
+                if (g == 0 && b % 2 == 0) /* each row 8 blocks ahead (see prefetch_sb) */
+                    for (int r = 0; r < 16 * R; r++)
+                        _mm_prefetch((const char *)((uintptr_t)wb + (size_t)r * ws + 8 * 34),
+                                     _MM_HINT_T0);
                 for (int i = 0; i < R; i++) {
                     __m512i dh = _mm512_i32gather_epi32(off, wb + (size_t)(16 * i) * ws, 1);
                     _mm512_store_ps(dxs[i], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dh)));
@@ -493,10 +497,27 @@ typedef struct {
     _Alignas(64) int32_t mp[16][4]; /* mins in pairs, per row */
 } k4_decoded;
 
-static void k4_decode16(const char *w, size_t ws, int64_t b, k4_decoded *o)
+/* Decoding streams sixteen rows side by side, too many streams for the
+ * hardware prefetchers when few tokens share the weights (batched decode):
+ * each row's super-block PF_AHEAD ahead is prefetched, or near a row's end
+ * the next row group's (rows + 16, from its start). */
+#define PF_AHEAD 2
+
+static inline void prefetch_sb(const char *w, size_t ws, int r, int64_t b, int64_t nsb,
+                               size_t bs)
+{
+    int64_t t = b + PF_AHEAD;
+    const char *p = t < nsb ? w + (size_t)r * ws + (size_t)t * bs
+                            : w + (size_t)(r + 16) * ws + (size_t)(t - nsb) * bs;
+    for (size_t o = 0; o < bs; o += 64) /* integer arithmetic: may lie past the weights */
+        _mm_prefetch((const char *)((uintptr_t)p + o), _MM_HINT_T0);
+}
+
+static void k4_decode16(const char *w, size_t ws, int64_t b, int64_t nsb, k4_decoded *o)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int r = 0; r < 16; r++) {
+        prefetch_sb(w, ws, r, b, nsb, sizeof(block_q4_K));
         const block_q4_K *x = (const block_q4_K *)(w + (size_t)r * ws) + b;
         uint8_t sc[8], m[8];
         k4_unpack(x, sc, m);
@@ -547,7 +568,7 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
             for (int k = 0; k < 8; k++) /* only the token groups of this pass */
                 memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
             for (int64_t b = 0; b < nsb; b++) {
-                k4_decode16(wr, ws, b, &dec);
+                k4_decode16(wr, ws, b, nsb, &dec);
                 for (int g = 0; g < gn; g += 2) {
                     const int G = g + 2 <= gn ? 2 : 1;
                     const char *p0 = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * K4_PACK;
@@ -762,7 +783,7 @@ typedef struct {
     _Alignas(64) int32_t sp[16][8]; /* scales in pairs, per row */
 } k6_decoded;
 
-static void k6_decode16(const char *w, size_t ws, int64_t b, k6_decoded *o)
+static void k6_decode16(const char *w, size_t ws, int64_t b, int64_t nsb, k6_decoded *o)
 {
     __m512i idx[4]; /* chunk c: lane i all 4c + i */
     for (int c = 0; c < 4; c++)
@@ -772,6 +793,7 @@ static void k6_decode16(const char *w, size_t ws, int64_t b, k6_decoded *o)
             _mm256_setr_m128i(_mm_set1_epi8((char)(4 * c + 2)), _mm_set1_epi8((char)(4 * c + 3))),
             1);
     for (int r = 0; r < 16; r++) {
+        prefetch_sb(w, ws, r, b, nsb, sizeof(block_q6_K));
         const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
         o->d[r] = _cvtsh_ss(x->d);
         for (int k = 0; k < 8; k++)
@@ -819,7 +841,7 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
             for (int k = 0; k < 8; k++)
                 memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
             for (int64_t b = 0; b < nsb; b++) {
-                k6_decode16(wr, ws, b, &dec);
+                k6_decode16(wr, ws, b, nsb, &dec);
                 for (int g = 0; g < gn; g++) {
                     const char *pg = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * K6_PACK;
                     _tile_zero(0);
