@@ -199,8 +199,9 @@ static inline void k4_unpack(const block_q4_K *x, uint8_t sc[8], uint8_t m[8])
  * super-blocks reduced to one lane each (pair_sum), then the two fused
  * multiply-adds into the eight chains. dyv: the activation scales, padded
  * with zeros to a multiple of eight super-blocks. */
-static float q4_K_row(int64_t nb, const block_q4_K *x, const block_q8_K *y, const float *dyv)
+static float q4_K_row(int64_t nb, const void *xv, const block_q8_K *y, const float *dyv)
 {
+    const block_q4_K *x = xv;
     const __m512i m4 = _mm512_set1_epi8(0x0F), z = _mm512_setzero_si512();
     const __m512i shr4 = _mm512_inserti64x4(z, _mm256_set1_epi16(4), 1);
     const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
@@ -255,7 +256,12 @@ static float q4_K_row(int64_t nb, const block_q4_K *x, const block_q8_K *y, cons
 
 #define K4_ACT_MAX 256 /* super-blocks of activation scales on the stack */
 
-static void c_rows_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+/* The decode GEMV of a K-quant: the activation scales as floats once
+ * (padded to eight super-blocks), then row(...) for each row. */
+typedef float (*k_row_fn)(int64_t nb, const void *x, const block_q8_K *y, const float *dyv);
+
+static void k_rows(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out,
+                   k_row_fn row, float (*canon)(int64_t, const void *, const void *))
 {
     const int64_t nb = n / 256;
     const block_q8_K *y = a;
@@ -263,7 +269,7 @@ static void c_rows_q4_K(int64_t n, const void *w, size_t ws, int nr, const void 
     float *dy = nb > K4_ACT_MAX ? malloc(sizeof(float) * (size_t)(nb + 8)) : dys;
     if (!dy) { /* out of memory: the scalar definition */
         for (int r = 0; r < nr; r++)
-            out[r] = kn_canon_dot_q4_K(n, (const char *)w + (size_t)r * ws, a);
+            out[r] = canon(n, (const char *)w + (size_t)r * ws, a);
         return;
     }
     int64_t b = 0;
@@ -273,9 +279,14 @@ static void c_rows_q4_K(int64_t n, const void *w, size_t ws, int nr, const void 
         dy[b] = 0.0f;
     x86_prefetch_head(w, ws, nr);
     for (int r = 0; r < nr; r++)
-        out[r] = q4_K_row(nb, (const block_q4_K *)((const char *)w + (size_t)r * ws), y, dy);
+        out[r] = row(nb, (const char *)w + (size_t)r * ws, y, dy);
     if (dy != dys)
         free(dy);
+}
+
+static void c_rows_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
+{
+    k_rows(n, w, ws, nr, a, out, q4_K_row, kn_canon_dot_q4_K);
 }
 
 static float c_dot_q4_K(int64_t n, const void *w, const void *a)
@@ -325,16 +336,21 @@ static void pack_q8_0(int64_t n, const void *a, size_t as, int nt, void *dst)
 }
 
 #define K4_PACK 4416 /* 4 x 1024 B tiles, 64 scales, 256 sums */
+#define K6_PACK 4672 /* 4 x 1024 B tiles, 64 scales, 512 sums */
 
 static size_t pack_size_q4_K(int64_t n)
 {
     return (size_t)(n / 256) * K4_PACK;
 }
 
-static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
+/* The K-quants' packing (Q4_K: q6 false; Q6_K: true, see K6_PACK): the four
+ * B tiles, the scales, then the sums: Q4_K four vectors of sub-block sums
+ * in pairs, Q6_K the sixteen bsums in pairs. */
+static void pack_k(int64_t n, const void *a, size_t as, int nt, void *dst, bool q6)
 {
+    const size_t stride = q6 ? K6_PACK : K4_PACK;
     char *p = dst;
-    for (int64_t b = 0; b < n / 256; b++, p += K4_PACK) {
+    for (int64_t b = 0; b < n / 256; b++, p += stride) {
         int32_t *bt = (int32_t *)p;
         float *dy = (float *)(p + 4096);
         int32_t *sp = (int32_t *)(p + 4096 + 64);
@@ -348,9 +364,12 @@ static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
                 bt[(k / 16) * 256 + (k % 16) * 16 + t] = v;
             }
             dy[t] = y ? y->d : 0.0f;
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < (q6 ? 8 : 4); k++) {
                 int32_t lo = 0, hi = 0;
-                if (y) {
+                if (y && q6) {
+                    lo = y->bsums[2 * k];
+                    hi = y->bsums[2 * k + 1];
+                } else if (y) {
                     lo = y->bsums[4 * k] + y->bsums[4 * k + 1];
                     hi = y->bsums[4 * k + 2] + y->bsums[4 * k + 3];
                 }
@@ -358,6 +377,11 @@ static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
             }
         }
     }
+}
+
+static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    pack_k(n, a, as, nt, dst, false);
 }
 
 /* ---- the tiles -------------------------------------------------------------- */
@@ -384,6 +408,41 @@ static void store_acc(const float acc[16][16], float *out, size_t os, int nt)
                                               _mm512_load_ps(acc[7][k][r]))))
 
 #define TOK_CHUNK 8 /* Q4_K: token groups (of 16) per decoding of a row group's weights */
+
+/* All eight tiles 16 rows x 64 bytes (the K-quants' shapes). */
+static void config_square_tiles(void)
+{
+    tile_cfg cfg = {.palette = 1};
+    for (int i = 0; i < 8; i++)
+        cfg.rows[i] = 16, cfg.colsb[i] = 64;
+    _tile_loadconfig(&cfg);
+}
+
+/* The token groups g0..g0+gn of a pass: their chains added up, into out
+ * (the row group's first output). */
+static void store_pass(float (*acc)[TOK_CHUNK][16][16], int g0, int gn, int nt, float *out,
+                       size_t os)
+{
+    _Alignas(64) float res[16][16];
+    for (int g = 0; g < gn; g++) {
+        for (int r = 0; r < 16; r++)
+            _mm512_store_ps(res[r], chains_sum(acc, g, r));
+        int t0 = 16 * (g0 + g), tn = nt - t0 < 16 ? nt - t0 : 16;
+        store_acc(res, out + (size_t)t0 * os, os, tn);
+    }
+}
+
+/* Rows r0..nr (fewer than a tile): one decode GEMV of the level per token. */
+typedef void (*rows_fn)(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out);
+
+static void tail_rows(rows_fn rows, int64_t n, const void *w, size_t ws, int r0, int nr,
+                      const void *a, size_t as, int nt, float *out, size_t os)
+{
+    if (r0 < nr)
+        for (int t = 0; t < nt; t++)
+            rows(n, (const char *)w + (size_t)r0 * ws, ws, nr - r0,
+                 (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
+}
 
 /* Q8_0: tiles 0-3 C (two row groups x two token groups), 4-5 A (16 rows x
  * 32 bytes, straight from the weights), 6-7 B (8 x 64). */
@@ -473,10 +532,7 @@ static void amx_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a,
             r0 -= 16;
     }
     _tile_release();
-    if (r0 < nr)
-        for (int t = 0; t < nt; t++)
-            c_rows_q8_0(n, (const char *)w + (size_t)r0 * ws, ws, nr - r0,
-                        (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
+    tail_rows(c_rows_q8_0, n, w, ws, r0, nr, a, as, nt, out, os);
 }
 
 /* Q4_K: one row group of 16 at a time; its super-block decoded into A
@@ -549,17 +605,13 @@ static void k4_decode16(const char *w, size_t ws, int64_t b, int64_t nsb, k4_dec
 static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
                      const void *pk, int nt, float *out, size_t os)
 {
-    tile_cfg cfg = {.palette = 1};
-    for (int i = 0; i < 8; i++)
-        cfg.rows[i] = 16, cfg.colsb[i] = 64;
-    _tile_loadconfig(&cfg);
+    config_square_tiles();
     const int64_t nsb = n / 256;
     const size_t gsz = pack_size_q4_K(n);
     const int ng = (nt + 15) / 16;
     k4_decoded dec;
     _Alignas(64) int32_t cb[4][16][16];
     _Alignas(64) float acc[8][TOK_CHUNK][16][16]; /* the eight chains (super-block % 8) */
-    _Alignas(64) float res[16][16];
     int r0 = 0;
     for (; r0 + 16 <= nr; r0 += 16) {
         const char *wr = (const char *)w + (size_t)r0 * ws;
@@ -622,19 +674,11 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
                     }
                 }
             }
-            for (int g = 0; g < gn; g++) {
-                for (int r = 0; r < 16; r++)
-                    _mm512_store_ps(res[r], chains_sum(acc, g, r));
-                int t0 = 16 * (g0 + g), tn = nt - t0 < 16 ? nt - t0 : 16;
-                store_acc(res, out + (size_t)t0 * os + r0, os, tn);
-            }
+            store_pass(acc, g0, gn, nt, out + r0, os);
         }
     }
     _tile_release();
-    if (r0 < nr)
-        for (int t = 0; t < nt; t++)
-            c_rows_q4_K(n, (const char *)w + (size_t)r0 * ws, ws, nr - r0,
-                        (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
+    tail_rows(c_rows_q4_K, n, w, ws, r0, nr, a, as, nt, out, os);
 }
 
 /* ---- Q6_K ------------------------------------------------------------------- */
@@ -656,8 +700,9 @@ static inline void k6_half(const block_q6_K *x, int h, __m512i *qa, __m512i *qb)
 /* Decode, each row on its own, as q4_K_row: the exact isum of a super-block
  * in sixteen lanes (the -32 offset through the activations' bsums), eight
  * super-blocks reduced to a lane each, one fused multiply-add per chain. */
-static float q6_K_row(int64_t nb, const block_q6_K *x, const block_q8_K *y, const float *dyv)
+static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y, const float *dyv)
 {
+    const block_q6_K *x = xv;
     const __m512i z = _mm512_setzero_si512();
     const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                            _mm256_set1_epi32((int)sizeof(block_q6_K)));
@@ -709,25 +754,7 @@ static float q6_K_row(int64_t nb, const block_q6_K *x, const block_q8_K *y, cons
 
 static void c_rows_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
 {
-    const int64_t nb = n / 256;
-    const block_q8_K *y = a;
-    _Alignas(64) float dys[K4_ACT_MAX + 8];
-    float *dy = nb > K4_ACT_MAX ? malloc(sizeof(float) * (size_t)(nb + 8)) : dys;
-    if (!dy) { /* out of memory: the scalar definition */
-        for (int r = 0; r < nr; r++)
-            out[r] = kn_canon_dot_q6_K(n, (const char *)w + (size_t)r * ws, a);
-        return;
-    }
-    int64_t b = 0;
-    for (; b < nb; b++)
-        dy[b] = y[b].d;
-    for (; b % 8; b++)
-        dy[b] = 0.0f;
-    x86_prefetch_head(w, ws, nr);
-    for (int r = 0; r < nr; r++)
-        out[r] = q6_K_row(nb, (const block_q6_K *)((const char *)w + (size_t)r * ws), y, dy);
-    if (dy != dys)
-        free(dy);
+    k_rows(n, w, ws, nr, a, out, q6_K_row, kn_canon_dot_q6_K);
 }
 
 static float c_dot_q6_K(int64_t n, const void *w, const void *a)
@@ -739,10 +766,6 @@ static float c_dot_q6_K(int64_t n, const void *w, const void *a)
 
 CANON_GEMM(q6_K)
 
-/* Packed activations: Q4_K's four B tiles and scales, then the sixteen
- * bsums in pairs (lane t: bsums[2k] | bsums[2k+1] << 16, eight vectors). */
-#define K6_PACK 4672
-
 static size_t pack_size_q6_K(int64_t n)
 {
     return (size_t)(n / 256) * K6_PACK;
@@ -750,27 +773,7 @@ static size_t pack_size_q6_K(int64_t n)
 
 static void pack_q6_K(int64_t n, const void *a, size_t as, int nt, void *dst)
 {
-    char *p = dst;
-    for (int64_t b = 0; b < n / 256; b++, p += K6_PACK) {
-        int32_t *bt = (int32_t *)p;
-        float *dy = (float *)(p + 4096);
-        int32_t *sp = (int32_t *)(p + 4096 + 64);
-        for (int t = 0; t < 16; t++) {
-            const block_q8_K *y =
-                t < nt ? (const block_q8_K *)((const char *)a + (size_t)t * as) + b : NULL;
-            for (int k = 0; k < 64; k++) {
-                int32_t v = 0;
-                if (y)
-                    memcpy(&v, y->qs + 4 * k, 4);
-                bt[(k / 16) * 256 + (k % 16) * 16 + t] = v;
-            }
-            dy[t] = y ? y->d : 0.0f;
-            for (int k = 0; k < 8; k++)
-                sp[k * 16 + t] = y ? (int32_t)((uint32_t)(uint16_t)y->bsums[2 * k] |
-                                               (uint32_t)(uint16_t)y->bsums[2 * k + 1] << 16)
-                                   : 0;
-        }
-    }
+    pack_k(n, a, as, nt, dst, true);
 }
 
 /* A super-block of 16 rows as AMX tiles: the scales folded in by their
@@ -822,17 +825,13 @@ static void k6_decode16(const char *w, size_t ws, int64_t b, int64_t nsb, k6_dec
 static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
                      const void *pk, int nt, float *out, size_t os)
 {
-    tile_cfg cfg = {.palette = 1};
-    for (int i = 0; i < 8; i++)
-        cfg.rows[i] = 16, cfg.colsb[i] = 64;
-    _tile_loadconfig(&cfg);
+    config_square_tiles();
     const int64_t nsb = n / 256;
     const size_t gsz = pack_size_q6_K(n);
     const int ng = (nt + 15) / 16;
     k6_decoded dec;
     _Alignas(64) int32_t cb[4][16][16];
     _Alignas(64) float acc[8][TOK_CHUNK][16][16];
-    _Alignas(64) float res[16][16];
     int r0 = 0;
     for (; r0 + 16 <= nr; r0 += 16) {
         const char *wr = (const char *)w + (size_t)r0 * ws;
@@ -883,19 +882,11 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
                     }
                 }
             }
-            for (int g = 0; g < gn; g++) {
-                for (int r = 0; r < 16; r++)
-                    _mm512_store_ps(res[r], chains_sum(acc, g, r));
-                int t0 = 16 * (g0 + g), tn = nt - t0 < 16 ? nt - t0 : 16;
-                store_acc(res, out + (size_t)t0 * os + r0, os, tn);
-            }
+            store_pass(acc, g0, gn, nt, out + r0, os);
         }
     }
     _tile_release();
-    if (r0 < nr)
-        for (int t = 0; t < nt; t++)
-            c_rows_q6_K(n, (const char *)w + (size_t)r0 * ws, ws, nr - r0,
-                        (const char *)a + (size_t)t * as, out + (size_t)t * os + r0);
+    tail_rows(c_rows_q6_K, n, w, ws, r0, nr, a, as, nt, out, os);
 }
 
 void kn_amx_fill(kn_traits *tab)

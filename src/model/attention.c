@@ -62,12 +62,7 @@ void md_attn_f32_ref(const md_attn_args *a, const float *q, float *o, float *sc)
         sc[p] = d * a->scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
-    double sum = 0;
-    for (int64_t p = 0; p < a->npos; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = (float)(1.0 / sum);
+    float inv = md_softmax_f32(sc, a->npos, mx);
     memset(o, 0, (size_t)a->hdv * sizeof(float));
     for (int64_t p = 0; p < a->npos; p++) {
         const vt_fp16 *vr = a->v + md_attn_slot(a, p) * a->v_stride;

@@ -11,6 +11,7 @@
 #ifndef VT_MODEL_ATTENTION_H
 #define VT_MODEL_ATTENTION_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,18 @@ static inline size_t md_attn_slot(const md_attn_args *a, int64_t p)
 {
     return (size_t)a->block_table[p / a->block_size] * (size_t)a->block_size +
            (size_t)(p % a->block_size);
+}
+
+/* The F32 recipe's softmax: sc[p] = exp(sc[p] - mx) for p < n, summed in
+ * double; returns 1 / the sum (the weight of each exp'd score). */
+static inline float md_softmax_f32(float *sc, int64_t n, float mx)
+{
+    double sum = 0;
+    for (int64_t p = 0; p < n; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
+    }
+    return (float)(1.0 / sum);
 }
 
 /* o[0..hdv) = attention output for query q[0..hd). scratch: npos floats. */

@@ -145,12 +145,7 @@ static inline __attribute__((always_inline)) void attn_f32_fixed(const int HD,
         sc[p] = _mm512_cvtss_f32(t) * a->scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
-    double sum = 0;
-    for (int64_t p = 0; p < a->npos; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = (float)(1.0 / sum);
+    float inv = md_softmax_f32(sc, a->npos, mx);
     /* four sums, position p into sum p % 4 (one would wait on the latency of
      * its fmadds), added up at the end */
     __m512 o2[8], o3[8], o4[8];
@@ -203,12 +198,7 @@ void md_attn_f32_avx512(const md_attn_args *a, const float *q, float *o, float *
         sc[p] = _mm512_reduce_add_ps(s) * a->scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
-    double sum = 0;
-    for (int64_t p = 0; p < a->npos; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = (float)(1.0 / sum);
+    float inv = md_softmax_f32(sc, a->npos, mx);
     for (int64_t i = 0; i < a->hdv; i += 16)
         _mm512_storeu_ps(o + i, _mm512_setzero_ps());
     for (int64_t p = 0; p < a->npos; p++) {
