@@ -64,14 +64,6 @@ bool kn_amx_usable(void)
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
-static inline int hsum_i256(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
 /* Pairwise sums of adjacent int32 lanes of a then b: lane i of the result is
  * (a:b)[2i] + (a:b)[2i+1]. Four levels of it turn sixteen vectors of
  * per-row partial sums into one vector of row sums. */
