@@ -25,6 +25,7 @@ all: $(FUZZERS:%=$(FBUILD)/%)
 
 $(FBUILD)/%_avx2.o: EXTRA := $(ISA_AVX2)
 $(FBUILD)/%_avx512.o: EXTRA := $(ISA_AVX512)
+$(FBUILD)/src/kernels/amx.o: EXTRA := $(ISA_AVX512) -mamx-tile -mamx-int8
 
 $(FBUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

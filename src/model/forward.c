@@ -64,6 +64,49 @@ static inline float silu(float x)
     return x / (1.0f + expf(-x));
 }
 
+/* Row-wise work spread over the pool when a batch is big enough to pay for
+ * the hand-off (each row's numerics as the serial loop's). */
+#define PAR_MIN_ELEMS 32768
+
+typedef struct {
+    float *out;
+    const float *x, *w;
+    int64_t rows, dim;
+    float eps;
+} norm_job;
+
+static void norm_task(void *ctx, int ith, int nth)
+{
+    norm_job *j = ctx;
+    for (int64_t t = ith; t < j->rows; t += nth)
+        rmsnorm(j->out + t * j->dim, j->x + t * j->dim, j->w, j->dim, j->eps);
+}
+
+/* out[t] = rmsnorm(x[t]) * w for t < rows. */
+static void rmsnorm_rows(kn_pool *pool, float *out, const float *x, const float *w, int64_t rows,
+                         int64_t dim, float eps)
+{
+    norm_job j = {out, x, w, rows, dim, eps};
+    if (rows * dim >= PAR_MIN_ELEMS && rows > 1)
+        kn_pool_run(pool, norm_task, &j);
+    else
+        norm_task(&j, 0, 1);
+}
+
+typedef struct {
+    float *g;
+    const float *u;
+    int64_t n;
+} swiglu_job;
+
+static void swiglu_task(void *ctx, int ith, int nth)
+{
+    swiglu_job *j = ctx;
+    int64_t per = (j->n + nth - 1) / nth, lo = per * ith, hi = lo + per < j->n ? lo + per : j->n;
+    for (int64_t i = lo; i < hi; i++)
+        j->g[i] = silu(j->g[i]) * j->u[i];
+}
+
 static void softmax(float *x, int64_t n)
 {
     float mx = -INFINITY;
@@ -281,8 +324,7 @@ static vt_err attention(md_ctx *c, md_kv *kv, const md_batch *b, int64_t il)
     int64_t n = b->n_tokens, dim = hp->dim, hd = hp->head_dim;
     int64_t qd = hp->n_heads * hd, kd = kv->k_dim, vd = kv->v_dim;
     vt_err e;
-    for (int64_t t = 0; t < n; t++)
-        rmsnorm(c->xn + t * dim, c->x + t * dim, L->attn_norm.data, dim, hp->norm_eps);
+    rmsnorm_rows(c->pool, c->xn, c->x, L->attn_norm.data, n, dim, hp->norm_eps);
     if ((e = matmul(c, &L->wq, L->wq.data, c->xn, n, c->q)) ||
         (e = matmul(c, &L->wk, L->wk.data, c->xn, n, c->k)) ||
         (e = matmul(c, &L->wv, L->wv.data, c->xn, n, c->v)))
@@ -328,8 +370,11 @@ static vt_err ffn(md_ctx *c, const md_weight *w1, const void *d1, const md_weigh
     int64_t ff = w1->rows;
     if ((e = matmul(c, w1, d1, x, n, c->g)) || (e = matmul(c, w3, d3, x, n, c->u)))
         return e;
-    for (int64_t i = 0; i < n * ff; i++)
-        c->g[i] = silu(c->g[i]) * c->u[i];
+    swiglu_job sj = {c->g, c->u, n * ff};
+    if (n * ff >= PAR_MIN_ELEMS)
+        kn_pool_run(c->pool, swiglu_task, &sj);
+    else
+        swiglu_task(&sj, 0, 1);
     return matmul(c, w2, d2, c->g, n, out);
 }
 
@@ -428,8 +473,7 @@ static vt_err feed_forward(md_ctx *c, int64_t il, int64_t n)
     const md_hparams *hp = &c->m->hp;
     const md_layer *L = &c->m->layers[il];
     int64_t dim = hp->dim;
-    for (int64_t t = 0; t < n; t++)
-        rmsnorm(c->xn + t * dim, c->x + t * dim, L->ffn_norm.data, dim, hp->norm_eps);
+    rmsnorm_rows(c->pool, c->xn, c->x, L->ffn_norm.data, n, dim, hp->norm_eps);
     if (hp->n_experts)
         return moe(c, L, n);
     vt_err e = ffn(c, &L->ffn_gate, L->ffn_gate.data, &L->ffn_up, L->ffn_up.data, &L->ffn_down,
