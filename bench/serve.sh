@@ -13,7 +13,11 @@
 # Environment: ORACLE (folder with node_modules/node-llama-cpp and openai;
 # required), LLAMA_PEER (where build_llama_server.sh builds llama-server;
 # default ~/.cache/vitamin-llama-peer - the first build takes 10-20 minutes),
-# THREADS (2), N (64), CONC (32), SCENARIOS ("a b c"), VT_SHARED (../shared).
+# THREADS (2), N (64), CONC (32), SCENARIOS ("a b c"), VT_SHARED (../shared),
+# LLAMA_ARGS (more llama-server flags: on a machine where the AMX path of the
+# llama-server this script builds segfaults at its first batch, as seen on a
+# Sapphire Rapids VM in ggml_backend_amx_mul_mat, LLAMA_ARGS=--no-repack runs
+# it without its AMX/repacked weights; say so beside the numbers).
 set -eu
 BIN=${1:-build/vitamin}
 SHARED=${VT_SHARED:-../shared}
@@ -82,14 +86,19 @@ for s in $SCENARIOS; do
         else
             port=$((20000 + $$ % 20000))
             "$server" -m "$model" --host 127.0.0.1 --port "$port" -np "$CONC" -c 16384 \
-                -t "$THREADS" > "$log" 2>&1 &
+                -t "$THREADS" ${LLAMA_ARGS:-} > "$log" 2>&1 &
         fi
         pid=$!
         if [ $who = vitamin ]; then
             port=$(port_of "$log") || { cat "$log" >&2; kill "$pid"; exit 1; }
         fi
         url=http://127.0.0.1:$port
-        wait_health "$url" || { echo "bench-serve: $who did not start" >&2; cat "$log" >&2; kill "$pid"; exit 1; }
+        if ! wait_health "$url"; then
+            echo "bench-serve: $who did not start (see LLAMA_ARGS above if llama-server crashed)" >&2
+            cat "$log" >&2
+            kill "$pid" 2>/dev/null || true
+            exit 1
+        fi
         out=.bench/serve-$s-$who.json
         load "$url" "$s" > "$out" || true
         kill -TERM "$pid" 2>/dev/null || true
