@@ -289,7 +289,7 @@ static float c_dot_q4_K(int64_t n, const void *w, const void *a)
 }
 
 /* The gemm of the level for any nr x nt (few tokens: kn_matmul packs for
- * the tiles from KN_AMX_MIN_TOK up): one decode GEMV per token. */
+ * the tiles from AMX_MIN_TOK up, matmul.c): one decode GEMV per token. */
 #define CANON_GEMM(T)                                                                              \
     static void c_gemm_##T(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,  \
                            int nt, float *out, size_t os)                                          \
@@ -456,9 +456,9 @@ static void amx_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a,
     _Alignas(64) int32_t cb[4][16][16];
     _Alignas(64) float acc[8][4][16][16], dxs[2][16]; /* the eight chains (block % 8) */
     _Alignas(64) float res[16][16];
-    int r0 = 0;
-    for (; r0 + 16 <= nr; r0 += 32) {
-        const int R = r0 + 32 <= nr ? 2 : 1;
+    int r0 = 0, R;
+    for (; r0 + 16 <= nr; r0 += 16 * R) {
+        R = r0 + 32 <= nr ? 2 : 1; /* row groups of 16 in this pass */
         const char *wr = (const char *)w + (size_t)r0 * ws;
         for (int g = 0; g < ng; g += 2) {
             const int G = g + 2 <= ng ? 2 : 1;
@@ -520,8 +520,6 @@ static void amx_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a,
                     store_acc(res, out + (size_t)t0 * os + r0 + 16 * i, os, tn);
                 }
         }
-        if (R == 1)
-            r0 -= 16;
     }
     _tile_release();
     tail_rows(c_rows_q8_0, n, w, ws, r0, nr, a, as, nt, out, os);
@@ -675,20 +673,6 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
 
 /* ---- Q6_K ------------------------------------------------------------------- */
 
-/* The u = q + 32 values (0..63) of one half (128 values) of a super-block:
- * *qa values 0..63 of the half, *qb 64..127, in element order. */
-static inline void k6_half(const block_q6_K *x, int h, __m512i *qa, __m512i *qb)
-{
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-    const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
-    __m512i l = _mm512_loadu_si512(x->ql + 64 * h);
-    __m512i qh = _mm512_broadcast_i64x4(ld256(x->qh + 32 * h));
-    *qa = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl_a), m30));
-    *qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr_b), m30));
-}
-
 /* Decode, each row on its own, as q4_K_row: the exact isum of a super-block
  * in sixteen lanes (the -32 offset through the activations' bsums), eight
  * super-blocks reduced to a lane each, one fused multiply-add per chain. */
@@ -698,37 +682,18 @@ static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y, const flo
     const __m512i z = _mm512_setzero_si512();
     const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                            _mm256_set1_epi32((int)sizeof(block_q6_K)));
-    __m512i perm[4]; /* int16 lane l of a 64-value group g uses scale 4g + l/8 */
-    for (int g = 0; g < 4; g++) {
-        short idx[32];
-        for (int l = 0; l < 32; l++)
-            idx[l] = (short)(4 * g + l / 8);
-        perm[g] = _mm512_loadu_si512(idx);
-    }
+    __m512i perm[4];
+    k6_perms(perm);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
         __m512i v[8];
         for (int i = 0; i < 8; i++) {
             v[i] = z;
-            if (i >= nv)
-                continue;
-            const block_q6_K *xb = x + b + i;
-            const block_q8_K *yb = y + b + i;
-            x86_prefetch_step(xb, sizeof(block_q6_K));
-            __m256i sc16 = _mm256_cvtepi8_epi16(ld128(xb->scales));
-            __m256i of = _mm256_madd_epi16(sc16, ld256(yb->bsums)); /* the -32 offset */
-            __m512i sc = _mm512_castsi256_si512(sc16);
-            __m512i sumi = _mm512_sub_epi32(z, _mm512_zextsi256_si512(_mm256_slli_epi32(of, 5)));
-            for (int h = 0; h < 2; h++) {
-                __m512i qa, qb;
-                k6_half(xb, h, &qa, &qb);
-                __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512(yb->qs + 128 * h));
-                __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512(yb->qs + 128 * h + 64));
-                sumi = _mm512_dpwssd_epi32(sumi, pa, _mm512_permutexvar_epi16(perm[2 * h], sc));
-                sumi = _mm512_dpwssd_epi32(sumi, pb, _mm512_permutexvar_epi16(perm[2 * h + 1], sc));
+            if (i < nv) {
+                x86_prefetch_step(x + b + i, sizeof(block_q6_K));
+                v[i] = k6_sumi(x + b + i, y + b + i, perm);
             }
-            v[i] = sumi;
         }
         __m512i is = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
                               pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));

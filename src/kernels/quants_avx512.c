@@ -140,40 +140,13 @@ static float dot_q6_K_512(int64_t n, const void *w, const void *a)
 {
     const block_q6_K *x = w;
     const block_q8_K *y = a;
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-    const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
-    /* int16 lane l of a 64-value group uses scale l/8 of its four */
     __m512i perm[4];
-    for (int g = 0; g < 4; g++) {
-        short idx[32];
-        for (int l = 0; l < 32; l++)
-            idx[l] = (short)(4 * g + l / 8);
-        perm[g] = _mm512_loadu_si512(idx);
-    }
+    k6_perms(perm);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / KN_QK_K; i++) {
         const float d = y[i].d * x86_f16(x[i].d);
-        __m256i sc16 = _mm256_cvtepi8_epi16(ld128(x[i].scales));
-        __m256i off = _mm256_madd_epi16(sc16, ld256(y[i].bsums));
-        __m512i sc = _mm512_castsi256_si512(sc16);
-        const int8_t *q8 = y[i].qs;
-        __m512i sumi = _mm512_slli_epi32(_mm512_zextsi256_si512(off), 5);
-        sumi = _mm512_sub_epi32(_mm512_setzero_si512(), sumi);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
-            __m512i qh = _mm512_broadcast_i64x4(ld256(x[i].qh + 32 * h));
-            __m512i qa = _mm512_or_si512(_mm512_and_si512(l, m4),
-                                         _mm512_and_si512(_mm512_sllv_epi16(qh, shl_a), m30));
-            __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                                         _mm512_and_si512(_mm512_srlv_epi16(qh, shr_b), m30));
-            __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512(q8 + 128 * h));
-            __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512(q8 + 128 * h + 64));
-            sumi = _mm512_dpwssd_epi32(sumi, pa, _mm512_permutexvar_epi16(perm[2 * h], sc));
-            sumi = _mm512_dpwssd_epi32(sumi, pb, _mm512_permutexvar_epi16(perm[2 * h + 1], sc));
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(k6_sumi(x + i, y + i, perm)),
+                              acc);
     }
     return hsum512(acc);
 }

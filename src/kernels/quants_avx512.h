@@ -67,4 +67,52 @@ static inline __m512i q4_0_pair(const block_q4_0 *b)
     return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
 }
 
+/* Q6_K: the u = q + 32 values (0..63) of half h (128 values) of a
+ * super-block: *qa values 0..63 of the half, *qb 64..127, in element order
+ * (the 64 ql bytes are one zmm: low nibbles for qa, high for qb; the top
+ * bits from the 32 qh bytes broadcast to both halves, shifted per half). */
+static inline void k6_half(const block_q6_K *x, int h, __m512i *qa, __m512i *qb)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr_b = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    __m512i l = _mm512_loadu_si512(x->ql + 64 * h);
+    __m512i qh = _mm512_broadcast_i64x4(ld256(x->qh + 32 * h));
+    *qa = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl_a), m30));
+    *qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr_b), m30));
+}
+
+/* int16 lane l of a 64-value group g of Q6_K uses scale 4g + l/8. */
+static inline void k6_perms(__m512i perm[4])
+{
+    for (int g = 0; g < 4; g++) {
+        short idx[32];
+        for (int l = 0; l < 32; l++)
+            idx[l] = (short)(4 * g + l / 8);
+        perm[g] = _mm512_loadu_si512(idx);
+    }
+}
+
+/* sum_j sc_j sum_{i in j} q_i y_i of one Q6_K super-block, exactly, in
+ * sixteen int32 lanes (the -32 offset of q through the bsums). */
+static inline __m512i k6_sumi(const block_q6_K *x, const block_q8_K *y, const __m512i perm[4])
+{
+    __m256i sc16 = _mm256_cvtepi8_epi16(ld128(x->scales));
+    __m256i off = _mm256_madd_epi16(sc16, ld256(y->bsums));
+    __m512i sc = _mm512_castsi256_si512(sc16);
+    __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                    _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m512i qa, qb;
+        k6_half(x, h, &qa, &qb);
+        __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512(y->qs + 128 * h));
+        __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512(y->qs + 128 * h + 64));
+        sumi = _mm512_dpwssd_epi32(sumi, pa, _mm512_permutexvar_epi16(perm[2 * h], sc));
+        sumi = _mm512_dpwssd_epi32(sumi, pb, _mm512_permutexvar_epi16(perm[2 * h + 1], sc));
+    }
+    return sumi;
+}
+
 #endif
