@@ -17,7 +17,14 @@
 # LLAMA_ARGS (more llama-server flags: on a machine where the AMX path of the
 # llama-server this script builds segfaults at its first batch, as seen on a
 # Sapphire Rapids VM in ggml_backend_amx_mul_mat, LLAMA_ARGS=--no-repack runs
-# it without its AMX/repacked weights; say so beside the numbers).
+# it without its AMX/repacked weights, a much weaker peer; say so beside the
+# numbers). That crash is llama.cpp's own (ggml-org/llama.cpp#20824). A fairer
+# peer there keeps the AVX-512 repacked kernels and leaves AMX out: configure
+# the same source into LLAMA_PEER/build with -DGGML_NATIVE=OFF -DGGML_AVX2=ON
+# -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON
+# -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF
+# -DGGML_AMX_TILE=OFF, build the llama-server target, and point LLAMA_PEER at it
+# (a llama-server already in LLAMA_PEER/build/bin is used as it is).
 set -eu
 BIN=${1:-build/vitamin}
 SHARED=${VT_SHARED:-../shared}
