@@ -18,9 +18,8 @@ static void f16_table_init(void)
         f16_table[i] = vt_fp16_to_fp32((vt_fp16)i);
 }
 
-void md_attn_f16acc_ref(const md_attn_args *a, const float *q32, float *o, float *scratch)
+static void f16acc_one(const md_attn_args *a, const float *q32, float *o)
 {
-    (void)scratch;
     vt_fp16 q[MD_MAX_HEAD_DIM], acc[MD_MAX_HEAD_DIM];
     for (int64_t i = 0; i < a->hd; i++)
         q[i] = vt_fp32_to_fp16(q32[i]);
@@ -36,11 +35,11 @@ void md_attn_f16acc_ref(const md_attn_args *a, const float *q32, float *o, float
         if (sv > M) {
             float Mold = M;
             M = sv;
-            ms = expf(Mold - M);
+            ms = md_exp(Mold - M);
             for (int64_t i = 0; i < a->hdv; i++)
                 acc[i] = vt_fp32_to_fp16(f16_table[acc[i]] * ms);
         } else {
-            vs = expf(sv - M);
+            vs = md_exp(sv - M);
         }
         for (int64_t i = 0; i < a->hdv; i++)
             acc[i] = vt_fp32_to_fp16(fmaf(f16_table[vr[i]], vs, f16_table[acc[i]]));
@@ -51,7 +50,7 @@ void md_attn_f16acc_ref(const md_attn_args *a, const float *q32, float *o, float
         o[i] = f16_table[acc[i]] * inv;
 }
 
-void md_attn_f32_ref(const md_attn_args *a, const float *q, float *o, float *sc)
+static void f32_one(const md_attn_args *a, const float *q, float *o, float *sc)
 {
     float mx = -INFINITY;
     for (int64_t p = 0; p < a->npos; p++) {
@@ -62,7 +61,7 @@ void md_attn_f32_ref(const md_attn_args *a, const float *q, float *o, float *sc)
         sc[p] = d * a->scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
-    float inv = md_softmax_f32(sc, a->npos, mx);
+    float inv = md_softmax_f32_ref(sc, a->npos, mx);
     memset(o, 0, (size_t)a->hdv * sizeof(float));
     for (int64_t p = 0; p < a->npos; p++) {
         const vt_fp16 *vr = a->v + md_attn_slot(a, p) * a->v_stride;
@@ -70,6 +69,19 @@ void md_attn_f32_ref(const md_attn_args *a, const float *q, float *o, float *sc)
         for (int64_t i = 0; i < a->hdv; i++)
             o[i] += w * f16_table[vr[i]];
     }
+}
+
+void md_attn_f16acc_ref(const md_attn_args *a, int nq, const float *q, float *o, float *scratch)
+{
+    (void)scratch;
+    for (int h = 0; h < nq; h++)
+        f16acc_one(a, q + h * a->hd, o + h * a->hdv);
+}
+
+void md_attn_f32_ref(const md_attn_args *a, int nq, const float *q, float *o, float *scratch)
+{
+    for (int h = 0; h < nq; h++)
+        f32_one(a, q + h * a->hd, o + h * a->hdv, scratch);
 }
 
 void md_attn_select(int64_t hd, int64_t hdv, md_attn_fn *f16acc, md_attn_fn *f32)

@@ -54,37 +54,70 @@ static inline float dot_f16(const float *q, const vt_fp16 *k, int64_t n)
     return (float)sum;
 }
 
-void md_attn_f16acc_avx512(const md_attn_args *a, const float *q32, float *o, float *scratch)
+/* md_exp of sixteen floats, lane by lane the operations of the scalar one. */
+static inline __m256 exp_pd8(__m256 xf)
 {
-    (void)scratch;
-    float q[MD_MAX_HEAD_DIM], acc[MD_MAX_HEAD_DIM];
-    for (int64_t i = 0; i < a->hd; i += 16)
-        _mm512_storeu_ps(q + i, round_f16(_mm512_loadu_ps(q32 + i)));
-    memset(acc, 0, sizeof(float) * (size_t)a->hdv);
-    float M = -INFINITY, S = 0;
-    for (int64_t p = 0; p < a->npos; p++) {
-        size_t slot = md_attn_slot(a, p);
-        const vt_fp16 *kr = a->k + slot * a->k_stride, *vr = a->v + slot * a->v_stride;
-        float sv = dot_f16(q, kr, a->hd) * a->scale, ms = 1.0f, vs = 1.0f;
-        if (sv > M) {
-            float Mold = M;
-            M = sv;
-            ms = expf(Mold - M);
-            __m512 vms = _mm512_set1_ps(ms);
-            for (int64_t i = 0; i < a->hdv; i += 16)
-                _mm512_storeu_ps(acc + i, round_f16(_mm512_mul_ps(_mm512_loadu_ps(acc + i), vms)));
-        } else {
-            vs = expf(sv - M);
-        }
-        __m512 vvs = _mm512_set1_ps(vs);
-        for (int64_t i = 0; i < a->hdv; i += 16)
-            _mm512_storeu_ps(acc + i, round_f16(_mm512_fmadd_ps(load_f16(vr + i), vvs,
-                                                                _mm512_loadu_ps(acc + i))));
-        S = S * ms + vs;
+    const __m512d l2e = _mm512_set1_pd(MD_EXP_LOG2E), ln2 = _mm512_set1_pd(MD_EXP_LN2);
+    static const double c[13] = {1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
+                                 1.0 / 40320,     1.0 / 5040,     1.0 / 720,     1.0 / 120,
+                                 1.0 / 24,        1.0 / 6,        0.5,           1.0,
+                                 1.0};
+    __m512d t = _mm512_mul_pd(_mm512_cvtps_pd(xf), l2e);
+    __m512d k = _mm512_roundscale_pd(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512d g = _mm512_mul_pd(_mm512_sub_pd(t, k), ln2);
+    __m512d p = _mm512_set1_pd(c[0]);
+    for (int i = 1; i < 13; i++)
+        p = _mm512_fmadd_pd(p, g, _mm512_set1_pd(c[i]));
+    __m512i e = _mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtpd_epi64(k), _mm512_set1_epi64(1023)), 52);
+    return _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(e)));
+}
+
+static inline __m512 exp_ps(__m512 x)
+{
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __mmask16 small = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ);
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    __m512 r = _mm512_insertf32x8(_mm512_castps256_ps512(exp_pd8(_mm512_castps512_ps256(xc))),
+                                  exp_pd8(_mm512_extractf32x8_ps(xc, 1)), 1);
+    r = _mm512_maskz_mov_ps(~small, r);
+    return _mm512_mask_mov_ps(r, nan, x);
+}
+
+void md_exp_avx512(float *x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, exp_ps(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, exp_ps(_mm512_maskz_loadu_ps(m, x + i)));
     }
-    __m512 inv = _mm512_set1_ps(S == 0.0f ? 0.0f : 1.0f / S);
-    for (int64_t i = 0; i < a->hdv; i += 16)
-        _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_loadu_ps(acc + i), inv));
+}
+
+/* md_softmax_f32_ref's bits: the exps sixteen at a time, the eight partial
+ * sums in the lanes of one double vector (position p in lane p % 8). */
+float md_softmax_f32_avx512(float *sc, int64_t n, float mx)
+{
+    __m512 vm = _mm512_set1_ps(mx);
+    __m512d s = _mm512_setzero_pd();
+    int64_t p = 0;
+    for (; p + 16 <= n; p += 16) {
+        __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + p), vm));
+        _mm512_storeu_ps(sc + p, e);
+        s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+    }
+    if (p < n) {
+        __mmask16 m = (__mmask16)((1u << (n - p)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + p), vm)));
+        _mm512_mask_storeu_ps(sc + p, m, e);
+        s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+    }
+    double v[8];
+    _mm512_storeu_pd(v, s);
+    double sum = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+    return (float)(1.0 / sum);
 }
 
 /* Pairwise sums of adjacent lanes of a then b (lane i: (a:b)[2i] + (a:b)[2i+1]);
@@ -145,7 +178,7 @@ static inline __attribute__((always_inline)) void attn_f32_fixed(const int HD,
         sc[p] = _mm512_cvtss_f32(t) * a->scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
-    float inv = md_softmax_f32(sc, a->npos, mx);
+    float inv = md_softmax_f32_avx512(sc, a->npos, mx);
     /* four sums, position p into sum p % 4 (one would wait on the latency of
      * its fmadds), added up at the end */
     __m512 o2[8], o3[8], o4[8];
@@ -179,7 +212,7 @@ static inline __attribute__((always_inline)) void attn_f32_fixed(const int HD,
                          _mm512_add_ps(_mm512_add_ps(ov[c], o2[c]), _mm512_add_ps(o3[c], o4[c])));
 }
 
-void md_attn_f32_avx512(const md_attn_args *a, const float *q, float *o, float *sc)
+static void f32_one(const md_attn_args *a, const float *q, float *o, float *sc)
 {
     if (a->hd == 64 && a->hdv == 64) {
         attn_f32_fixed(64, a, q, o, sc);
@@ -198,7 +231,7 @@ void md_attn_f32_avx512(const md_attn_args *a, const float *q, float *o, float *
         sc[p] = _mm512_reduce_add_ps(s) * a->scale;
         mx = sc[p] > mx ? sc[p] : mx;
     }
-    float inv = md_softmax_f32(sc, a->npos, mx);
+    float inv = md_softmax_f32_avx512(sc, a->npos, mx);
     for (int64_t i = 0; i < a->hdv; i += 16)
         _mm512_storeu_ps(o + i, _mm512_setzero_ps());
     for (int64_t p = 0; p < a->npos; p++) {
@@ -206,5 +239,201 @@ void md_attn_f32_avx512(const md_attn_args *a, const float *q, float *o, float *
         __m512 w = _mm512_set1_ps(sc[p] * inv);
         for (int64_t i = 0; i < a->hdv; i += 16)
             _mm512_storeu_ps(o + i, _mm512_fmadd_ps(w, load_f16(vr + i), _mm512_loadu_ps(o + i)));
+    }
+}
+
+void md_attn_f32_avx512(const md_attn_args *a, int nq, const float *q, float *o, float *sc)
+{
+    for (int h = 0; h < nq; h++)
+        f32_one(a, q + h * a->hd, o + h * a->hdv, sc);
+}
+
+/* ---- the F16 recipe, a GQA group at a time ------------------------------
+ * For each head: every score first (dot_f16's bits: for hd % 64 == 0 the
+ * sixteen keys' vectors are summed lane-wise along the same tree as
+ * _mm512_reduce_add_ps, (i, i+8), (j, j+4), (0, 2)/(1, 3), (0, 1)); then the
+ * online softmax's factors of every position - a new maximum's rescale ms
+ * and the weight vs - their exps sixteen at a time; last the F16 accumulator
+ * of V, rounded after every update as before, for up to four heads at once
+ * (independent chains, and each V row read once for them). */
+
+/* Lane k of the result: reduce_add of s[k] (GCC's order, see above). */
+static inline __m512 reduce16(__m512 s[16])
+{
+    __m512 r[8], u[4], w[2];
+    for (int m = 0; m < 8; m++)
+        r[m] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * m], s[2 * m + 1], 0xEE),
+                             _mm512_shuffle_f32x4(s[2 * m], s[2 * m + 1], 0x44));
+    for (int n = 0; n < 4; n++)
+        u[n] = _mm512_add_ps(_mm512_shuffle_f32x4(r[2 * n], r[2 * n + 1], 0xDD),
+                             _mm512_shuffle_f32x4(r[2 * n], r[2 * n + 1], 0x88));
+    for (int i = 0; i < 2; i++)
+        w[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)),
+                             _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)));
+    __m512 f = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)),
+                             _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)));
+    /* lane 4c + l of f holds key c + 4l */
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(idx, f);
+}
+
+/* dot_f16(q, k) before its final reduction, for n % 64 == 0. */
+static inline __m512 dot_f16_lanes(const float *q, const vt_fp16 *k, int64_t n)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = 0; i < n; i += 64) {
+        s0 = _mm512_fmadd_ps(load_f16(k + i), _mm512_loadu_ps(q + i), s0);
+        s1 = _mm512_fmadd_ps(load_f16(k + i + 16), _mm512_loadu_ps(q + i + 16), s1);
+        s2 = _mm512_fmadd_ps(load_f16(k + i + 32), _mm512_loadu_ps(q + i + 32), s2);
+        s3 = _mm512_fmadd_ps(load_f16(k + i + 48), _mm512_loadu_ps(q + i + 48), s3);
+    }
+    return _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3));
+}
+
+/* sc[p] = the F16 recipe's score of key p (dot_f16 * scale). */
+static void f16_scores(const md_attn_args *a, const float *q, float *sc)
+{
+    int64_t p0 = 0;
+    if (a->hd % 64 == 0) {
+        const bool same_block = a->block_size % 16 == 0;
+        const __m512 scale = _mm512_set1_ps(a->scale);
+        for (; p0 + 16 <= a->npos; p0 += 16) {
+            __m512 s[16];
+            size_t base = md_attn_slot(a, p0);
+            for (int k = 0; k < 16; k++)
+                s[k] = dot_f16_lanes(
+                    q, a->k + (same_block ? base + (size_t)k : md_attn_slot(a, p0 + k)) * a->k_stride,
+                    a->hd);
+            _mm512_storeu_ps(sc + p0, _mm512_mul_ps(reduce16(s), scale));
+        }
+    }
+    for (int64_t p = p0; p < a->npos; p++)
+        sc[p] = dot_f16(q, a->k + md_attn_slot(a, p) * a->k_stride, a->hd) * a->scale;
+}
+
+/* From the scores: wm[p] the rescale at p (1 unless p is a new maximum) and
+ * wv[p] the weight of V at p; returns nothing, S is summed by the caller. */
+static void f16_factors(float *sc, float *wm, int64_t n)
+{
+    float M = -INFINITY;
+    for (int64_t p = 0; p < n; p++) {
+        float sv = sc[p];
+        if (sv > M) {
+            wm[p] = M - sv; /* exp'd below: the rescale */
+            sc[p] = 0.0f;   /* exp(0) = 1: the weight */
+            M = sv;
+        } else {
+            wm[p] = 0.0f;
+            sc[p] = sv - M;
+        }
+    }
+    md_exp_avx512(sc, n);
+    md_exp_avx512(wm, n);
+}
+
+/* The V pass for NH heads (a compile-time 1..4) of head dimension HDV
+ * (a multiple of 16, at most 128). */
+static inline __attribute__((always_inline)) void f16_vpass(const int NH, const int HDV,
+                                                            const md_attn_args *a,
+                                                            const float *const *wv,
+                                                            const float *const *wm, float *o)
+{
+    __m512 acc[4][8];
+    float S[4] = {0, 0, 0, 0};
+    #pragma GCC unroll 8
+    for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 8
+        for (int c = 0; c < HDV / 16; c++)
+            acc[h][c] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < a->npos; p++) {
+        const vt_fp16 *vr = a->v + md_attn_slot(a, p) * a->v_stride;
+        __m512 v[8];
+        #pragma GCC unroll 8
+        for (int c = 0; c < HDV / 16; c++)
+            v[c] = load_f16(vr + 16 * c);
+        #pragma GCC unroll 8
+        for (int h = 0; h < NH; h++) {
+            float ms = wm[h][p], vs = wv[h][p];
+            if (ms != 1.0f) {
+                __m512 vms = _mm512_set1_ps(ms);
+                #pragma GCC unroll 8
+                for (int c = 0; c < HDV / 16; c++)
+                    acc[h][c] = round_f16(_mm512_mul_ps(acc[h][c], vms));
+            }
+            __m512 vvs = _mm512_set1_ps(vs);
+            #pragma GCC unroll 8
+            for (int c = 0; c < HDV / 16; c++)
+                acc[h][c] = round_f16(_mm512_fmadd_ps(v[c], vvs, acc[h][c]));
+            S[h] = S[h] * ms + vs;
+        }
+    }
+    #pragma GCC unroll 8
+    for (int h = 0; h < NH; h++) {
+        __m512 inv = _mm512_set1_ps(S[h] == 0.0f ? 0.0f : 1.0f / S[h]);
+        #pragma GCC unroll 8
+        for (int c = 0; c < HDV / 16; c++)
+            _mm512_storeu_ps(o + h * HDV + 16 * c, _mm512_mul_ps(acc[h][c], inv));
+    }
+}
+
+/* Any HDV (multiple of 16): one head at a time, the accumulator in memory. */
+static void f16_vpass_any(const md_attn_args *a, const float *wv, const float *wm, float *o)
+{
+    float acc[MD_MAX_HEAD_DIM];
+    memset(acc, 0, sizeof(float) * (size_t)a->hdv);
+    float S = 0;
+    for (int64_t p = 0; p < a->npos; p++) {
+        const vt_fp16 *vr = a->v + md_attn_slot(a, p) * a->v_stride;
+        float ms = wm[p], vs = wv[p];
+        if (ms != 1.0f) {
+            __m512 vms = _mm512_set1_ps(ms);
+            for (int64_t i = 0; i < a->hdv; i += 16)
+                _mm512_storeu_ps(acc + i, round_f16(_mm512_mul_ps(_mm512_loadu_ps(acc + i), vms)));
+        }
+        __m512 vvs = _mm512_set1_ps(vs);
+        for (int64_t i = 0; i < a->hdv; i += 16)
+            _mm512_storeu_ps(acc + i, round_f16(_mm512_fmadd_ps(load_f16(vr + i), vvs,
+                                                                _mm512_loadu_ps(acc + i))));
+        S = S * ms + vs;
+    }
+    __m512 inv = _mm512_set1_ps(S == 0.0f ? 0.0f : 1.0f / S);
+    for (int64_t i = 0; i < a->hdv; i += 16)
+        _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_loadu_ps(acc + i), inv));
+}
+
+
+void md_attn_f16acc_avx512(const md_attn_args *a, int nq, const float *q32, float *o,
+                           float *scratch)
+{
+    int64_t n = a->npos;
+    const float *wv[4], *wm[4];
+    for (int h0 = 0; h0 < nq; h0 += 4) {
+        int nh = nq - h0 < 4 ? nq - h0 : 4;
+        for (int i = 0; i < nh; i++) {
+            float q[MD_MAX_HEAD_DIM];
+            for (int64_t d = 0; d < a->hd; d += 16)
+                _mm512_storeu_ps(q + d, round_f16(_mm512_loadu_ps(q32 + (h0 + i) * a->hd + d)));
+            float *sv = scratch + (size_t)(2 * i) * (size_t)n, *sm = sv + n;
+            f16_scores(a, q, sv);
+            f16_factors(sv, sm, n);
+            wv[i] = sv;
+            wm[i] = sm;
+        }
+        float *oh = o + h0 * a->hdv;
+        if (a->hdv == 64 && nh == 4)
+            f16_vpass(4, 64, a, wv, wm, oh);
+        else if (a->hdv == 64 && nh == 2)
+            f16_vpass(2, 64, a, wv, wm, oh);
+        else if (a->hdv == 64 && nh == 1)
+            f16_vpass(1, 64, a, wv, wm, oh);
+        else if (a->hdv == 128 && nh % 2 == 0)
+            for (int h = 0; h < nh; h += 2)
+                f16_vpass(2, 128, a, wv + h, wm + h, oh + h * 128);
+        else if (a->hdv == 128)
+            for (int h = 0; h < nh; h++)
+                f16_vpass(1, 128, a, wv + h, wm + h, oh + h * 128);
+        else
+            for (int h = 0; h < nh; h++)
+                f16_vpass_any(a, wv[h], wm[h], oh + h * a->hdv);
     }
 }

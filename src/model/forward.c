@@ -276,11 +276,12 @@ static void attn_task(void *ctx, int ith, int nth)
     int64_t group = hp->n_heads / hp->n_kv_heads;
     float *sc = c->scores + (size_t)ith * (size_t)c->score_cap;
     md_attn_fn by_size = j->b->n_tokens >= ATTN_TILED_MIN ? c->attn_f32 : c->attn_f16acc;
+    int64_t nkv = hp->n_kv_heads;
     for (;;) {
         int64_t item = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (item >= j->b->n_tokens * nh)
+        if (item >= j->b->n_tokens * nkv)
             return;
-        int64_t t = item / nh, h = item % nh, kvh = h / group;
+        int64_t t = item / nkv, kvh = item % nkv, h = kvh * group;
         md_attn_fn fn = !j->b->attn_f32  ? by_size
                         : j->b->attn_f32[t] ? c->attn_f32
                                             : c->attn_f16acc;
@@ -295,7 +296,7 @@ static void attn_task(void *ctx, int ith, int nth)
                           .hd = hd,
                           .hdv = hdv,
                           .scale = j->scale};
-        fn(&a, c->q + t * nh * hd + h * hd, c->att + t * nh * hdv + h * hdv, sc);
+        fn(&a, (int)group, c->q + t * nh * hd + h * hd, c->att + t * nh * hdv + h * hdv, sc);
     }
 }
 
@@ -525,12 +526,13 @@ vt_err md_forward(md_ctx *c, md_kv *kv, const md_batch *b, float *out_logits)
     if ((e = check_batch(c, kv, b, &maxpos)) || (e = reserve(c, n)))
         return e;
     int nth = kn_pool_size(c->pool);
-    if (maxpos + 1 > c->score_cap) {
-        float *s = realloc(c->scores, (size_t)nth * (size_t)(maxpos + 1) * sizeof(float));
+    int64_t need = (int64_t)MD_ATTN_SCRATCH(hp->n_heads / hp->n_kv_heads, maxpos + 1);
+    if (need > c->score_cap) {
+        float *s = realloc(c->scores, (size_t)nth * (size_t)need * sizeof(float));
         if (!s)
             return vt_fail(VT_ERR_NOMEM, "out of memory for attention scores");
         c->scores = s;
-        c->score_cap = maxpos + 1;
+        c->score_cap = need;
     }
     const kn_traits *et = kn_traits_get(m->tok_embd.type);
     size_t erow = vt_row_size(m->tok_embd.type, dim);
