@@ -607,7 +607,10 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
         const char *wr = (const char *)w + (size_t)r0 * ws;
         for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
             const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
-            for (int k = 0; k < 8; k++) /* only the token groups of this pass */
+            /* a chain's first super-block starts it from zero (the fused
+             * multiply-add with a zero register, as with a zeroed chain);
+             * only chains no super-block reaches are cleared */
+            for (int k = (int)(nsb < 8 ? nsb : 8); k < 8; k++)
                 memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
             for (int64_t b = 0; b < nsb; b++) {
                 k4_decode16(wr, ws, b, nsb, &dec);
@@ -657,8 +660,9 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
                             mi = _mm512_dpwssd_epi32(mi, _mm512_set1_epi32(dec.mp[r][3]), s3);
                             __m512 d = _mm512_mul_ps(_mm512_set1_ps(dec.d[r]), dy);
                             __m512 dm = _mm512_mul_ps(_mm512_set1_ps(dec.dm[r]), dy);
-                            __m512 v = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(ci),
-                                                       _mm512_load_ps(ac[r]));
+                            __m512 v = _mm512_fmadd_ps(
+                                d, _mm512_cvtepi32_ps(ci),
+                                b < 8 ? _mm512_setzero_ps() : _mm512_load_ps(ac[r]));
                             _mm512_store_ps(ac[r], _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(mi), v));
                         }
                     }
@@ -794,7 +798,7 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
         const char *wr = (const char *)w + (size_t)r0 * ws;
         for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
             const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
-            for (int k = 0; k < 8; k++)
+            for (int k = (int)(nsb < 8 ? nsb : 8); k < 8; k++) /* as for Q4_K */
                 memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
             for (int64_t b = 0; b < nsb; b++) {
                 k6_decode16(wr, ws, b, nsb, &dec);
@@ -834,8 +838,10 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
                                                      _mm512_loadu_si512(sp + 16 * k));
                         ci = _mm512_sub_epi32(ci, _mm512_slli_epi32(of, 5));
                         __m512 d = _mm512_mul_ps(_mm512_set1_ps(dec.d[r]), dy);
-                        _mm512_store_ps(ac[r], _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(ci),
-                                                               _mm512_load_ps(ac[r])));
+                        _mm512_store_ps(
+                            ac[r], _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(ci),
+                                                   b < 8 ? _mm512_setzero_ps()
+                                                         : _mm512_load_ps(ac[r])));
                     }
                 }
             }
