@@ -23,25 +23,27 @@ static inline __m512 round_f16(__m512 x)
     return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+/* dot_f16(q, k) before its final reduction, for n % 64 == 0. */
+static inline __m512 dot_f16_lanes(const float *q, const vt_fp16 *k, int64_t n)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = 0; i < n; i += 64) {
+        s0 = _mm512_fmadd_ps(load_f16(k + i), _mm512_loadu_ps(q + i), s0);
+        s1 = _mm512_fmadd_ps(load_f16(k + i + 16), _mm512_loadu_ps(q + i + 16), s1);
+        s2 = _mm512_fmadd_ps(load_f16(k + i + 32), _mm512_loadu_ps(q + i + 32), s2);
+        s3 = _mm512_fmadd_ps(load_f16(k + i + 48), _mm512_loadu_ps(q + i + 48), s3);
+    }
+    return _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3));
+}
+
 /* ggml's F16 dot product of q (F16 values held in F32) and an F16 row. */
 static inline float dot_f16(const float *q, const vt_fp16 *k, int64_t n)
 {
     int64_t np = n & ~(int64_t)63;
     double sum = 0;
-    if (np) {
-        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        for (int64_t i = 0; i < np; i += 64) {
-            s0 = _mm512_fmadd_ps(load_f16(k + i), _mm512_loadu_ps(q + i), s0);
-            s1 = _mm512_fmadd_ps(load_f16(k + i + 16), _mm512_loadu_ps(q + i + 16), s1);
-            s2 = _mm512_fmadd_ps(load_f16(k + i + 32), _mm512_loadu_ps(q + i + 32), s2);
-            s3 = _mm512_fmadd_ps(load_f16(k + i + 48), _mm512_loadu_ps(q + i + 48), s3);
-        }
-        s0 = _mm512_add_ps(s0, s2);
-        s1 = _mm512_add_ps(s1, s3);
-        sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-    }
+    if (np)
+        sum = _mm512_reduce_add_ps(dot_f16_lanes(q, k, np));
     if (np < n) {
-        __m512 rest = _mm512_setzero_ps();
         for (int64_t i = np; i < n; i += 16) { /* products are exact in F32 */
             __m512 pr = _mm512_mul_ps(load_f16(k + i), _mm512_loadu_ps(q + i));
             float tmp[16];
@@ -49,7 +51,6 @@ static inline float dot_f16(const float *q, const vt_fp16 *k, int64_t n)
             for (int j = 0; j < 16; j++)
                 sum += (double)tmp[j];
         }
-        (void)rest;
     }
     return (float)sum;
 }
@@ -275,19 +276,6 @@ static inline __m512 reduce16(__m512 s[16])
     /* lane 4c + l of f holds key c + 4l */
     const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_permutexvar_ps(idx, f);
-}
-
-/* dot_f16(q, k) before its final reduction, for n % 64 == 0. */
-static inline __m512 dot_f16_lanes(const float *q, const vt_fp16 *k, int64_t n)
-{
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (int64_t i = 0; i < n; i += 64) {
-        s0 = _mm512_fmadd_ps(load_f16(k + i), _mm512_loadu_ps(q + i), s0);
-        s1 = _mm512_fmadd_ps(load_f16(k + i + 16), _mm512_loadu_ps(q + i + 16), s1);
-        s2 = _mm512_fmadd_ps(load_f16(k + i + 32), _mm512_loadu_ps(q + i + 32), s2);
-        s3 = _mm512_fmadd_ps(load_f16(k + i + 48), _mm512_loadu_ps(q + i + 48), s3);
-    }
-    return _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3));
 }
 
 /* sc[p] = the F16 recipe's score of key p (dot_f16 * scale). */
