@@ -43,6 +43,11 @@ static inline size_t md_attn_slot(const md_attn_args *a, int64_t p)
  * every ISA level gets the same bits. 0 below -104 (and for -inf). */
 #define MD_EXP_LOG2E 1.4426950408889634074
 #define MD_EXP_LN2 0.69314718055994530942
+static const double md_exp_coef[13] = {1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800,
+                                       1.0 / 362880,    1.0 / 40320,    1.0 / 5040,
+                                       1.0 / 720,       1.0 / 120,      1.0 / 24,
+                                       1.0 / 6,         0.5,            1.0,
+                                       1.0}; /* 1/12! .. 1/0!, for Horner */
 static inline float md_exp(float x)
 {
     if (x != x)
@@ -52,13 +57,9 @@ static inline float md_exp(float x)
     if (x > 89.0f)
         x = 89.0f; /* overflows to inf as float */
     double t = (double)x * MD_EXP_LOG2E, k = rint(t), g = (t - k) * MD_EXP_LN2;
-    static const double c[13] = {1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
-                                 1.0 / 40320,     1.0 / 5040,     1.0 / 720,     1.0 / 120,
-                                 1.0 / 24,        1.0 / 6,        0.5,           1.0,
-                                 1.0};
-    double p = c[0];
+    double p = md_exp_coef[0];
     for (int i = 1; i < 13; i++)
-        p = fma(p, g, c[i]);
+        p = fma(p, g, md_exp_coef[i]);
     union {
         uint64_t u;
         double d;
@@ -85,7 +86,7 @@ static inline float md_softmax_f32_ref(float *sc, int64_t n, float mx)
  * group): q holds nq queries of hd floats one after the other, o receives
  * nq outputs of hdv floats. Each head's result depends only on its own query
  * (never on nq). scratch: MD_ATTN_SCRATCH(nq, npos) floats. */
-#define MD_ATTN_SCRATCH(nq, npos) (2 * (size_t)(nq) * (size_t)(npos) + 64)
+#define MD_ATTN_SCRATCH(nq, npos) (2 * (size_t)(nq) * (size_t)(npos))
 typedef void (*md_attn_fn)(const md_attn_args *a, int nq, const float *q, float *o,
                            float *scratch);
 

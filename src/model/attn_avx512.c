@@ -59,16 +59,12 @@ static inline float dot_f16(const float *q, const vt_fp16 *k, int64_t n)
 static inline __m256 exp_pd8(__m256 xf)
 {
     const __m512d l2e = _mm512_set1_pd(MD_EXP_LOG2E), ln2 = _mm512_set1_pd(MD_EXP_LN2);
-    static const double c[13] = {1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880,
-                                 1.0 / 40320,     1.0 / 5040,     1.0 / 720,     1.0 / 120,
-                                 1.0 / 24,        1.0 / 6,        0.5,           1.0,
-                                 1.0};
     __m512d t = _mm512_mul_pd(_mm512_cvtps_pd(xf), l2e);
     __m512d k = _mm512_roundscale_pd(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512d g = _mm512_mul_pd(_mm512_sub_pd(t, k), ln2);
-    __m512d p = _mm512_set1_pd(c[0]);
+    __m512d p = _mm512_set1_pd(md_exp_coef[0]);
     for (int i = 1; i < 13; i++)
-        p = _mm512_fmadd_pd(p, g, _mm512_set1_pd(c[i]));
+        p = _mm512_fmadd_pd(p, g, _mm512_set1_pd(md_exp_coef[i]));
     __m512i e = _mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtpd_epi64(k), _mm512_set1_epi64(1023)), 52);
     return _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(e)));
 }
@@ -84,32 +80,29 @@ static inline __m512 exp_ps(__m512 x)
     return _mm512_mask_mov_ps(r, nan, x);
 }
 
+/* The lanes of x + 16 * i below n. */
+static inline __mmask16 lanes_from(int64_t i, int64_t n)
+{
+    return n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+}
+
 void md_exp_avx512(float *x, int64_t n)
 {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(x + i, exp_ps(_mm512_loadu_ps(x + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = lanes_from(i, n);
         _mm512_mask_storeu_ps(x + i, m, exp_ps(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
 /* md_softmax_f32_ref's bits: the exps sixteen at a time, the eight partial
- * sums in the lanes of one double vector (position p in lane p % 8). */
+ * sums in the lanes of one double vector (position p in lane p % 8; lanes
+ * past n add zeros). */
 float md_softmax_f32_avx512(float *sc, int64_t n, float mx)
 {
     __m512 vm = _mm512_set1_ps(mx);
     __m512d s = _mm512_setzero_pd();
-    int64_t p = 0;
-    for (; p + 16 <= n; p += 16) {
-        __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + p), vm));
-        _mm512_storeu_ps(sc + p, e);
-        s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-        s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
-    }
-    if (p < n) {
-        __mmask16 m = (__mmask16)((1u << (n - p)) - 1);
+    for (int64_t p = 0; p < n; p += 16) {
+        __mmask16 m = lanes_from(p, n);
         __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + p), vm)));
         _mm512_mask_storeu_ps(sc + p, m, e);
         s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
@@ -299,8 +292,8 @@ static void f16_scores(const md_attn_args *a, const float *q, float *sc)
         sc[p] = dot_f16(q, a->k + md_attn_slot(a, p) * a->k_stride, a->hd) * a->scale;
 }
 
-/* From the scores: wm[p] the rescale at p (1 unless p is a new maximum) and
- * wv[p] the weight of V at p; returns nothing, S is summed by the caller. */
+/* The scores sc become the weights of V at each position, and wm[p] the
+ * rescale of the sums at p (1 unless p is a new maximum). */
 static void f16_factors(float *sc, float *wm, int64_t n)
 {
     float M = -INFINITY;
@@ -319,10 +312,12 @@ static void f16_factors(float *sc, float *wm, int64_t n)
     md_exp_avx512(wm, n);
 }
 
-/* The V pass for NH heads (a compile-time 1..4) of head dimension HDV
- * (a multiple of 16, at most 128). */
+/* The V pass for NH heads (a compile-time 1..4) over the HDV columns
+ * (a compile-time multiple of 16, at most 128) from c0: o is head 0's
+ * output, heads a->hdv apart. Every column's chain is its own, so a head's
+ * bits do not depend on how its columns or heads are split into passes. */
 static inline __attribute__((always_inline)) void f16_vpass(const int NH, const int HDV,
-                                                            const md_attn_args *a,
+                                                            const md_attn_args *a, int64_t c0,
                                                             const float *const *wv,
                                                             const float *const *wm, float *o)
 {
@@ -334,7 +329,7 @@ static inline __attribute__((always_inline)) void f16_vpass(const int NH, const 
         for (int c = 0; c < HDV / 16; c++)
             acc[h][c] = _mm512_setzero_ps();
     for (int64_t p = 0; p < a->npos; p++) {
-        const vt_fp16 *vr = a->v + md_attn_slot(a, p) * a->v_stride;
+        const vt_fp16 *vr = a->v + md_attn_slot(a, p) * a->v_stride + c0;
         __m512 v[8];
         #pragma GCC unroll 8
         for (int c = 0; c < HDV / 16; c++)
@@ -360,35 +355,9 @@ static inline __attribute__((always_inline)) void f16_vpass(const int NH, const 
         __m512 inv = _mm512_set1_ps(S[h] == 0.0f ? 0.0f : 1.0f / S[h]);
         #pragma GCC unroll 8
         for (int c = 0; c < HDV / 16; c++)
-            _mm512_storeu_ps(o + h * HDV + 16 * c, _mm512_mul_ps(acc[h][c], inv));
+            _mm512_storeu_ps(o + h * a->hdv + 16 * c, _mm512_mul_ps(acc[h][c], inv));
     }
 }
-
-/* Any HDV (multiple of 16): one head at a time, the accumulator in memory. */
-static void f16_vpass_any(const md_attn_args *a, const float *wv, const float *wm, float *o)
-{
-    float acc[MD_MAX_HEAD_DIM];
-    memset(acc, 0, sizeof(float) * (size_t)a->hdv);
-    float S = 0;
-    for (int64_t p = 0; p < a->npos; p++) {
-        const vt_fp16 *vr = a->v + md_attn_slot(a, p) * a->v_stride;
-        float ms = wm[p], vs = wv[p];
-        if (ms != 1.0f) {
-            __m512 vms = _mm512_set1_ps(ms);
-            for (int64_t i = 0; i < a->hdv; i += 16)
-                _mm512_storeu_ps(acc + i, round_f16(_mm512_mul_ps(_mm512_loadu_ps(acc + i), vms)));
-        }
-        __m512 vvs = _mm512_set1_ps(vs);
-        for (int64_t i = 0; i < a->hdv; i += 16)
-            _mm512_storeu_ps(acc + i, round_f16(_mm512_fmadd_ps(load_f16(vr + i), vvs,
-                                                                _mm512_loadu_ps(acc + i))));
-        S = S * ms + vs;
-    }
-    __m512 inv = _mm512_set1_ps(S == 0.0f ? 0.0f : 1.0f / S);
-    for (int64_t i = 0; i < a->hdv; i += 16)
-        _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_loadu_ps(acc + i), inv));
-}
-
 
 void md_attn_f16acc_avx512(const md_attn_args *a, int nq, const float *q32, float *o,
                            float *scratch)
@@ -408,20 +377,28 @@ void md_attn_f16acc_avx512(const md_attn_args *a, int nq, const float *q32, floa
             wm[i] = sm;
         }
         float *oh = o + h0 * a->hdv;
-        if (a->hdv == 64 && nh == 4)
-            f16_vpass(4, 64, a, wv, wm, oh);
-        else if (a->hdv == 64 && nh == 2)
-            f16_vpass(2, 64, a, wv, wm, oh);
-        else if (a->hdv == 64 && nh == 1)
-            f16_vpass(1, 64, a, wv, wm, oh);
-        else if (a->hdv == 128 && nh % 2 == 0)
-            for (int h = 0; h < nh; h += 2)
-                f16_vpass(2, 128, a, wv + h, wm + h, oh + h * 128);
-        else if (a->hdv == 128)
-            for (int h = 0; h < nh; h++)
-                f16_vpass(1, 128, a, wv + h, wm + h, oh + h * 128);
-        else
-            for (int h = 0; h < nh; h++)
-                f16_vpass_any(a, wv[h], wm[h], oh + h * a->hdv);
+        for (int h = 0; h < nh;) { /* as many heads per pass as the registers hold */
+            int left = nh - h;
+            if (a->hdv == 64 && left >= 4) {
+                f16_vpass(4, 64, a, 0, wv + h, wm + h, oh + h * 64);
+                h += 4;
+            } else if ((a->hdv == 64 || a->hdv == 128) && left >= 2) {
+                if (a->hdv == 64)
+                    f16_vpass(2, 64, a, 0, wv + h, wm + h, oh + h * 64);
+                else
+                    f16_vpass(2, 128, a, 0, wv + h, wm + h, oh + h * 128);
+                h += 2;
+            } else {
+                float *ohh = oh + h * a->hdv;
+                if (a->hdv == 64)
+                    f16_vpass(1, 64, a, 0, wv + h, wm + h, ohh);
+                else if (a->hdv == 128)
+                    f16_vpass(1, 128, a, 0, wv + h, wm + h, ohh);
+                else /* other widths: sixteen columns a pass */
+                    for (int64_t c0 = 0; c0 < a->hdv; c0 += 16)
+                        f16_vpass(1, 16, a, c0, wv + h, wm + h, ohh + c0);
+                h++;
+            }
+        }
     }
 }
