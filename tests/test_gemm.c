@@ -182,9 +182,24 @@ static void test_matmul_batches(void)
 #define NT 150
 static void test_amx_canonical(void)
 {
-    if (!kn_traits_isa(VT_TYPE_Q8_0, KN_ISA_AMX)) {
-        test_skip_hw("AMX (AMX-TILE, AMX-INT8): the tile kernels are not run");
-        return;
+    /* Without AMX, an AVX-512 CPU still runs the level's decode GEMV, its
+     * vec_dot and its gemm (AVX-512 code): those are checked from the
+     * level's table built here, and only the tiles are left out. */
+    const bool tiles = kn_traits_isa(VT_TYPE_Q8_0, KN_ISA_AMX) != NULL;
+    static kn_traits amx_tab[VT_TYPE_COUNT];
+    if (!tiles) {
+        if (!kn_traits_isa(VT_TYPE_Q8_0, KN_ISA_AVX512)) {
+            test_skip_hw("AVX-512 (F, BW, VL, DQ, VNNI, BF16): the AMX level is not run");
+            return;
+        }
+        for (int t = 0; t < VT_TYPE_COUNT; t++) {
+            const kn_traits *l = kn_traits_isa((vt_type)t, KN_ISA_AVX512);
+            if (l)
+                amx_tab[t] = *l;
+        }
+        kn_amx_fill(amx_tab);
+        test_skip_hw("AMX (AMX-TILE, AMX-INT8): the tile kernels are not run (the level's "
+                     "AVX-512 kernels are)");
     }
     const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K};
     const int nrs[] = {1, 15, 16, 17, 31, 32, 33, 48, 50};
@@ -192,7 +207,7 @@ static void test_amx_canonical(void)
     vt_rng rng = {99};
     for (size_t ti = 0; ti < 3; ti++) {
         const vt_type t = ts[ti];
-        const kn_traits *tr = kn_traits_isa(t, KN_ISA_AMX);
+        const kn_traits *tr = tiles ? kn_traits_isa(t, KN_ISA_AMX) : &amx_tab[t];
         const kn_traits *ref = kn_traits_isa(t, KN_ISA_SCALAR);
         float (*canon)(int64_t, const void *, const void *) =
             t == VT_TYPE_Q8_0 ? kn_canon_dot_q8_0
@@ -238,7 +253,7 @@ static void test_amx_canonical(void)
                 for (int g = 0; g * 16 < nt; g++)
                     tr->pack(cols, a + (size_t)(16 * g) * a_row, a_row,
                              nt - 16 * g < 16 ? nt - 16 * g : 16, pk + (size_t)g * gsz);
-                for (int via = 0; via < 2; via++) {
+                for (int via = tiles ? 0 : 1; via < 2; via++) {
                     for (int i = 0; i < 50 * NT; i++)
                         out[i] = -1.0f;
                     if (via)
