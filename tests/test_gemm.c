@@ -198,22 +198,36 @@ static void test_amx_canonical(void)
                 amx_tab[t] = *l;
         }
         kn_amx_fill(amx_tab);
+        /* the packed GEMM where the AVX-512 level has one with these
+         * numerics (Q4_K's VNNI kernel), never the tiles */
+        for (int t = 0; t < VT_TYPE_COUNT; t++)
+            amx_tab[t].gemm_packed = kn_traits_isa((vt_type)t, KN_ISA_AVX512)
+                                         ? kn_traits_isa((vt_type)t, KN_ISA_AVX512)->gemm_packed
+                                         : NULL;
         test_skip_hw("AMX (AMX-TILE, AMX-INT8): the tile kernels are not run (the level's "
                      "AVX-512 kernels are)");
     }
-    const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K};
+    /* the last: the AVX-512 level's Q4_K (its VNNI GEMM), where the tiles
+     * took the second */
+    const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K, VT_TYPE_Q4_K};
     const int nrs[] = {1, 15, 16, 17, 31, 32, 33, 48, 50};
     const int nts[] = {1, 4, 15, 16, 17, 33, 40, 150}; /* 150: more groups than one pass */
     vt_rng rng = {99};
-    for (size_t ti = 0; ti < 3; ti++) {
+    for (size_t ti = 0; ti < 4; ti++) {
         const vt_type t = ts[ti];
-        const kn_traits *tr = tiles ? kn_traits_isa(t, KN_ISA_AMX) : &amx_tab[t];
+        if (ti == 3 && !tiles)
+            break;
+        const kn_traits *tr = ti == 3 ? kn_traits_isa(t, KN_ISA_AVX512)
+                              : tiles ? kn_traits_isa(t, KN_ISA_AMX)
+                                      : &amx_tab[t];
         const kn_traits *ref = kn_traits_isa(t, KN_ISA_SCALAR);
         float (*canon)(int64_t, const void *, const void *) =
             t == VT_TYPE_Q8_0 ? kn_canon_dot_q8_0
             : t == VT_TYPE_Q4_K ? kn_canon_dot_q4_K
                                 : kn_canon_dot_q6_K;
-        CHECK(tr->pack && tr->gemm_packed && tr->pack_size && tr->gemm && tr->vec_dot_rows);
+        CHECK(tr->pack && (tr->gemm_packed || !tiles) && tr->pack_size && tr->gemm &&
+              tr->vec_dot_rows);
+        CHECK(t != VT_TYPE_Q4_K || tr->gemm_packed); /* AVX-512 VNNI or the tiles */
         const int64_t cols = t == VT_TYPE_Q8_0 ? 32 * 67 : 256 * 5;
         char *w = NULL, *a = NULL;
         size_t w_row, a_row;
@@ -253,7 +267,7 @@ static void test_amx_canonical(void)
                 for (int g = 0; g * 16 < nt; g++)
                     tr->pack(cols, a + (size_t)(16 * g) * a_row, a_row,
                              nt - 16 * g < 16 ? nt - 16 * g : 16, pk + (size_t)g * gsz);
-                for (int via = tiles ? 0 : 1; via < 2; via++) {
+                for (int via = tr->gemm_packed ? 0 : 1; via < 2; via++) {
                     for (int i = 0; i < 50 * NT; i++)
                         out[i] = -1.0f;
                     if (via)
@@ -271,7 +285,7 @@ static void test_amx_canonical(void)
                     CHECKF(b3 == 0 && spill == 0,
                            "%s: %s %d rows x %d tokens: %d results differ from the canonical "
                            "dot, %d written outside",
-                           vt_type_get(t)->name, via ? "gemm" : "the AMX tiles", nr, nt, b3,
+                           vt_type_get(t)->name, via ? "gemm" : "gemm_packed", nr, nt, b3,
                            spill);
                 }
             }

@@ -8,6 +8,12 @@
  * the chains added up in a fixed tree. Every kernel here gives the bits of
  * kn_canon_dot_*; the other types keep the AVX-512 level's kernels.
  *
+ * Q4_K has these numerics at the AVX-512 level too (kn_vnni_fill): its
+ * decode GEMV and gemm are the ones here, and prefill and batched decode
+ * run vnni_q4_K, an outer product over the same packed activations with
+ * vpdpbusd instead of the tiles (Zen 4: about 7 cycles per row, token and
+ * super-block, where the AVX-512 level's per-lane numerics needed 12.7).
+ *
  * A tile product C[16 x 16] += A[16 x 64] . B[64 x 16] does 16,384 int8
  * multiply-adds in about 13 cycles, twenty times vpdpbusd; what costs is
  * what surrounds it: the float work per block, and for the K-quants the
@@ -186,62 +192,74 @@ static inline void k4_unpack(const block_q4_K *x, uint8_t sc[8], uint8_t m[8])
     memcpy(m, o + 2, 8);
 }
 
-/* Decode, each row on its own: per super-block the integer sums as the
- * AVX-512 vec_dot makes them (sixteen lanes of sums, eight of mins), eight
- * super-blocks reduced to one lane each (pair_sum), then the two fused
- * multiply-adds into the eight chains. dyv: the activation scales, padded
- * with zeros to a multiple of eight super-blocks. */
+/* vpermw indices spreading int16 scale 2c over the low 256 bits (values
+ * 0..31 of chunk c, the low nibbles) and 2c + 1 over the high 256 bits. */
+static const short k4_pick[4][32] = {
+#define KP(c)                                                                                      \
+    {2 * c,     2 * c,     2 * c,     2 * c,     2 * c,     2 * c,     2 * c,     2 * c,             \
+     2 * c,     2 * c,     2 * c,     2 * c,     2 * c,     2 * c,     2 * c,     2 * c,             \
+     2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,         \
+     2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1}
+    KP(0), KP(1), KP(2), KP(3)
+#undef KP
+};
+
+/* Decode, each row on its own: per super-block the integer sums in sixteen
+ * lanes (vpmaddubsw, vpdpwssd against the spread scales) and the mins in
+ * eight, eight super-blocks reduced to one lane each (pair_sum), then the
+ * two fused multiply-adds into the eight chains. The scale products d_x d_y
+ * of a super-block as one pair, kept in a small array (a gather of the
+ * fp16 fields cost a third of the speed on Zen 4). dyv: unused (the
+ * activations carry their scales). */
 static float q4_K_row(int64_t nb, const void *xv, const block_q8_K *y, const float *dyv)
 {
-    const block_q4_K *x = xv;
+    (void)dyv;
+    const uint8_t *x = xv;
     const __m512i m4 = _mm512_set1_epi8(0x0F), z = _mm512_setzero_si512();
     const __m512i shr4 = _mm512_inserti64x4(z, _mm256_set1_epi16(4), 1);
-    const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32((int)sizeof(block_q4_K)));
-    __m512i pick[4];
-    for (int c = 0; c < 4; c++)
-        pick[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * c))),
-                                     _mm256_set1_epi16((short)(2 * c + 1)), 1);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
         __m512i v[8], mv[4];
-        for (int i = 0; i < 8; i += 2) {
-            __m256i mm[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-            for (int h = 0; h < 2; h++) {
-                v[i + h] = z;
-                if (i + h >= nv)
-                    continue;
-                const block_q4_K *xb = x + b + i + h;
-                const block_q8_K *yb = y + b + i + h;
+        _Alignas(32) float dd[8], dm[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m256i mins = _mm256_setzero_si256();
+            v[i] = z;
+            dd[i] = dm[i] = 0.0f;
+            if (i < nv) {
+                const uint8_t *xb = x + (size_t)(b + i) * sizeof(block_q4_K);
+                const block_q8_K *yb = y + b + i;
                 x86_prefetch_step(xb, sizeof(block_q4_K));
+                /* d, dmin, scales[12], qs[128] */
+                __m128 ddm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)ld_u32(xb))),
+                                        _mm_set1_ps(yb->d));
+                dd[i] = _mm_cvtss_f32(ddm);
+                dm[i] = _mm_cvtss_f32(_mm_movehdup_ps(ddm));
                 __m128i sc8, mn8;
-                k4_scales(xb->scales, &sc8, &mn8);
-                mm[h] = k4_mins_dot(mn8, yb->bsums);
-                __m512i sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8)), sumi = z;
+                k4_scales(xb + 4, &sc8, &mn8);
+                mins = k4_mins_dot(mn8, yb->bsums);
+                const __m512i sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8));
+#pragma GCC unroll 4
                 for (int c = 0; c < 4; c++) {
                     __m512i q = _mm512_and_si512(
-                        _mm512_srlv_epi16(_mm512_broadcast_i64x4(ld256(xb->qs + 32 * c)), shr4), m4);
+                        _mm512_srlv_epi16(_mm512_broadcast_i64x4(ld256(xb + 16 + 32 * c)), shr4),
+                        m4);
                     __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(yb->qs + 64 * c));
-                    __m512i s16 = _mm512_permutexvar_epi16(pick[c], sc);
-                    sumi = c ? _mm512_dpwssd_epi32(sumi, p, s16) : _mm512_madd_epi16(p, s16);
+                    __m512i s16 = _mm512_permutexvar_epi16(_mm512_loadu_si512(k4_pick[c]), sc);
+                    v[i] = c ? _mm512_dpwssd_epi32(v[i], p, s16) : _mm512_madd_epi16(p, s16);
                 }
-                v[i + h] = sumi;
             }
-            mv[i / 2] = _mm512_inserti64x4(_mm512_castsi256_si512(mm[0]), mm[1], 1);
+            mv[i / 2] = i & 1 ? _mm512_inserti64x4(mv[i / 2], mins, 1) : _mm512_castsi256_si512(mins);
         }
         __m512i is = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
                               pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));
         __m512i ms = pair_sum(pair_sum(mv[0], mv[1]), pair_sum(mv[2], mv[3]));
         is = pair_sum(is, z);
         ms = pair_sum(ms, z);
-        __mmask8 m = (__mmask8)((1u << nv) - 1);
-        __m256i g = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, off, &x[b].d, 1);
-        __m256 dy = _mm256_loadu_ps(dyv + b);
-        __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(g)), dy);
-        __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g, 16))), dy);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
-        acc = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(_mm512_castsi512_si256(ms)), acc);
+        acc = _mm256_fmadd_ps(_mm256_load_ps(dd), _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
+        acc = _mm256_fnmadd_ps(_mm256_load_ps(dm), _mm256_cvtepi32_ps(_mm512_castsi512_si256(ms)),
+                               acc);
     }
     return hsum8_tree(acc);
 }
@@ -543,18 +561,19 @@ typedef struct {
     _Alignas(64) int32_t mp[16][4]; /* mins in pairs, per row */
 } k4_decoded;
 
-/* Decoding streams sixteen rows side by side, too many streams for the
- * hardware prefetchers when few tokens share the weights (batched decode):
- * each row's super-block PF_AHEAD ahead is prefetched, or near a row's end
- * the next row group's (rows + 16, from its start). */
+/* Decoding streams a group of gr rows (16 for the tiles) side by side, too
+ * many streams for the hardware prefetchers when few tokens share the
+ * weights (batched decode): each row's super-block PF_AHEAD ahead is
+ * prefetched, or near a row's end the next row group's (rows + gr, from
+ * its start). */
 #define PF_AHEAD 2
 
-static inline void prefetch_sb(const char *w, size_t ws, int r, int64_t b, int64_t nsb,
+static inline void prefetch_sb(const char *w, size_t ws, int r, int gr, int64_t b, int64_t nsb,
                                size_t bs)
 {
     int64_t t = b + PF_AHEAD;
     const char *p = t < nsb ? w + (size_t)r * ws + (size_t)t * bs
-                            : w + (size_t)(r + 16) * ws + (size_t)(t - nsb) * bs;
+                            : w + (size_t)(r + gr) * ws + (size_t)(t - nsb) * bs;
     for (size_t o = 0; o < bs; o += 64) /* integer arithmetic: may lie past the weights */
         _mm_prefetch((const char *)((uintptr_t)p + o), _MM_HINT_T0);
 }
@@ -563,7 +582,7 @@ static void k4_decode16(const char *w, size_t ws, int64_t b, int64_t nsb, k4_dec
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int r = 0; r < 16; r++) {
-        prefetch_sb(w, ws, r, b, nsb, sizeof(block_q4_K));
+        prefetch_sb(w, ws, r, 16, b, nsb, sizeof(block_q4_K));
         const block_q4_K *x = (const block_q4_K *)(w + (size_t)r * ws) + b;
         uint8_t sc[8], m[8];
         k4_unpack(x, sc, m);
@@ -675,6 +694,152 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
     tail_rows(c_rows_q4_K, n, w, ws, r0, nr, a, as, nt, out, os);
 }
 
+/* ---- Q4_K without the tiles: AVX-512 VNNI ---------------------------------- */
+
+/* The same numerics on a CPU with VNNI and no AMX (Zen 4): an outer product
+ * over the packed activations. Lane t of a vector is token t of a group, so
+ * a super-block's exact integer sums come out as one lane per token with no
+ * horizontal sums: per group of four bytes k, one vpdpbusd of the row's
+ * four weights (broadcast) against the sixteen tokens' four activations
+ * (the packed B tile row, the AMX layout: bytes 4k..4k+3 at 64 k), into
+ * the sub-block's accumulator; the eight sub-block sums times their
+ * scales make isum, the mins term is the tiles' vpdpwssd against the
+ * packed sub-block sums. 64 vpdpbusd per row, super-block and sixteen
+ * tokens, about 7 cycles per row, token and super-block on Zen 4 where the
+ * per-lane numerics of the AVX-512 level (vpmaddubsw + vpdpwssd per 64
+ * values) took 12.7. VK_ROWS rows share each activation load. */
+#define VK_ROWS 4
+
+typedef struct {
+    _Alignas(64) uint8_t q[VK_ROWS][256]; /* the nibbles as bytes, in value order */
+    int32_t sc[VK_ROWS][8], mp[VK_ROWS][4];
+    float d[VK_ROWS], dm[VK_ROWS];
+} vk_decoded;
+
+static void vk_decode(const char *w, size_t ws, int64_t b, int64_t nsb, vk_decoded *o)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int r = 0; r < VK_ROWS; r++) {
+        prefetch_sb(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q4_K));
+        const block_q4_K *x = (const block_q4_K *)(w + (size_t)r * ws) + b;
+        uint8_t sc[8], m[8];
+        k4_unpack(x, sc, m);
+        for (int j = 0; j < 8; j++)
+            o->sc[r][j] = sc[j];
+        for (int k = 0; k < 4; k++)
+            o->mp[r][k] = (int32_t)(m[2 * k] | (uint32_t)m[2 * k + 1] << 16);
+        o->d[r] = _cvtsh_ss(x->d);
+        o->dm[r] = _cvtsh_ss(x->dmin);
+        for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+            _mm256_store_si256((__m256i *)(o->q[r] + 64 * c), _mm256_and_si256(v, m4));
+            _mm256_store_si256((__m256i *)(o->q[r] + 64 * c + 32),
+                               _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        }
+    }
+}
+
+/* One super-block of VK_ROWS rows against one packed token group p: the
+ * chains ch[r] of its tokens take their fused multiply-adds. W = 512: the
+ * sixteen tokens; W = 256: the first eight (a group of at most eight, as
+ * batched decode of eight sequences has: half the work, the same bits per
+ * token). Not inlined: inlined into the loop over the groups, GCC hoists
+ * the 256 weight broadcasts out of it into 16 KB of stack, read back with
+ * every vpdpbusd (3x slower). */
+#define VK_STEP(W)                                                                                 \
+    __attribute__((noinline)) static void vk_step_##W(const vk_decoded *dec, const char *p,       \
+                                                      bool first, float (*ch)[16])                \
+    {                                                                                              \
+        __m##W##i is[VK_ROWS];                                                                     \
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)                                        \
+        {                                                                                          \
+            __m##W##i d[VK_ROWS];                                                                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++) d[r] =                       \
+                _mm##W##_setzero_si##W();                                                          \
+            _Pragma("GCC unroll 8") for (int kk = 0; kk < 8; kk++)                                 \
+            {                                                                                      \
+                const int k = 8 * j + kk;                                                          \
+                const __m##W##i act = _mm##W##_loadu_si##W((const void *)(p + 64 * k));           \
+                _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                          \
+                {                                                                                  \
+                    int32_t wv;                                                                    \
+                    memcpy(&wv, dec->q[r] + 4 * k, 4);                                             \
+                    d[r] = _mm##W##_dpbusd_epi32(d[r], _mm##W##_set1_epi32(wv), act);              \
+                }                                                                                  \
+            }                                                                                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                              \
+            {                                                                                      \
+                __m##W##i v = _mm##W##_mullo_epi32(d[r], _mm##W##_set1_epi32(dec->sc[r][j]));      \
+                is[r] = j ? _mm##W##_add_epi32(is[r], v) : v;                                      \
+            }                                                                                      \
+        }                                                                                          \
+        const __m##W dy = _mm##W##_load_ps((const float *)(p + 4096));                            \
+        _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                                  \
+        {                                                                                          \
+            __m##W##i mi = _mm##W##_setzero_si##W();                                               \
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) mi = _mm##W##_dpwssd_epi32(        \
+                mi, _mm##W##_set1_epi32(dec->mp[r][k]),                                            \
+                _mm##W##_loadu_si##W((const void *)(p + 4160 + 64 * k)));                          \
+            const __m##W d = _mm##W##_mul_ps(_mm##W##_set1_ps(dec->d[r]), dy);                     \
+            const __m##W dm = _mm##W##_mul_ps(_mm##W##_set1_ps(dec->dm[r]), dy);                   \
+            __m##W v = _mm##W##_fmadd_ps(d, _mm##W##_cvtepi32_ps(is[r]),                           \
+                                         first ? _mm##W##_setzero_ps() : _mm##W##_load_ps(ch[r])); \
+            _mm##W##_store_ps(ch[r], _mm##W##_fnmadd_ps(dm, _mm##W##_cvtepi32_ps(mi), v));         \
+        }                                                                                          \
+    }
+VK_STEP(512)
+VK_STEP(256)
+
+/* Chains c of acc[c][g][r] added up for tokens < tn (hsum8_tree's order). */
+#define VK_CHAINS(W, acc, g, r)                                                                    \
+    _mm##W##_add_ps(                                                                               \
+        _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_load_ps(acc[0][g][r]), _mm##W##_load_ps(acc[1][g][r])), \
+                        _mm##W##_add_ps(_mm##W##_load_ps(acc[2][g][r]), _mm##W##_load_ps(acc[3][g][r]))), \
+        _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_load_ps(acc[4][g][r]), _mm##W##_load_ps(acc[5][g][r])), \
+                        _mm##W##_add_ps(_mm##W##_load_ps(acc[6][g][r]), _mm##W##_load_ps(acc[7][g][r]))))
+
+static void vnni_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                      const void *pk, int nt, float *out, size_t os)
+{
+    const int64_t nsb = n / 256;
+    const size_t gsz = pack_size_q4_K(n);
+    const int ng = (nt + 15) / 16;
+    vk_decoded dec;
+    _Alignas(64) float acc[8][TOK_CHUNK][VK_ROWS][16]; /* chain, group, row, token */
+    int r0 = 0;
+    for (; r0 + VK_ROWS <= nr; r0 += VK_ROWS) {
+        const char *wr = (const char *)w + (size_t)r0 * ws;
+        for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
+            const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
+            for (int k = (int)(nsb < 8 ? nsb : 8); k < 8; k++)
+                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
+            for (int64_t b = 0; b < nsb; b++) {
+                vk_decode(wr, ws, b, nsb, &dec);
+                for (int g = 0; g < gn; g++) {
+                    const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * K4_PACK;
+                    if (nt - 16 * (g0 + g) <= 8)
+                        vk_step_256(&dec, p, b < 8, acc[b & 7][g]);
+                    else
+                        vk_step_512(&dec, p, b < 8, acc[b & 7][g]);
+                }
+            }
+            for (int g = 0; g < gn; g++) {
+                const int t0 = 16 * (g0 + g), tn = nt - t0 < 16 ? nt - t0 : 16;
+                for (int r = 0; r < VK_ROWS; r++) {
+                    _Alignas(64) float res[16];
+                    if (tn <= 8)
+                        _mm256_store_ps(res, VK_CHAINS(256, acc, g, r));
+                    else
+                        _mm512_store_ps(res, VK_CHAINS(512, acc, g, r));
+                    for (int t = 0; t < tn; t++)
+                        out[(size_t)(t0 + t) * os + r0 + r] = res[t];
+                }
+            }
+        }
+    }
+    tail_rows(c_rows_q4_K, n, w, ws, r0, nr, a, as, nt, out, os);
+}
+
 /* ---- Q6_K ------------------------------------------------------------------- */
 
 /* Decode, each row on its own, as q4_K_row: the exact isum of a super-block
@@ -757,7 +922,7 @@ static void k6_decode16(const char *w, size_t ws, int64_t b, int64_t nsb, k6_dec
             _mm256_setr_m128i(_mm_set1_epi8((char)(4 * c + 2)), _mm_set1_epi8((char)(4 * c + 3))),
             1);
     for (int r = 0; r < 16; r++) {
-        prefetch_sb(w, ws, r, b, nsb, sizeof(block_q6_K));
+        prefetch_sb(w, ws, r, 16, b, nsb, sizeof(block_q6_K));
         const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
         o->d[r] = _cvtsh_ss(x->d);
         for (int k = 0; k < 8; k++)
@@ -850,6 +1015,18 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
     }
     _tile_release();
     tail_rows(c_rows_q6_K, n, w, ws, r0, nr, a, as, nt, out, os);
+}
+
+void kn_vnni_fill(kn_traits *tab)
+{
+    kn_traits *q4 = &tab[VT_TYPE_Q4_K];
+    q4->vec_dot = c_dot_q4_K;
+    q4->vec_dot_rows = c_rows_q4_K;
+    q4->vec_dot_n = NULL; /* the generic one over vec_dot */
+    q4->gemm = c_gemm_q4_K;
+    q4->pack_size = pack_size_q4_K;
+    q4->pack = pack_q4_K;
+    q4->gemm_packed = vnni_q4_K;
 }
 
 void kn_amx_fill(kn_traits *tab)
