@@ -200,24 +200,29 @@ static void test_amx_canonical(void)
         kn_amx_fill(amx_tab);
         /* the packed GEMM where the AVX-512 level has one with these
          * numerics (Q4_K's VNNI kernel), never the tiles */
-        for (int t = 0; t < VT_TYPE_COUNT; t++)
-            amx_tab[t].gemm_packed = kn_traits_isa((vt_type)t, KN_ISA_AVX512)
-                                         ? kn_traits_isa((vt_type)t, KN_ISA_AVX512)->gemm_packed
-                                         : NULL;
+        for (int t = 0; t < VT_TYPE_COUNT; t++) {
+            const kn_traits *l = kn_traits_isa((vt_type)t, KN_ISA_AVX512);
+            amx_tab[t].gemm_packed = l ? l->gemm_packed : NULL;
+            if (l && l->gemm_packed) { /* with its own packing */
+                amx_tab[t].pack = l->pack;
+                amx_tab[t].pack_size = l->pack_size;
+            }
+        }
         test_skip_hw("AMX (AMX-TILE, AMX-INT8): the tile kernels are not run (the level's "
                      "AVX-512 kernels are)");
     }
-    /* the last: the AVX-512 level's Q4_K (its VNNI GEMM), where the tiles
-     * took the second */
-    const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K, VT_TYPE_Q4_K};
+    /* the last three: the AVX-512 level's (its VNNI GEMM), where the tiles
+     * took the first three */
+    const vt_type ts[] = {VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K,
+                          VT_TYPE_Q8_0, VT_TYPE_Q4_K, VT_TYPE_Q6_K};
     const int nrs[] = {1, 15, 16, 17, 31, 32, 33, 48, 50};
     const int nts[] = {1, 4, 15, 16, 17, 33, 40, 150}; /* 150: more groups than one pass */
     vt_rng rng = {99};
-    for (size_t ti = 0; ti < 4; ti++) {
+    for (size_t ti = 0; ti < 6; ti++) {
         const vt_type t = ts[ti];
-        if (ti == 3 && !tiles)
+        if (ti >= 3 && !tiles)
             break;
-        const kn_traits *tr = ti == 3 ? kn_traits_isa(t, KN_ISA_AVX512)
+        const kn_traits *tr = ti >= 3 ? kn_traits_isa(t, KN_ISA_AVX512)
                               : tiles ? kn_traits_isa(t, KN_ISA_AMX)
                                       : &amx_tab[t];
         const kn_traits *ref = kn_traits_isa(t, KN_ISA_SCALAR);
@@ -225,9 +230,8 @@ static void test_amx_canonical(void)
             t == VT_TYPE_Q8_0 ? kn_canon_dot_q8_0
             : t == VT_TYPE_Q4_K ? kn_canon_dot_q4_K
                                 : kn_canon_dot_q6_K;
-        CHECK(tr->pack && (tr->gemm_packed || !tiles) && tr->pack_size && tr->gemm &&
-              tr->vec_dot_rows);
-        CHECK(t != VT_TYPE_Q4_K || tr->gemm_packed); /* AVX-512 VNNI or the tiles */
+        CHECK(tr->pack && tr->pack_size && tr->gemm && tr->vec_dot_rows);
+        CHECK(tr->gemm_packed); /* AVX-512 VNNI or the tiles */
         const int64_t cols = t == VT_TYPE_Q8_0 ? 32 * 67 : 256 * 5;
         char *w = NULL, *a = NULL;
         size_t w_row, a_row;
@@ -267,7 +271,7 @@ static void test_amx_canonical(void)
                 for (int g = 0; g * 16 < nt; g++)
                     tr->pack(cols, a + (size_t)(16 * g) * a_row, a_row,
                              nt - 16 * g < 16 ? nt - 16 * g : 16, pk + (size_t)g * gsz);
-                for (int via = tr->gemm_packed ? 0 : 1; via < 2; via++) {
+                for (int via = 0; via < 2; via++) {
                     for (int i = 0; i < 50 * NT; i++)
                         out[i] = -1.0f;
                     if (via)

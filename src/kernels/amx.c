@@ -8,11 +8,12 @@
  * the chains added up in a fixed tree. Every kernel here gives the bits of
  * kn_canon_dot_*; the other types keep the AVX-512 level's kernels.
  *
- * Q4_K has these numerics at the AVX-512 level too (kn_vnni_fill): its
- * decode GEMV and gemm are the ones here, and prefill and batched decode
- * run vnni_q4_K, an outer product over the same packed activations with
- * vpdpbusd instead of the tiles (Zen 4: about 7 cycles per row, token and
- * super-block, where the AVX-512 level's per-lane numerics needed 12.7).
+ * Q4_K and Q6_K have these numerics at the AVX-512 level too
+ * (kn_vnni_fill): their decode GEMV and gemm are the ones here, and prefill
+ * and batched decode run vnni_k, an outer product over the same packed
+ * activations with vpdpbusd instead of the tiles (Zen 4, Q4_K: about 7
+ * cycles per row, token and super-block, where the AVX-512 level's per-lane
+ * numerics needed 12.7).
  *
  * A tile product C[16 x 16] += A[16 x 64] . B[64 x 16] does 16,384 int8
  * multiply-adds in about 13 cycles, twenty times vpdpbusd; what costs is
@@ -325,24 +326,40 @@ static size_t pack_size_q8_0(int64_t n)
     return (size_t)(n / 32) * (512 + 64);
 }
 
-static void pack_q8_0(int64_t n, const void *a, size_t as, int nt, void *dst)
+/* Q8_0's packing; with sums (the VNNI kernel's, Q8V_PACK bytes a block)
+ * also 128 times each token's sum of quants (vpdpbusd takes the weights
+ * + 128, unsigned, and this takes the 128 back). */
+#define Q8V_PACK (512 + 64 + 64)
+
+static void pack_q8(int64_t n, const void *a, size_t as, int nt, void *dst, bool sums)
 {
     char *p = dst;
-    for (int64_t b = 0; b < n / 32; b++, p += 576) {
+    for (int64_t b = 0; b < n / 32; b++, p += sums ? Q8V_PACK : 576) {
         int32_t *bt = (int32_t *)p;
         float *dy = (float *)(p + 512);
+        int32_t *sy = (int32_t *)(p + 576);
         for (int t = 0; t < 16; t++) {
             const block_q8_0 *y =
                 t < nt ? (const block_q8_0 *)((const char *)a + (size_t)t * as) + b : NULL;
+            int32_t sum = 0;
             for (int k = 0; k < 8; k++) {
                 int32_t v = 0;
                 if (y)
                     memcpy(&v, y->qs + 4 * k, 4);
                 bt[k * 16 + t] = v;
             }
+            for (int i = 0; y && i < 32; i++)
+                sum += y->qs[i];
             dy[t] = y ? _cvtsh_ss(y->d) : 0.0f;
+            if (sums)
+                sy[t] = 128 * sum;
         }
     }
+}
+
+static void pack_q8_0(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    pack_q8(n, a, as, nt, dst, false);
 }
 
 #define K4_PACK 4416 /* 4 x 1024 B tiles, 64 scales, 256 sums */
@@ -694,152 +711,6 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
     tail_rows(c_rows_q4_K, n, w, ws, r0, nr, a, as, nt, out, os);
 }
 
-/* ---- Q4_K without the tiles: AVX-512 VNNI ---------------------------------- */
-
-/* The same numerics on a CPU with VNNI and no AMX (Zen 4): an outer product
- * over the packed activations. Lane t of a vector is token t of a group, so
- * a super-block's exact integer sums come out as one lane per token with no
- * horizontal sums: per group of four bytes k, one vpdpbusd of the row's
- * four weights (broadcast) against the sixteen tokens' four activations
- * (the packed B tile row, the AMX layout: bytes 4k..4k+3 at 64 k), into
- * the sub-block's accumulator; the eight sub-block sums times their
- * scales make isum, the mins term is the tiles' vpdpwssd against the
- * packed sub-block sums. 64 vpdpbusd per row, super-block and sixteen
- * tokens, about 7 cycles per row, token and super-block on Zen 4 where the
- * per-lane numerics of the AVX-512 level (vpmaddubsw + vpdpwssd per 64
- * values) took 12.7. VK_ROWS rows share each activation load. */
-#define VK_ROWS 4
-
-typedef struct {
-    _Alignas(64) uint8_t q[VK_ROWS][256]; /* the nibbles as bytes, in value order */
-    int32_t sc[VK_ROWS][8], mp[VK_ROWS][4];
-    float d[VK_ROWS], dm[VK_ROWS];
-} vk_decoded;
-
-static void vk_decode(const char *w, size_t ws, int64_t b, int64_t nsb, vk_decoded *o)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int r = 0; r < VK_ROWS; r++) {
-        prefetch_sb(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q4_K));
-        const block_q4_K *x = (const block_q4_K *)(w + (size_t)r * ws) + b;
-        uint8_t sc[8], m[8];
-        k4_unpack(x, sc, m);
-        for (int j = 0; j < 8; j++)
-            o->sc[r][j] = sc[j];
-        for (int k = 0; k < 4; k++)
-            o->mp[r][k] = (int32_t)(m[2 * k] | (uint32_t)m[2 * k + 1] << 16);
-        o->d[r] = _cvtsh_ss(x->d);
-        o->dm[r] = _cvtsh_ss(x->dmin);
-        for (int c = 0; c < 4; c++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
-            _mm256_store_si256((__m256i *)(o->q[r] + 64 * c), _mm256_and_si256(v, m4));
-            _mm256_store_si256((__m256i *)(o->q[r] + 64 * c + 32),
-                               _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-        }
-    }
-}
-
-/* One super-block of VK_ROWS rows against one packed token group p: the
- * chains ch[r] of its tokens take their fused multiply-adds. W = 512: the
- * sixteen tokens; W = 256: the first eight (a group of at most eight, as
- * batched decode of eight sequences has: half the work, the same bits per
- * token). Not inlined: inlined into the loop over the groups, GCC hoists
- * the 256 weight broadcasts out of it into 16 KB of stack, read back with
- * every vpdpbusd (3x slower). */
-#define VK_STEP(W)                                                                                 \
-    __attribute__((noinline)) static void vk_step_##W(const vk_decoded *dec, const char *p,       \
-                                                      bool first, float (*ch)[16])                \
-    {                                                                                              \
-        __m##W##i is[VK_ROWS];                                                                     \
-        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)                                        \
-        {                                                                                          \
-            __m##W##i d[VK_ROWS];                                                                  \
-            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++) d[r] =                       \
-                _mm##W##_setzero_si##W();                                                          \
-            _Pragma("GCC unroll 8") for (int kk = 0; kk < 8; kk++)                                 \
-            {                                                                                      \
-                const int k = 8 * j + kk;                                                          \
-                const __m##W##i act = _mm##W##_loadu_si##W((const void *)(p + 64 * k));           \
-                _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                          \
-                {                                                                                  \
-                    int32_t wv;                                                                    \
-                    memcpy(&wv, dec->q[r] + 4 * k, 4);                                             \
-                    d[r] = _mm##W##_dpbusd_epi32(d[r], _mm##W##_set1_epi32(wv), act);              \
-                }                                                                                  \
-            }                                                                                      \
-            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                              \
-            {                                                                                      \
-                __m##W##i v = _mm##W##_mullo_epi32(d[r], _mm##W##_set1_epi32(dec->sc[r][j]));      \
-                is[r] = j ? _mm##W##_add_epi32(is[r], v) : v;                                      \
-            }                                                                                      \
-        }                                                                                          \
-        const __m##W dy = _mm##W##_load_ps((const float *)(p + 4096));                            \
-        _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                                  \
-        {                                                                                          \
-            __m##W##i mi = _mm##W##_setzero_si##W();                                               \
-            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) mi = _mm##W##_dpwssd_epi32(        \
-                mi, _mm##W##_set1_epi32(dec->mp[r][k]),                                            \
-                _mm##W##_loadu_si##W((const void *)(p + 4160 + 64 * k)));                          \
-            const __m##W d = _mm##W##_mul_ps(_mm##W##_set1_ps(dec->d[r]), dy);                     \
-            const __m##W dm = _mm##W##_mul_ps(_mm##W##_set1_ps(dec->dm[r]), dy);                   \
-            __m##W v = _mm##W##_fmadd_ps(d, _mm##W##_cvtepi32_ps(is[r]),                           \
-                                         first ? _mm##W##_setzero_ps() : _mm##W##_load_ps(ch[r])); \
-            _mm##W##_store_ps(ch[r], _mm##W##_fnmadd_ps(dm, _mm##W##_cvtepi32_ps(mi), v));         \
-        }                                                                                          \
-    }
-VK_STEP(512)
-VK_STEP(256)
-
-/* Chains c of acc[c][g][r] added up for tokens < tn (hsum8_tree's order). */
-#define VK_CHAINS(W, acc, g, r)                                                                    \
-    _mm##W##_add_ps(                                                                               \
-        _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_load_ps(acc[0][g][r]), _mm##W##_load_ps(acc[1][g][r])), \
-                        _mm##W##_add_ps(_mm##W##_load_ps(acc[2][g][r]), _mm##W##_load_ps(acc[3][g][r]))), \
-        _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_load_ps(acc[4][g][r]), _mm##W##_load_ps(acc[5][g][r])), \
-                        _mm##W##_add_ps(_mm##W##_load_ps(acc[6][g][r]), _mm##W##_load_ps(acc[7][g][r]))))
-
-static void vnni_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
-                      const void *pk, int nt, float *out, size_t os)
-{
-    const int64_t nsb = n / 256;
-    const size_t gsz = pack_size_q4_K(n);
-    const int ng = (nt + 15) / 16;
-    vk_decoded dec;
-    _Alignas(64) float acc[8][TOK_CHUNK][VK_ROWS][16]; /* chain, group, row, token */
-    int r0 = 0;
-    for (; r0 + VK_ROWS <= nr; r0 += VK_ROWS) {
-        const char *wr = (const char *)w + (size_t)r0 * ws;
-        for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
-            const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
-            for (int k = (int)(nsb < 8 ? nsb : 8); k < 8; k++)
-                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
-            for (int64_t b = 0; b < nsb; b++) {
-                vk_decode(wr, ws, b, nsb, &dec);
-                for (int g = 0; g < gn; g++) {
-                    const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * K4_PACK;
-                    if (nt - 16 * (g0 + g) <= 8)
-                        vk_step_256(&dec, p, b < 8, acc[b & 7][g]);
-                    else
-                        vk_step_512(&dec, p, b < 8, acc[b & 7][g]);
-                }
-            }
-            for (int g = 0; g < gn; g++) {
-                const int t0 = 16 * (g0 + g), tn = nt - t0 < 16 ? nt - t0 : 16;
-                for (int r = 0; r < VK_ROWS; r++) {
-                    _Alignas(64) float res[16];
-                    if (tn <= 8)
-                        _mm256_store_ps(res, VK_CHAINS(256, acc, g, r));
-                    else
-                        _mm512_store_ps(res, VK_CHAINS(512, acc, g, r));
-                    for (int t = 0; t < tn; t++)
-                        out[(size_t)(t0 + t) * os + r0 + r] = res[t];
-                }
-            }
-        }
-    }
-    tail_rows(c_rows_q4_K, n, w, ws, r0, nr, a, as, nt, out, os);
-}
-
 /* ---- Q6_K ------------------------------------------------------------------- */
 
 /* Decode, each row on its own, as q4_K_row: the exact isum of a super-block
@@ -847,33 +718,29 @@ static void vnni_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a
  * super-blocks reduced to a lane each, one fused multiply-add per chain. */
 static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y, const float *dyv)
 {
+    (void)dyv;
     const block_q6_K *x = xv;
     const __m512i z = _mm512_setzero_si512();
-    const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32((int)sizeof(block_q6_K)));
     __m512i perm[4];
     k6_perms(perm);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
         __m512i v[8];
+        _Alignas(32) float dd[8];
         for (int i = 0; i < 8; i++) {
             v[i] = z;
+            dd[i] = 0.0f;
             if (i < nv) {
                 x86_prefetch_step(x + b + i, sizeof(block_q6_K));
                 v[i] = k6_sumi(x + b + i, y + b + i, perm);
+                dd[i] = _cvtsh_ss(x[b + i].d) * y[b + i].d; /* as q4_K_row: no gather */
             }
         }
         __m512i is = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
                               pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));
         is = pair_sum(is, z);
-        __mmask8 m = (__mmask8)((1u << nv) - 1);
-        /* d is the block's last two bytes: read the four ending there */
-        __m256i g = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, off,
-                                                 (const char *)&x[b].d - 2, 1);
-        __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g, 16))),
-                                 _mm256_loadu_ps(dyv + b));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
+        acc = _mm256_fmadd_ps(_mm256_load_ps(dd), _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
     }
     return hsum8_tree(acc);
 }
@@ -1017,8 +884,336 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
     tail_rows(c_rows_q6_K, n, w, ws, r0, nr, a, as, nt, out, os);
 }
 
+/* ---- Q4_K and Q6_K without the tiles: AVX-512 VNNI ------------------------- */
+
+/* The same numerics on a CPU with VNNI and no AMX (Zen 4): an outer product
+ * over the packed activations. Lane t of a vector is token t of a group, so
+ * a super-block's exact integer sums come out as one lane per token with no
+ * horizontal sums: per group of four bytes k, one vpdpbusd of the row's
+ * four weights (unsigned, broadcast) against the sixteen tokens' four
+ * activations (the packed B tile row, the AMX layout: bytes 4k..4k+3 at
+ * 64 k), into the sub-block's accumulator; the sub-block sums times their
+ * scales make isum. Q4_K's mins term is the tiles' vpdpwssd against the
+ * packed sub-block sums; Q6_K's -32 offset is 32 sum_j sc_j bsum_j, the
+ * same vpdpwssd with the scales in pairs against the packed bsums. 64
+ * vpdpbusd per row, super-block and sixteen tokens: Q4_K about 7 cycles per
+ * row, token and super-block on Zen 4, where the per-lane numerics of the
+ * AVX-512 level (vpmaddubsw + vpdpwssd per 64 values) took 12.7. VK_ROWS
+ * rows share each activation load. */
+#define VK_ROWS 4
+
+typedef struct {
+    _Alignas(64) uint8_t q[VK_ROWS][256]; /* the unsigned quants as bytes, in value order */
+    int32_t sc[VK_ROWS][16];              /* the sub-block scales (Q4_K: 8) */
+    int32_t mp[VK_ROWS][8];               /* Q4_K: mins in pairs (4); Q6_K: scales in pairs */
+    float d[VK_ROWS], dm[VK_ROWS];
+} vk_decoded;
+
+static void vk_decode_q4(const char *w, size_t ws, int64_t b, int64_t nsb, vk_decoded *o)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int r = 0; r < VK_ROWS; r++) {
+        prefetch_sb(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q4_K));
+        const block_q4_K *x = (const block_q4_K *)(w + (size_t)r * ws) + b;
+        uint8_t sc[8], m[8];
+        k4_unpack(x, sc, m);
+        for (int j = 0; j < 8; j++)
+            o->sc[r][j] = sc[j];
+        for (int k = 0; k < 4; k++)
+            o->mp[r][k] = (int32_t)(m[2 * k] | (uint32_t)m[2 * k + 1] << 16);
+        o->d[r] = _cvtsh_ss(x->d);
+        o->dm[r] = _cvtsh_ss(x->dmin);
+        for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+            _mm256_store_si256((__m256i *)(o->q[r] + 64 * c), _mm256_and_si256(v, m4));
+            _mm256_store_si256((__m256i *)(o->q[r] + 64 * c + 32),
+                               _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        }
+    }
+}
+
+/* Q6_K: u = ql nibble | two qh bits << 4 (0..63); value 128 h + 32 g + l
+ * takes ql[64 h + l + 32 (g & 1)] (low nibble for g < 2) and qh[32 h + l]
+ * bits 2g, 2g + 1. */
+static void vk_decode_q6(const char *w, size_t ws, int64_t b, int64_t nsb, vk_decoded *o)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    for (int r = 0; r < VK_ROWS; r++) {
+        prefetch_sb(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q6_K));
+        const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
+        for (int j = 0; j < 16; j++)
+            o->sc[r][j] = x->scales[j];
+        for (int k = 0; k < 8; k++)
+            o->mp[r][k] = (int32_t)((uint32_t)(uint16_t)x->scales[2 * k] |
+                                    (uint32_t)(uint16_t)x->scales[2 * k + 1] << 16);
+        o->d[r] = _cvtsh_ss(x->d);
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+            uint8_t *q = o->q[r] + 128 * h;
+            _mm256_store_si256((__m256i *)q, _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                                             _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30)));
+            _mm256_store_si256((__m256i *)(q + 32),
+                               _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30)));
+            _mm256_store_si256((__m256i *)(q + 64),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                               _mm256_and_si256(hb, m30)));
+            _mm256_store_si256((__m256i *)(q + 96),
+                               _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30)));
+        }
+    }
+}
+
+/* One super-block of VK_ROWS rows against one packed token group p: the
+ * chains ch[r] of its tokens take their fused multiply-adds. W = 512: the
+ * sixteen tokens; W = 256: the first eight (a group of at most eight, as
+ * batched decode of eight sequences has: half the work, the same bits per
+ * token). NSUB sub-blocks, NP packed pair vectors (Q4_K: 8, 4; Q6_K: 16,
+ * 8). Not inlined: inlined into the loop over the groups, GCC hoists the
+ * 256 weight broadcasts out of it into 16 KB of stack, read back with
+ * every vpdpbusd (3x slower). */
+#define VK_STEP(W, T, NSUB, NP, Q6)                                                                \
+    __attribute__((noinline)) static void vk_step_##T##_##W(const vk_decoded *dec, const char *p, \
+                                                            bool first, float (*ch)[16])          \
+    {                                                                                              \
+        __m##W##i is[VK_ROWS];                                                                     \
+        _Pragma("GCC unroll 16") for (int j = 0; j < NSUB; j++)                                    \
+        {                                                                                          \
+            __m##W##i d[VK_ROWS];                                                                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++) d[r] =                       \
+                _mm##W##_setzero_si##W();                                                          \
+            _Pragma("GCC unroll 8") for (int kk = 0; kk < 64 / NSUB; kk++)                         \
+            {                                                                                      \
+                const int k = 64 / NSUB * j + kk;                                                  \
+                const __m##W##i act = _mm##W##_loadu_si##W((const void *)(p + 64 * k));           \
+                _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                          \
+                {                                                                                  \
+                    int32_t wv;                                                                    \
+                    memcpy(&wv, dec->q[r] + 4 * k, 4);                                             \
+                    d[r] = _mm##W##_dpbusd_epi32(d[r], _mm##W##_set1_epi32(wv), act);              \
+                }                                                                                  \
+            }                                                                                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                              \
+            {                                                                                      \
+                __m##W##i v = _mm##W##_mullo_epi32(d[r], _mm##W##_set1_epi32(dec->sc[r][j]));      \
+                is[r] = j ? _mm##W##_add_epi32(is[r], v) : v;                                      \
+            }                                                                                      \
+        }                                                                                          \
+        const __m##W dy = _mm##W##_load_ps((const float *)(p + 4096));                            \
+        _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                                  \
+        {                                                                                          \
+            __m##W##i mi = _mm##W##_setzero_si##W();                                               \
+            _Pragma("GCC unroll 8") for (int k = 0; k < NP; k++) mi = _mm##W##_dpwssd_epi32(       \
+                mi, _mm##W##_set1_epi32(dec->mp[r][k]),                                            \
+                _mm##W##_loadu_si##W((const void *)(p + 4160 + 64 * k)));                          \
+            if (Q6) /* sum_j sc_j (D_j - 32 bsum_j) */                                             \
+                is[r] = _mm##W##_sub_epi32(is[r], _mm##W##_slli_epi32(mi, 5));                     \
+            const __m##W d = _mm##W##_mul_ps(_mm##W##_set1_ps(dec->d[r]), dy);                     \
+            __m##W v = _mm##W##_fmadd_ps(d, _mm##W##_cvtepi32_ps(is[r]),                           \
+                                         first ? _mm##W##_setzero_ps() : _mm##W##_load_ps(ch[r])); \
+            if (!Q6)                                                                               \
+                v = _mm##W##_fnmadd_ps(_mm##W##_mul_ps(_mm##W##_set1_ps(dec->dm[r]), dy),          \
+                                       _mm##W##_cvtepi32_ps(mi), v);                               \
+            _mm##W##_store_ps(ch[r], v);                                                           \
+        }                                                                                          \
+    }
+VK_STEP(512, q4, 8, 4, 0)
+VK_STEP(256, q4, 8, 4, 0)
+VK_STEP(512, q6, 16, 8, 1)
+VK_STEP(256, q6, 16, 8, 1)
+
+/* Chains c of acc[c][g][r] added up (hsum8_tree's order). */
+#define VK_CHAINS(W, acc, g, r)                                                                    \
+    _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_load_ps(acc[0][g][r]),                \
+                                                    _mm##W##_load_ps(acc[1][g][r])),               \
+                                    _mm##W##_add_ps(_mm##W##_load_ps(acc[2][g][r]),                \
+                                                    _mm##W##_load_ps(acc[3][g][r]))),              \
+                    _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_load_ps(acc[4][g][r]),                \
+                                                    _mm##W##_load_ps(acc[5][g][r])),               \
+                                    _mm##W##_add_ps(_mm##W##_load_ps(acc[6][g][r]),                \
+                                                    _mm##W##_load_ps(acc[7][g][r]))))
+
+/* Q8_0: eight blocks a step (one per chain), each block's exact sum the
+ * vpdpbusd of the weights + 128 against the tokens' quants less the packed
+ * 128 sum y; then d_x d_y and one fused multiply-add into its chain. */
+typedef struct {
+    _Alignas(64) uint8_t q[VK_ROWS][256]; /* the quants + 128, eight blocks */
+    float d[VK_ROWS][8];
+} vk_decoded8;
+
+static void vk_decode_q8(const char *w, size_t ws, int64_t b, int nv, int64_t nb, vk_decoded8 *o)
+{
+    const __m256i c80 = _mm256_set1_epi8((char)0x80);
+    for (int r = 0; r < VK_ROWS; r++) {
+        const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
+        for (int i = 0; i < 8; i++) {
+            if (i < nv) {
+                prefetch_sb(w, ws, r, VK_ROWS, b + i, nb, sizeof(block_q8_0));
+                _mm256_store_si256((__m256i *)(o->q[r] + 32 * i), _mm256_xor_si256(ld256(x[i].qs), c80));
+                o->d[r][i] = _cvtsh_ss(x[i].d);
+            }
+        }
+    }
+}
+
+#define VK_STEP8(W)                                                                                \
+    __attribute__((noinline)) static void vk_step_q8_##W(const vk_decoded8 *dec, const char *p,   \
+                                                         int nv, bool first,                      \
+                                                         float (*acc)[TOK_CHUNK][VK_ROWS][16],    \
+                                                         int g)                                   \
+    {                                                                                              \
+        for (int i = 0; i < nv; i++, p += Q8V_PACK) {                                              \
+            __m##W##i d[VK_ROWS];                                                                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++) d[r] =                       \
+                _mm##W##_setzero_si##W();                                                          \
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)                                    \
+            {                                                                                      \
+                const __m##W##i act = _mm##W##_loadu_si##W((const void *)(p + 64 * k));           \
+                _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                          \
+                {                                                                                  \
+                    int32_t wv;                                                                    \
+                    memcpy(&wv, dec->q[r] + 32 * i + 4 * k, 4);                                    \
+                    d[r] = _mm##W##_dpbusd_epi32(d[r], _mm##W##_set1_epi32(wv), act);              \
+                }                                                                                  \
+            }                                                                                      \
+            const __m##W dy = _mm##W##_load_ps((const float *)(p + 512));                         \
+            const __m##W##i sy = _mm##W##_loadu_si##W((const void *)(p + 576));                   \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                              \
+            {                                                                                      \
+                float *ch = acc[i][g][r];                                                          \
+                const __m##W dd = _mm##W##_mul_ps(_mm##W##_set1_ps(dec->d[r][i]), dy);             \
+                _mm##W##_store_ps(                                                                 \
+                    ch, _mm##W##_fmadd_ps(dd, _mm##W##_cvtepi32_ps(_mm##W##_sub_epi32(d[r], sy)),  \
+                                          first ? _mm##W##_setzero_ps() : _mm##W##_load_ps(ch)));  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+VK_STEP8(512)
+VK_STEP8(256)
+
+/* The chains of token group g (rows r0.., tokens t0..t0 + tn) to out. */
+static void vk_store(float (*acc)[TOK_CHUNK][VK_ROWS][16], int g, int t0, int tn, int r0,
+                     float *out, size_t os)
+{
+    for (int r = 0; r < VK_ROWS; r++) {
+        _Alignas(64) float res[16];
+        if (tn <= 8)
+            _mm256_store_ps(res, VK_CHAINS(256, acc, g, r));
+        else
+            _mm512_store_ps(res, VK_CHAINS(512, acc, g, r));
+        for (int t = 0; t < tn; t++)
+            out[(size_t)(t0 + t) * os + r0 + r] = res[t];
+    }
+}
+
+static size_t pack_size_q8v(int64_t n)
+{
+    return (size_t)(n / 32) * Q8V_PACK;
+}
+
+static void pack_q8v(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    pack_q8(n, a, as, nt, dst, true);
+}
+
+static void vnni_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                      const void *pk, int nt, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    const size_t gsz = pack_size_q8v(n);
+    const int ng = (nt + 15) / 16;
+    vk_decoded8 dec;
+    _Alignas(64) float acc[8][TOK_CHUNK][VK_ROWS][16]; /* chain, group, row, token */
+    int r0 = 0;
+    for (; r0 + VK_ROWS <= nr; r0 += VK_ROWS) {
+        const char *wr = (const char *)w + (size_t)r0 * ws;
+        for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
+            const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
+            for (int k = (int)(nb < 8 ? nb : 8); k < 8; k++)
+                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
+            for (int64_t b = 0; b < nb; b += 8) {
+                const int nv = nb - b < 8 ? (int)(nb - b) : 8;
+                vk_decode_q8(wr, ws, b, nv, nb, &dec);
+                for (int g = 0; g < gn; g++) {
+                    const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * Q8V_PACK;
+                    (nt - 16 * (g0 + g) <= 8 ? vk_step_q8_256 : vk_step_q8_512)(&dec, p, nv, b == 0,
+                                                                              acc, g);
+                }
+            }
+            for (int g = 0; g < gn; g++) {
+                const int t0 = 16 * (g0 + g);
+                vk_store(acc, g, t0, nt - t0 < 16 ? nt - t0 : 16, r0, out, os);
+            }
+        }
+    }
+    tail_rows(c_rows_q8_0, n, w, ws, r0, nr, a, as, nt, out, os);
+}
+
+static ALWAYS_INLINE void vnni_k(const bool q6, int64_t n, const void *w, size_t ws, int nr,
+                                 const void *a, size_t as, const void *pk, int nt, float *out,
+                                 size_t os)
+{
+    const int64_t nsb = n / 256;
+    const size_t gsz = q6 ? pack_size_q6_K(n) : pack_size_q4_K(n), sbs = q6 ? K6_PACK : K4_PACK;
+    const int ng = (nt + 15) / 16;
+    vk_decoded dec;
+    _Alignas(64) float acc[8][TOK_CHUNK][VK_ROWS][16]; /* chain, group, row, token */
+    int r0 = 0;
+    for (; r0 + VK_ROWS <= nr; r0 += VK_ROWS) {
+        const char *wr = (const char *)w + (size_t)r0 * ws;
+        for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
+            const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
+            for (int k = (int)(nsb < 8 ? nsb : 8); k < 8; k++)
+                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
+            for (int64_t b = 0; b < nsb; b++) {
+                if (q6)
+                    vk_decode_q6(wr, ws, b, nsb, &dec);
+                else
+                    vk_decode_q4(wr, ws, b, nsb, &dec);
+                for (int g = 0; g < gn; g++) {
+                    const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * sbs;
+                    const bool half = nt - 16 * (g0 + g) <= 8;
+                    float(*ch)[16] = acc[b & 7][g];
+                    if (q6)
+                        (half ? vk_step_q6_256 : vk_step_q6_512)(&dec, p, b < 8, ch);
+                    else
+                        (half ? vk_step_q4_256 : vk_step_q4_512)(&dec, p, b < 8, ch);
+                }
+            }
+            for (int g = 0; g < gn; g++) {
+                const int t0 = 16 * (g0 + g);
+                vk_store(acc, g, t0, nt - t0 < 16 ? nt - t0 : 16, r0, out, os);
+            }
+        }
+    }
+    tail_rows(q6 ? c_rows_q6_K : c_rows_q4_K, n, w, ws, r0, nr, a, as, nt, out, os);
+}
+
+static void vnni_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                      const void *pk, int nt, float *out, size_t os)
+{
+    vnni_k(false, n, w, ws, nr, a, as, pk, nt, out, os);
+}
+
+static void vnni_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                      const void *pk, int nt, float *out, size_t os)
+{
+    vnni_k(true, n, w, ws, nr, a, as, pk, nt, out, os);
+}
+
 void kn_vnni_fill(kn_traits *tab)
 {
+    kn_traits *q8 = &tab[VT_TYPE_Q8_0];
+    q8->vec_dot = c_dot_q8_0;
+    q8->vec_dot_rows = c_rows_q8_0;
+    q8->vec_dot_n = NULL;
+    q8->gemm = c_gemm_q8_0;
+    q8->pack_size = pack_size_q8v;
+    q8->pack = pack_q8v;
+    q8->gemm_packed = vnni_q8_0;
     kn_traits *q4 = &tab[VT_TYPE_Q4_K];
     q4->vec_dot = c_dot_q4_K;
     q4->vec_dot_rows = c_rows_q4_K;
@@ -1027,6 +1222,14 @@ void kn_vnni_fill(kn_traits *tab)
     q4->pack_size = pack_size_q4_K;
     q4->pack = pack_q4_K;
     q4->gemm_packed = vnni_q4_K;
+    kn_traits *q6 = &tab[VT_TYPE_Q6_K];
+    q6->vec_dot = c_dot_q6_K;
+    q6->vec_dot_rows = c_rows_q6_K;
+    q6->vec_dot_n = NULL;
+    q6->gemm = c_gemm_q6_K;
+    q6->pack_size = pack_size_q6_K;
+    q6->pack = pack_q6_K;
+    q6->gemm_packed = vnni_q6_K;
 }
 
 void kn_amx_fill(kn_traits *tab)
