@@ -10,7 +10,7 @@
  *
  * Q4_K and Q6_K have these numerics at the AVX-512 level too
  * (kn_vnni_fill): their decode GEMV and gemm are the ones here, and prefill
- * and batched decode run vnni_k, an outer product over the same packed
+ * and batched decode run vnni_gemm, an outer product over the same packed
  * activations with vpdpbusd instead of the tiles (Zen 4, Q4_K: about 7
  * cycles per row, token and super-block, where the AVX-512 level's per-lane
  * numerics needed 12.7).
@@ -1119,13 +1119,19 @@ static void pack_q8v(int64_t n, const void *a, size_t as, int nt, void *dst)
     pack_q8(n, a, as, nt, dst, true);
 }
 
-static void vnni_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
-                      const void *pk, int nt, float *out, size_t os)
+/* The VNNI GEMM of Q8_0 (T = 0: a unit of eight blocks, one per chain),
+ * Q4_K (1) or Q6_K (2: a unit of a super-block, chain b % 8): per group of
+ * VK_ROWS rows, the units decoded once for up to TOK_CHUNK token groups. */
+static ALWAYS_INLINE void vnni_gemm(const int T, int64_t n, const void *w, size_t ws, int nr,
+                                    const void *a, size_t as, const void *pk, int nt, float *out,
+                                    size_t os)
 {
-    const int64_t nb = n / 32;
-    const size_t gsz = pack_size_q8v(n);
+    const int64_t nb = T ? n / 256 : n / 32, nu = T ? nb : (nb + 7) / 8;
+    const size_t gsz = T == 0 ? pack_size_q8v(n) : T == 1 ? pack_size_q4_K(n) : pack_size_q6_K(n);
+    const size_t us = T == 0 ? 8 * Q8V_PACK : T == 1 ? K4_PACK : K6_PACK;
     const int ng = (nt + 15) / 16;
-    vk_decoded8 dec;
+    vk_decoded dec;
+    vk_decoded8 dec8;
     _Alignas(64) float acc[8][TOK_CHUNK][VK_ROWS][16]; /* chain, group, row, token */
     int r0 = 0;
     for (; r0 + VK_ROWS <= nr; r0 += VK_ROWS) {
@@ -1134,13 +1140,23 @@ static void vnni_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a
             const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
             for (int k = (int)(nb < 8 ? nb : 8); k < 8; k++)
                 memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
-            for (int64_t b = 0; b < nb; b += 8) {
-                const int nv = nb - b < 8 ? (int)(nb - b) : 8;
-                vk_decode_q8(wr, ws, b, nv, nb, &dec);
+            for (int64_t u = 0; u < nu; u++) {
+                const int nv = T == 0 && nb - 8 * u < 8 ? (int)(nb - 8 * u) : 8;
+                if (T == 0)
+                    vk_decode_q8(wr, ws, 8 * u, nv, nb, &dec8);
+                else if (T == 1)
+                    vk_decode_q4(wr, ws, u, nb, &dec);
+                else
+                    vk_decode_q6(wr, ws, u, nb, &dec);
                 for (int g = 0; g < gn; g++) {
-                    const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * Q8V_PACK;
-                    (nt - 16 * (g0 + g) <= 8 ? vk_step_q8_256 : vk_step_q8_512)(&dec, p, nv, b == 0,
-                                                                              acc, g);
+                    const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)u * us;
+                    const bool half = nt - 16 * (g0 + g) <= 8;
+                    if (T == 0)
+                        (half ? vk_step_q8_256 : vk_step_q8_512)(&dec8, p, nv, u == 0, acc, g);
+                    else if (T == 1)
+                        (half ? vk_step_q4_256 : vk_step_q4_512)(&dec, p, u < 8, acc[u & 7][g]);
+                    else
+                        (half ? vk_step_q6_256 : vk_step_q6_512)(&dec, p, u < 8, acc[u & 7][g]);
                 }
             }
             for (int g = 0; g < gn; g++) {
@@ -1149,59 +1165,26 @@ static void vnni_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a
             }
         }
     }
-    tail_rows(c_rows_q8_0, n, w, ws, r0, nr, a, as, nt, out, os);
+    tail_rows(T == 0 ? c_rows_q8_0 : T == 1 ? c_rows_q4_K : c_rows_q6_K, n, w, ws, r0, nr, a, as,
+              nt, out, os);
 }
 
-static ALWAYS_INLINE void vnni_k(const bool q6, int64_t n, const void *w, size_t ws, int nr,
-                                 const void *a, size_t as, const void *pk, int nt, float *out,
-                                 size_t os)
+static void vnni_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                      const void *pk, int nt, float *out, size_t os)
 {
-    const int64_t nsb = n / 256;
-    const size_t gsz = q6 ? pack_size_q6_K(n) : pack_size_q4_K(n), sbs = q6 ? K6_PACK : K4_PACK;
-    const int ng = (nt + 15) / 16;
-    vk_decoded dec;
-    _Alignas(64) float acc[8][TOK_CHUNK][VK_ROWS][16]; /* chain, group, row, token */
-    int r0 = 0;
-    for (; r0 + VK_ROWS <= nr; r0 += VK_ROWS) {
-        const char *wr = (const char *)w + (size_t)r0 * ws;
-        for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
-            const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
-            for (int k = (int)(nsb < 8 ? nsb : 8); k < 8; k++)
-                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
-            for (int64_t b = 0; b < nsb; b++) {
-                if (q6)
-                    vk_decode_q6(wr, ws, b, nsb, &dec);
-                else
-                    vk_decode_q4(wr, ws, b, nsb, &dec);
-                for (int g = 0; g < gn; g++) {
-                    const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)b * sbs;
-                    const bool half = nt - 16 * (g0 + g) <= 8;
-                    float(*ch)[16] = acc[b & 7][g];
-                    if (q6)
-                        (half ? vk_step_q6_256 : vk_step_q6_512)(&dec, p, b < 8, ch);
-                    else
-                        (half ? vk_step_q4_256 : vk_step_q4_512)(&dec, p, b < 8, ch);
-                }
-            }
-            for (int g = 0; g < gn; g++) {
-                const int t0 = 16 * (g0 + g);
-                vk_store(acc, g, t0, nt - t0 < 16 ? nt - t0 : 16, r0, out, os);
-            }
-        }
-    }
-    tail_rows(q6 ? c_rows_q6_K : c_rows_q4_K, n, w, ws, r0, nr, a, as, nt, out, os);
+    vnni_gemm(0, n, w, ws, nr, a, as, pk, nt, out, os);
 }
 
 static void vnni_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
                       const void *pk, int nt, float *out, size_t os)
 {
-    vnni_k(false, n, w, ws, nr, a, as, pk, nt, out, os);
+    vnni_gemm(1, n, w, ws, nr, a, as, pk, nt, out, os);
 }
 
 static void vnni_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
                       const void *pk, int nt, float *out, size_t os)
 {
-    vnni_k(true, n, w, ws, nr, a, as, pk, nt, out, os);
+    vnni_gemm(2, n, w, ws, nr, a, as, pk, nt, out, os);
 }
 
 void kn_vnni_fill(kn_traits *tab)
@@ -1234,26 +1217,10 @@ void kn_vnni_fill(kn_traits *tab)
 
 void kn_amx_fill(kn_traits *tab)
 {
-    kn_traits *q8 = &tab[VT_TYPE_Q8_0], *q4 = &tab[VT_TYPE_Q4_K], *q6 = &tab[VT_TYPE_Q6_K];
-    q8->vec_dot = c_dot_q8_0;
-    q8->vec_dot_rows = c_rows_q8_0;
-    q8->vec_dot_n = NULL; /* the generic one over vec_dot */
-    q8->gemm = c_gemm_q8_0;
-    q8->pack_size = pack_size_q8_0;
-    q8->pack = pack_q8_0;
-    q8->gemm_packed = amx_q8_0;
-    q4->vec_dot = c_dot_q4_K;
-    q4->vec_dot_rows = c_rows_q4_K;
-    q4->vec_dot_n = NULL;
-    q4->gemm = c_gemm_q4_K;
-    q4->pack_size = pack_size_q4_K;
-    q4->pack = pack_q4_K;
-    q4->gemm_packed = amx_q4_K;
-    q6->vec_dot = c_dot_q6_K;
-    q6->vec_dot_rows = c_rows_q6_K;
-    q6->vec_dot_n = NULL;
-    q6->gemm = c_gemm_q6_K;
-    q6->pack_size = pack_size_q6_K;
-    q6->pack = pack_q6_K;
-    q6->gemm_packed = amx_q6_K;
+    kn_vnni_fill(tab); /* the same kernels but the packed GEMMs: the tiles */
+    tab[VT_TYPE_Q8_0].pack_size = pack_size_q8_0;
+    tab[VT_TYPE_Q8_0].pack = pack_q8_0;
+    tab[VT_TYPE_Q8_0].gemm_packed = amx_q8_0;
+    tab[VT_TYPE_Q4_K].gemm_packed = amx_q4_K;
+    tab[VT_TYPE_Q6_K].gemm_packed = amx_q6_K;
 }
