@@ -27,11 +27,10 @@
  * tokens' (74 KB) came from L2 again for every row (prefill +8% on Zen 4). */
 #define DOTN_TOK_TILE 8
 
-
-
-/* From this many tokens a multiplication packs its activations for the AMX
- * tiles (fewer: the level's gemm, one decode GEMV per token). */
-#define AMX_MIN_TOK 4
+/* From this many tokens a multiplication packs its activations for the
+ * level's packed GEMM, the AMX tiles or the VNNI outer product (fewer: the
+ * level's gemm, one decode GEMV per token). */
+#define PACK_MIN_TOK 4
 
 typedef struct {
     const kn_traits *tr;
@@ -92,7 +91,7 @@ typedef struct {
     int64_t rows, cols, ntok, ldy;
     int64_t chunk; /* rows per grab: small enough to balance, big enough to amortize */
     bool parts;    /* decode: per-thread parts (else one shared counter) */
-    const void *pk; /* the activations packed for the AMX tiles (gemm_packed), or NULL */
+    const void *pk; /* the activations packed for gemm_packed (tiles, VNNI), or NULL */
     float *y;
     _Alignas(64) _Atomic int64_t next; /* own cache line: no false sharing with the fields */
     mm_part part[MAX_PARTS];
@@ -130,7 +129,7 @@ static void mm_rows(const mm_job *c, int64_t r0, int64_t r1)
         }
         return;
     }
-    if (c->pk) { /* AMX tiles: all tokens at once */
+    if (c->pk) { /* the packed GEMM (AMX tiles, VNNI outer product): all tokens at once */
         c->tr->gemm_packed(c->cols, c->w + (size_t)r0 * c->w_row, c->w_row, (int)(r1 - r0), c->a,
                            c->a_row, c->pk, (int)c->ntok, c->y + r0, (size_t)c->ldy);
         return;
@@ -228,14 +227,14 @@ vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t
     void *xq = NULL;
     const char *a = (const char *)x;
     size_t a_row = (size_t)cols * sizeof(float);
-    const bool amx = tr->gemm_packed && ntok >= AMX_MIN_TOK && tr->dot_type != VT_TYPE_F32;
+    const bool packed = tr->gemm_packed && ntok >= PACK_MIN_TOK && tr->dot_type != VT_TYPE_F32;
     size_t pk_off = 0, gsz = 0;
     if (tr->dot_type != VT_TYPE_F32) {
         if (!dt || !dt->from_float)
             return vt_fail(VT_ERR_UNSUPPORTED, "no activation quantizer for %s", di->name);
         a_row = vt_row_size(tr->dot_type, cols);
         size_t need = a_row * (size_t)ntok;
-        if (amx) { /* the packed groups after the quantized rows, 64-byte aligned */
+        if (packed) { /* the packed groups after the quantized rows, 64-byte aligned */
             gsz = tr->pack_size(cols);
             pk_off = (need + 63) / 64 * 64;
             need = pk_off + gsz * (size_t)((ntok + 15) / 16) + 64;
@@ -258,7 +257,7 @@ vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t
         a = xq;
     }
     const char *pk = NULL;
-    if (amx) {
+    if (packed) {
         char *base = (char *)xq + pk_off;
         base += (64 - (uintptr_t)base % 64) % 64;
         pack_job pj = {tr, a, a_row, gsz, cols, ntok, base};
