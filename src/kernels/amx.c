@@ -100,12 +100,13 @@ static inline float hsum8_tree(__m256 v)
 static float q8_0_row(int64_t nb, const block_q8_0 *x, const float *dy, const int8_t *yu)
 {
     const __m512i z = _mm512_setzero_si512(), c80 = _mm512_set1_epi8((char)0x80);
-    const __m256i off = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32((int)sizeof(block_q8_0)));
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
         __m512i v[4];
+        _Alignas(32) float dx[8] = {0}; /* the scales one by one: no gather (as q4_K_row) */
+        for (int i = 0; i < nv; i++)
+            dx[i] = _cvtsh_ss(x[b + i].d);
         for (int p = 0; p < 4; p++) {
             const int i = 2 * p;
             x86_prefetch_step(x + b + i, 2 * sizeof(block_q8_0));
@@ -116,10 +117,7 @@ static float q8_0_row(int64_t nb, const block_q8_0 *x, const float *dy, const in
             v[p] = _mm512_sub_epi32(s, _mm512_dpbusd_epi32(z, c80, xq));
         }
         __m512i q = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])), z);
-        __mmask8 m = (__mmask8)((1u << nv) - 1);
-        __m256i dh = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), m, off, &x[b].d, 1);
-        __m256 dx = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dh));
-        __m256 d = _mm256_mul_ps(dx, _mm256_loadu_ps(dy + b));
+        __m256 d = _mm256_mul_ps(_mm256_load_ps(dx), _mm256_loadu_ps(dy + b));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(q)), acc);
     }
     return hsum8_tree(acc);
