@@ -8,7 +8,7 @@
  * the chains added up in a fixed tree. Every kernel here gives the bits of
  * kn_canon_dot_*; the other types keep the AVX-512 level's kernels.
  *
- * Q4_K and Q6_K have these numerics at the AVX-512 level too
+ * Q8_0, Q4_K and Q6_K have these numerics at the AVX-512 level too
  * (kn_vnni_fill): their decode GEMV and gemm are the ones here, and prefill
  * and batched decode run vnni_gemm, an outer product over the same packed
  * activations with vpdpbusd instead of the tiles (Zen 4, Q4_K: about 7
@@ -208,11 +208,9 @@ static const short k4_pick[4][32] = {
  * eight, eight super-blocks reduced to one lane each (pair_sum), then the
  * two fused multiply-adds into the eight chains. The scale products d_x d_y
  * of a super-block as one pair, kept in a small array (a gather of the
- * fp16 fields cost a third of the speed on Zen 4). dyv: unused (the
- * activations carry their scales). */
-static float q4_K_row(int64_t nb, const void *xv, const block_q8_K *y, const float *dyv)
+ * fp16 fields cost a third of the speed on Zen 4). */
+static float q4_K_row(int64_t nb, const void *xv, const block_q8_K *y)
 {
-    (void)dyv;
     const uint8_t *x = xv;
     const __m512i m4 = _mm512_set1_epi8(0x0F), z = _mm512_setzero_si512();
     const __m512i shr4 = _mm512_inserti64x4(z, _mm256_set1_epi16(4), 1);
@@ -263,39 +261,21 @@ static float q4_K_row(int64_t nb, const void *xv, const block_q8_K *y, const flo
     return hsum8_tree(acc);
 }
 
-#define K4_ACT_MAX 256 /* super-blocks of activation scales on the stack */
-
-/* The decode GEMV of a K-quant: the activation scales as floats once
- * (padded to eight super-blocks), then row(...) for each row. */
-typedef float (*k_row_fn)(int64_t nb, const void *x, const block_q8_K *y, const float *dyv);
+/* The decode GEMV of a K-quant: row(...) for each row (the rows read the
+ * activation scales from the blocks themselves). */
+typedef float (*k_row_fn)(int64_t nb, const void *x, const block_q8_K *y);
 
 static void k_rows(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out,
-                   k_row_fn row, float (*canon)(int64_t, const void *, const void *))
+                   k_row_fn row)
 {
-    const int64_t nb = n / 256;
-    const block_q8_K *y = a;
-    _Alignas(64) float dys[K4_ACT_MAX + 8];
-    float *dy = nb > K4_ACT_MAX ? malloc(sizeof(float) * (size_t)(nb + 8)) : dys;
-    if (!dy) { /* out of memory: the scalar definition */
-        for (int r = 0; r < nr; r++)
-            out[r] = canon(n, (const char *)w + (size_t)r * ws, a);
-        return;
-    }
-    int64_t b = 0;
-    for (; b < nb; b++)
-        dy[b] = y[b].d;
-    for (; b % 8; b++)
-        dy[b] = 0.0f;
     x86_prefetch_head(w, ws, nr);
     for (int r = 0; r < nr; r++)
-        out[r] = row(nb, (const char *)w + (size_t)r * ws, y, dy);
-    if (dy != dys)
-        free(dy);
+        out[r] = row(n / 256, (const char *)w + (size_t)r * ws, a);
 }
 
 static void c_rows_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
 {
-    k_rows(n, w, ws, nr, a, out, q4_K_row, kn_canon_dot_q4_K);
+    k_rows(n, w, ws, nr, a, out, q4_K_row);
 }
 
 static float c_dot_q4_K(int64_t n, const void *w, const void *a)
@@ -346,7 +326,7 @@ static void pack_q8(int64_t n, const void *a, size_t as, int nt, void *dst, bool
                     memcpy(&v, y->qs + 4 * k, 4);
                 bt[k * 16 + t] = v;
             }
-            for (int i = 0; y && i < 32; i++)
+            for (int i = 0; sums && y && i < 32; i++)
                 sum += y->qs[i];
             dy[t] = y ? _cvtsh_ss(y->d) : 0.0f;
             if (sums)
@@ -714,9 +694,8 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
 /* Decode, each row on its own, as q4_K_row: the exact isum of a super-block
  * in sixteen lanes (the -32 offset through the activations' bsums), eight
  * super-blocks reduced to a lane each, one fused multiply-add per chain. */
-static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y, const float *dyv)
+static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y)
 {
-    (void)dyv;
     const block_q6_K *x = xv;
     const __m512i z = _mm512_setzero_si512();
     __m512i perm[4];
@@ -745,7 +724,7 @@ static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y, const flo
 
 static void c_rows_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
 {
-    k_rows(n, w, ws, nr, a, out, q6_K_row, kn_canon_dot_q6_K);
+    k_rows(n, w, ws, nr, a, out, q6_K_row);
 }
 
 static float c_dot_q6_K(int64_t n, const void *w, const void *a)
@@ -882,7 +861,7 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
     tail_rows(c_rows_q6_K, n, w, ws, r0, nr, a, as, nt, out, os);
 }
 
-/* ---- Q4_K and Q6_K without the tiles: AVX-512 VNNI ------------------------- */
+/* ---- Q8_0, Q4_K and Q6_K without the tiles: AVX-512 VNNI ------------------- */
 
 /* The same numerics on a CPU with VNNI and no AMX (Zen 4): an outer product
  * over the packed activations. Lane t of a vector is token t of a group, so

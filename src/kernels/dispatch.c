@@ -10,7 +10,7 @@
  * looping over that level's vec_dot. kn_init() (once, thread-safe) checks
  * cpuid for each level's instructions and picks the highest one the CPU has,
  * capped by the environment variable VT_ISA=scalar|avx2|avx512|amx. The
- * AVX-512 level's Q4_K and Q6_K have amx.c's numerics (per-super-block sums,
+ * AVX-512 level's Q8_0, Q4_K, Q6_K have amx.c's numerics (per-block sums,
  * eight chains) with a VNNI GEMM over packed activations; the AMX level is
  * the AVX-512 one with amx.c's Q8_0, Q4_K and Q6_K kernels on the tiles.
  * kn_quantize_ref() maps a type to its reference weight quantizer.
@@ -166,7 +166,7 @@ static void init_once(void)
     kn_quants_avx512_fill(tables[KN_ISA_AVX512]);
     kn_gemv_avx512_fill(tables[KN_ISA_AVX512]);
     kn_gemm_avx512_fill(tables[KN_ISA_AVX512]);
-    kn_vnni_fill(tables[KN_ISA_AVX512]); /* Q4_K, Q6_K: the AMX level's numerics, no tiles */
+    kn_vnni_fill(tables[KN_ISA_AVX512]); /* Q8_0, Q4_K, Q6_K: AMX numerics, no tiles */
     level_ok[KN_ISA_AVX512] = level_ok[KN_ISA_AVX2] && cpu_has_avx512();
     SET_DOTN_LEVEL(SCALAR)
     SET_DOTN_LEVEL(AVX2)

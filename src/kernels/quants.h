@@ -221,7 +221,7 @@ void kn_gemv_avx512_fill(kn_traits *tab); /* vec_dot_rows (gemv_avx512.c) */
 void kn_gemm_avx512_fill(kn_traits *tab); /* gemm (gemm_avx512.c) */
 void kn_gemm_avx2_fill(kn_traits *tab);   /* gemm (gemm_avx2.c) */
 void kn_amx_fill(kn_traits *tab);         /* the AMX level's Q8_0 and Q4_K (amx.c) */
-void kn_vnni_fill(kn_traits *tab);        /* the AVX-512 level's Q4_K, Q6_K: amx.c's numerics */
+void kn_vnni_fill(kn_traits *tab);        /* the AVX-512 level's Q8_0/Q4_K/Q6_K (amx.c) */
 bool kn_amx_usable(void);                 /* asks Linux for the tile registers */
 
 /* The AMX level's numerics in scalar C (quants_canon.c). */
