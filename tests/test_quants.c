@@ -810,6 +810,116 @@ static void test_matmul(void)
         kn_pool_destroy(pools[k]);
 }
 
+/* kn_matmul_multi: matrices of several types (two dot types) over their own
+ * rows of x (token lists with repeats, contiguous ranges, one token, none),
+ * each result exactly vec_dot's for its weight row and activation row, at
+ * 1..4 threads; then more matrices than one pass takes. */
+static void test_matmul_multi(void)
+{
+    static const struct {
+        vt_type t;
+        int64_t rows;
+        int32_t tok[8];
+        int64_t first, ntok; /* tok[0] < 0: rows first.. */
+    } spec[] = {
+        {VT_TYPE_Q4_K, 33, {3, 0, 7, 7, 11}, 0, 5},   /* gathered and packed */
+        {VT_TYPE_Q6_K, 17, {5}, 0, 1},                /* one token: the GEMV */
+        {VT_TYPE_Q8_0, 300, {-1}, 2, 6},              /* a range, packed */
+        {VT_TYPE_Q4_K, 1029, {1, 9}, 0, 2},           /* two tokens */
+        {VT_TYPE_F32, 5, {4, 2, 8}, 0, 3},            /* no quantization */
+        {VT_TYPE_Q8_0, 16, {-1}, 0, 0},               /* nothing to do */
+        {VT_TYPE_Q6_K, 64, {-1}, 0, 12},              /* every row */
+        {VT_TYPE_Q8_0, 48, {10, 1, 6, 2, 0, 11, 4, 5}, 0, 8},
+    };
+    enum { NS = VT_ARRAY_LEN(spec), NX = 12, COLS = 512, PAD = 2, MANY = 300 };
+    kn_pool *pools[4] = {NULL};
+    for (int k = 0; k < 4; k++)
+        CHECK((pools[k] = kn_pool_create(k + 1)) != NULL);
+    float *x = malloc(NX * COLS * sizeof(float)), *wf = malloc(COLS * sizeof(float));
+    fill_data(x, NX * COLS, 91, 1.0f, true);
+    char *w[NS];
+    float *y[NS], *want[NS];
+    kn_mm mm[NS];
+    for (int i = 0; i < NS; i++) {
+        const kn_traits *tr = kn_traits_get(spec[i].t), *dt = kn_traits_get(tr->dot_type);
+        size_t rb = vt_row_size(spec[i].t, COLS), ab = vt_row_size(tr->dot_type, COLS);
+        int64_t ldy = spec[i].rows + PAD, nt = spec[i].ntok;
+        w[i] = malloc(rb * (size_t)spec[i].rows);
+        y[i] = malloc((size_t)((nt ? nt : 1) * ldy) * sizeof(float));
+        want[i] = malloc((size_t)((nt ? nt : 1) * ldy) * sizeof(float));
+        char *aq = malloc(ab);
+        for (int64_t r = 0; r < spec[i].rows; r++) {
+            fill_data(wf, COLS, 7000 + 100 * (uint64_t)i + (uint64_t)r, 0.02f, r % 5 == 1);
+            CHECK_EQ_INT(kn_quantize_ref(spec[i].t, wf, w[i] + (size_t)r * rb, COLS), VT_OK);
+        }
+        for (int64_t k = 0; k < nt; k++) {
+            int64_t row = spec[i].tok[0] < 0 ? spec[i].first + k : spec[i].tok[k];
+            const void *a = x + row * COLS;
+            if (tr->dot_type != VT_TYPE_F32) {
+                dt->from_float(x + row * COLS, aq, COLS);
+                a = aq;
+            }
+            for (int64_t r = 0; r < ldy; r++)
+                want[i][k * ldy + r] =
+                    r < spec[i].rows ? tr->vec_dot(COLS, w[i] + (size_t)r * rb, a) : -777.f;
+        }
+        free(aq);
+        mm[i] = (kn_mm){.type = spec[i].t, .w = w[i], .rows = spec[i].rows,
+                        .tok = spec[i].tok[0] < 0 ? NULL : spec[i].tok, .first = spec[i].first,
+                        .ntok = nt, .y = y[i], .ldy = ldy};
+    }
+    kn_ws ws = {0};
+    for (int k = 0; k < 4; k++) {
+        for (int i = 0; i < NS; i++)
+            for (int64_t e = 0; e < spec[i].ntok * mm[i].ldy; e++)
+                y[i][e] = -777.f;
+        CHECK_EQ_INT(kn_matmul_multi(pools[k], k & 1 ? &ws : NULL, x, NX, COLS, NS, mm), VT_OK);
+        for (int i = 0; i < NS; i++)
+            CHECKF(memcmp(y[i], want[i], (size_t)(spec[i].ntok * mm[i].ldy) * sizeof(float)) == 0,
+                   "kn_matmul_multi, matrix %d (%s, %lld tokens), %d threads: != vec_dot", i,
+                   tname(spec[i].t), (long long)spec[i].ntok, k + 1);
+    }
+    /* a token past x is refused */
+    kn_mm bad = mm[0];
+    int32_t far[1] = {NX};
+    bad.tok = far;
+    bad.ntok = 1;
+    CHECK_EQ_INT(kn_matmul_multi(pools[1], &ws, x, NX, COLS, 1, &bad), VT_ERR_INVALID);
+    /* MANY one-row matrices (several passes): row j of spec[3]'s, token j % NX */
+    kn_mm *many = malloc(MANY * sizeof *many);
+    int32_t *toks = malloc(MANY * sizeof *toks);
+    float *ym = malloc(MANY * sizeof *ym);
+    size_t rb = vt_row_size(spec[3].t, COLS);
+    for (int j = 0; j < MANY; j++) {
+        toks[j] = j % NX;
+        many[j] = (kn_mm){.type = spec[3].t, .w = w[3] + (size_t)(j % spec[3].rows) * rb,
+                          .rows = 1, .tok = toks + j, .ntok = 1, .y = ym + j, .ldy = 1};
+    }
+    CHECK_EQ_INT(kn_matmul_multi(pools[1], &ws, x, NX, COLS, MANY, many), VT_OK);
+    int badn = 0;
+    for (int j = 0; j < MANY; j++) {
+        float one;
+        CHECK_EQ_INT(kn_matmul(NULL, spec[3].t, many[j].w, 1, COLS, x + toks[j] * COLS, 1, &one, 1),
+                     VT_OK);
+        badn += memcmp(&one, ym + j, sizeof one) != 0;
+    }
+    CHECKF(badn == 0, "kn_matmul_multi over %d matrices: %d results differ from kn_matmul", MANY,
+           badn);
+    free(many);
+    free(toks);
+    free(ym);
+    kn_ws_free(&ws);
+    for (int i = 0; i < NS; i++) {
+        free(w[i]);
+        free(y[i]);
+        free(want[i]);
+    }
+    free(x);
+    free(wf);
+    for (int k = 0; k < 4; k++)
+        kn_pool_destroy(pools[k]);
+}
+
 /* ---- accuracy ---------------------------------------------------------- */
 
 static void test_roundtrip_error(void)
@@ -1140,6 +1250,7 @@ int main(void)
     RUN_TEST(test_vec_dot_n);
     RUN_TEST(test_vec_dot_rows);
     RUN_TEST(test_matmul);
+    RUN_TEST(test_matmul_multi);
     RUN_TEST(test_roundtrip_error);
     RUN_TEST(test_dot_approximates_float);
     RUN_TEST(test_gguf_cross_check);

@@ -145,4 +145,23 @@ void kn_ws_free(kn_ws *ws);
 vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t rows,
                     int64_t cols, const float *x, int64_t ntok, float *y, int64_t ldy);
 
+/* Several matrices of one row length in one call, each over its own rows
+ * of x (nx rows of cols floats): x is quantized once for them all, and one
+ * pass of the pool runs every matrix's rows, so that small matrices (a
+ * mixture's experts, Q K V, gate and up) cost one hand-off, not one each.
+ * Matrix i: y[k * ldy + r] = W[r] . x[row k], for the rows of x listed in
+ * tok (NULL: rows first .. first + ntok - 1). Every result equals
+ * kn_matmul's for the same weights and activation row. */
+typedef struct {
+    vt_type type;
+    const void *w;
+    int64_t rows;
+    const int32_t *tok;
+    int64_t first, ntok;
+    float *y;
+    int64_t ldy;
+} kn_mm;
+vt_err kn_matmul_multi(kn_pool *p, kn_ws *ws, const float *x, int64_t nx, int64_t cols, int n,
+                       const kn_mm *mm);
+
 #endif

@@ -14,6 +14,7 @@
  */
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "util/util.h"
@@ -32,39 +33,6 @@
  * level's gemm, one decode GEMV per token). */
 #define PACK_MIN_TOK 4
 
-typedef struct {
-    const kn_traits *tr;
-    const char *a;
-    size_t a_row, gsz;
-    int64_t cols, ntok;
-    char *dst;
-} pack_job;
-
-static void pack_task(void *ctx, int ith, int nth)
-{
-    pack_job *j = ctx;
-    for (int64_t g = ith; g * 16 < j->ntok; g += nth) {
-        int nt = j->ntok - g * 16 < 16 ? (int)(j->ntok - g * 16) : 16;
-        j->tr->pack(j->cols, j->a + (size_t)(g * 16) * j->a_row, j->a_row, nt,
-                    j->dst + (size_t)g * j->gsz);
-    }
-}
-
-typedef struct {
-    const kn_traits *tr;
-    const float *x;
-    void *xq;
-    size_t xq_row;
-    int64_t cols, ntok;
-} quant_job;
-
-static void quant_task(void *ctx, int ith, int nth)
-{
-    quant_job *j = ctx;
-    for (int64_t t = ith; t < j->ntok; t += nth)
-        j->tr->from_float(j->x + t * j->cols, (char *)j->xq + (size_t)t * j->xq_row, j->cols);
-}
-
 /* Decoding (one to three tokens) is a memory stream, and it streams best
  * when each thread walks one contiguous range of rows: the hardware
  * prefetchers follow long runs, and two threads reading interleaved chunks
@@ -78,21 +46,33 @@ static void quant_task(void *ctx, int ith, int nth)
 #define MAX_PARTS 64
 #define GRAB_BYTES 16384
 
+
+/* Items of one kn_matmul_multi call handled per pass (more: several passes). */
+#define MM_PASS 256
+
 typedef struct {
     _Alignas(64) _Atomic uint64_t range; /* rows [next, end) of a part: next | end << 32 */
 } mm_part;
 
+/* One matrix of a job, resolved: its activations in the dot type. */
 typedef struct {
     const kn_traits *tr;
     const char *w;
     size_t w_row;
-    const char *a;
-    size_t a_row;
-    int64_t rows, cols, ntok, ldy;
-    int64_t chunk; /* rows per grab: small enough to balance, big enough to amortize */
-    bool parts;    /* decode: per-thread parts (else one shared counter) */
-    const void *pk; /* the activations packed for gemm_packed (tiles, VNNI), or NULL */
+    const char *a;  /* its first activation row (a_row bytes apart) */
+    const void *pk; /* the same packed for gemm_packed (tiles, VNNI), or NULL */
+    int64_t ntok, ldy;
+    int64_t r_end; /* one past its last row in the job's row space */
     float *y;
+} mm_item;
+
+typedef struct {
+    const mm_item *it;
+    int nit;
+    size_t a_row;
+    int64_t rows, cols; /* rows: all the items' */
+    int64_t chunk;      /* rows per grab: small enough to balance, big enough to amortize */
+    bool parts;         /* decode: per-thread parts (else one shared counter) */
     _Alignas(64) _Atomic int64_t next; /* own cache line: no false sharing with the fields */
     mm_part part[MAX_PARTS];
 } mm_job;
@@ -118,27 +98,27 @@ static bool take(mm_part *p, int64_t g, bool front, int64_t *r0, int64_t *r1)
     }
 }
 
-/* y rows [r0, r1) for every token. */
-static void mm_rows(const mm_job *c, int64_t r0, int64_t r1)
+/* y rows [r0, r1) of one matrix for all its tokens. */
+static void item_rows(const mm_item *c, size_t a_row, int64_t cols, int64_t r0, int64_t r1)
 {
     if (c->ntok == 1 && c->tr->vec_dot_rows) {
         for (int64_t r = r0, n; r < r1; r += n) {
             n = r1 - r < INT32_MAX ? r1 - r : INT32_MAX;
-            c->tr->vec_dot_rows(c->cols, c->w + (size_t)r * c->w_row, c->w_row, (int)n, c->a,
+            c->tr->vec_dot_rows(cols, c->w + (size_t)r * c->w_row, c->w_row, (int)n, c->a,
                                 c->y + r);
         }
         return;
     }
     if (c->pk) { /* the packed GEMM (AMX tiles, VNNI outer product): all tokens at once */
-        c->tr->gemm_packed(c->cols, c->w + (size_t)r0 * c->w_row, c->w_row, (int)(r1 - r0), c->a,
-                           c->a_row, c->pk, (int)c->ntok, c->y + r0, (size_t)c->ldy);
+        c->tr->gemm_packed(cols, c->w + (size_t)r0 * c->w_row, c->w_row, (int)(r1 - r0), c->a,
+                           a_row, c->pk, (int)c->ntok, c->y + r0, (size_t)c->ldy);
         return;
     }
     if (c->tr->gemm) { /* register-blocked tiles of rows x tokens */
         for (int64_t t0 = 0; t0 < c->ntok; t0 += TOK_TILE) {
             int64_t nt = c->ntok - t0 < TOK_TILE ? c->ntok - t0 : TOK_TILE;
-            c->tr->gemm(c->cols, c->w + (size_t)r0 * c->w_row, c->w_row, (int)(r1 - r0),
-                        c->a + (size_t)t0 * c->a_row, c->a_row, (int)nt, c->y + t0 * c->ldy + r0,
+            c->tr->gemm(cols, c->w + (size_t)r0 * c->w_row, c->w_row, (int)(r1 - r0),
+                        c->a + (size_t)t0 * a_row, a_row, (int)nt, c->y + t0 * c->ldy + r0,
                         (size_t)c->ldy);
         }
         return;
@@ -151,37 +131,51 @@ static void mm_rows(const mm_job *c, int64_t r0, int64_t r1)
         for (int64_t r = r0; r < r1; r++) {
             const char *wr = c->w + (size_t)r * c->w_row;
             if (dotn && t1 - t0 > 1) {
-                dotn(c->cols, wr, c->a + (size_t)t0 * c->a_row, c->a_row, (int)(t1 - t0),
+                dotn(cols, wr, c->a + (size_t)t0 * a_row, a_row, (int)(t1 - t0),
                      c->y + t0 * c->ldy + r, (size_t)c->ldy);
                 continue;
             }
             for (int64_t t = t0; t < t1; t++)
-                c->y[t * c->ldy + r] = dot(c->cols, wr, c->a + (size_t)t * c->a_row);
+                c->y[t * c->ldy + r] = dot(cols, wr, c->a + (size_t)t * a_row);
         }
+    }
+}
+
+/* Rows [r0, r1) of the job's row space: the parts of the items they cover. */
+static void mm_rows(const mm_job *j, int64_t r0, int64_t r1)
+{
+    int lo = 0, hi = j->nit - 1; /* the first item ending after r0 */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (j->it[mid].r_end > r0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    for (int i = lo; r0 < r1; i++) {
+        const int64_t base = i ? j->it[i - 1].r_end : 0, e = VT_MIN(r1, j->it[i].r_end);
+        item_rows(&j->it[i], j->a_row, j->cols, r0 - base, e - base);
+        r0 = e;
     }
 }
 
 static void mm_task(void *ctx, int ith, int nth)
 {
     mm_job *j = ctx;
-    const mm_job c = {.tr = j->tr, .w = j->w, .w_row = j->w_row, .a = j->a, .a_row = j->a_row,
-                      .rows = j->rows, .cols = j->cols, .ntok = j->ntok, .ldy = j->ldy,
-                      .chunk = j->chunk, .parts = j->parts, .pk = j->pk,
-                      .y = j->y}; /* read once */
     int64_t r0, r1;
-    if (c.parts) {
-        while (take(&j->part[ith], c.chunk, true, &r0, &r1))
-            mm_rows(&c, r0, r1);
+    if (j->parts) {
+        while (take(&j->part[ith], j->chunk, true, &r0, &r1))
+            mm_rows(j, r0, r1);
         for (int k = 1; k < nth; k++)
-            while (take(&j->part[(ith + k) % nth], c.chunk, false, &r0, &r1))
-                mm_rows(&c, r0, r1);
+            while (take(&j->part[(ith + k) % nth], j->chunk, false, &r0, &r1))
+                mm_rows(j, r0, r1);
         return;
     }
     for (;;) {
-        r0 = atomic_fetch_add_explicit(&j->next, c.chunk, memory_order_relaxed);
-        if (r0 >= c.rows)
+        r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        if (r0 >= j->rows)
             return;
-        mm_rows(&c, r0, r0 + c.chunk < c.rows ? r0 + c.chunk : c.rows);
+        mm_rows(j, r0, r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows);
     }
 }
 
@@ -193,6 +187,166 @@ static int64_t row_chunk(int64_t rows, int nth)
     return VT_MAX(ROW_CHUNK, c);
 }
 
+typedef struct {
+    const kn_traits *dt;
+    const float *x;
+    char *xq;
+    size_t a_row;
+    int64_t cols, nx;
+} quant_job;
+
+static void quant_task(void *ctx, int ith, int nth)
+{
+    quant_job *j = ctx;
+    for (int64_t t = ith; t < j->nx; t += nth)
+        j->dt->from_float(j->x + t * j->cols, j->xq + (size_t)t * j->a_row, j->cols);
+}
+
+/* Gathering an item's activation rows (its token list) together and packing
+ * them, one group of 16 tokens per unit. */
+typedef struct {
+    const kn_mm *mm;
+    mm_item *it;
+    const int *unit_end; /* one past each item's last unit (units of all items in a row) */
+    const char *xq;      /* every row of x in the dot type */
+    char **gat;          /* where an item's rows are gathered (NULL: they are in place) */
+    const size_t *gsz;   /* an item's bytes per packed group */
+    size_t a_row;
+    int64_t cols;
+    int nit, units;
+} prep_job;
+
+static void prep_task(void *ctx, int ith, int nth)
+{
+    prep_job *j = ctx;
+    int i = 0;
+    for (int u = ith; u < j->units; u += nth) {
+        while (j->unit_end[i] <= u)
+            i++;
+        const int g = u - (i ? j->unit_end[i - 1] : 0);
+        const kn_mm *m = &j->mm[i];
+        mm_item *it = &j->it[i];
+        const int64_t t0 = 16 * (int64_t)g, nt = VT_MIN(16, it->ntok - t0);
+        if (j->gat[i])
+            for (int64_t t = t0; t < t0 + nt; t++)
+                memcpy(j->gat[i] + (size_t)t * j->a_row, j->xq + (size_t)m->tok[t] * j->a_row,
+                       j->a_row);
+        if (it->pk)
+            it->tr->pack(j->cols, it->a + (size_t)t0 * j->a_row, j->a_row, (int)nt,
+                         (char *)it->pk + (size_t)g * j->gsz[i]);
+    }
+}
+
+static vt_err ws_reserve(kn_ws *ws, size_t need)
+{
+    if (ws->cap >= need)
+        return VT_OK;
+    void *np = realloc(ws->p, need);
+    if (!np)
+        return vt_fail(VT_ERR_NOMEM, "out of memory quantizing activations");
+    ws->p = np;
+    ws->cap = need;
+    return VT_OK;
+}
+
+#define ALIGN64(s) (((s) + 63) / 64 * 64)
+
+/* One pass: n <= MM_PASS matrices of one dot type dt (the others skipped). */
+static vt_err mm_pass(kn_pool *p, kn_ws *ws, const float *x, int64_t nx, int64_t cols, int n,
+                      const kn_mm *mm, vt_type dt)
+{
+    const kn_traits *dtr = kn_traits_get(dt);
+    const bool f32 = dt == VT_TYPE_F32;
+    const size_t a_row = f32 ? (size_t)cols * sizeof(float) : vt_row_size(dt, cols);
+    mm_item it[MM_PASS];
+    kn_mm pick[MM_PASS];
+    char *gat[MM_PASS];
+    int unit_end[MM_PASS];
+    bool packed[MM_PASS];
+    size_t gat_off[MM_PASS], pk_off[MM_PASS], gsz[MM_PASS];
+    int nit = 0, units = 0;
+    /* the workspace: x in the dot type, then the gathered rows and the packs */
+    size_t need = f32 ? 0 : ALIGN64(a_row * (size_t)nx);
+    int64_t rows = 0, max_tok = 0;
+    size_t max_wrow = 0;
+    for (int i = 0; i < n; i++) {
+        const kn_traits *tr = kn_traits_get(mm[i].type);
+        if (tr->dot_type != dt || mm[i].rows <= 0 || mm[i].ntok <= 0)
+            continue;
+        pick[nit] = mm[i];
+        const bool gather = mm[i].tok && mm[i].ntok > 1;
+        packed[nit] = tr->gemm_packed && mm[i].ntok >= PACK_MIN_TOK && !f32;
+        gat_off[nit] = pk_off[nit] = gsz[nit] = 0;
+        if (gather) {
+            gat_off[nit] = need;
+            need += ALIGN64(a_row * (size_t)mm[i].ntok);
+        }
+        if (packed[nit]) {
+            gsz[nit] = tr->pack_size(cols);
+            pk_off[nit] = need;
+            need += ALIGN64(gsz[nit] * (size_t)((mm[i].ntok + 15) / 16));
+        }
+        units += gather || packed[nit] ? (int)((mm[i].ntok + 15) / 16) : 0;
+        unit_end[nit] = units;
+        const size_t w_row = vt_row_size(mm[i].type, cols);
+        rows += mm[i].rows;
+        it[nit] = (mm_item){.tr = tr, .w = mm[i].w, .w_row = w_row, .ntok = mm[i].ntok,
+                            .ldy = mm[i].ldy, .r_end = rows, .y = mm[i].y};
+        max_tok = VT_MAX(max_tok, mm[i].ntok);
+        max_wrow = VT_MAX(max_wrow, w_row);
+        nit++;
+    }
+    if (!nit)
+        return VT_OK;
+    if (rows > INT32_MAX)
+        return vt_fail(VT_ERR_INVALID, "matrix multiplication of %lld rows", (long long)rows);
+    kn_ws local = {0};
+    kn_ws *w = ws ? ws : &local;
+    vt_err e = ws_reserve(w, need + 64);
+    if (e)
+        return e;
+    char *base = (char *)w->p + (64 - (uintptr_t)w->p % 64) % 64;
+    const char *xq = f32 ? (const char *)x : base;
+    if (!f32) {
+        quant_job qj = {dtr, x, base, a_row, cols, nx};
+        if (nx > 1)
+            kn_pool_run(p, quant_task, &qj);
+        else
+            quant_task(&qj, 0, 1);
+    }
+    for (int i = 0; i < nit; i++) {
+        const kn_mm *m = &pick[i];
+        gat[i] = m->tok && m->ntok > 1 ? base + gat_off[i] : NULL;
+        it[i].a = gat[i] ? gat[i] : xq + (size_t)(m->tok ? m->tok[0] : m->first) * a_row;
+        it[i].pk = packed[i] ? base + pk_off[i] : NULL;
+    }
+    if (units) {
+        prep_job pj = {.mm = pick, .it = it, .unit_end = unit_end, .xq = xq, .gat = gat,
+                       .a_row = a_row, .gsz = gsz, .cols = cols, .nit = nit, .units = units};
+        if (units > 1)
+            kn_pool_run(p, prep_task, &pj);
+        else
+            prep_task(&pj, 0, 1);
+    }
+    const int nth = kn_pool_size(p);
+    mm_job j = {.it = it, .nit = nit, .a_row = a_row, .rows = rows, .cols = cols,
+                .chunk = row_chunk(rows, nth), .parts = max_tok < 4 && nth <= MAX_PARTS};
+    atomic_init(&j.next, 0);
+    if (j.parts) {
+        /* grabs of ~GRAB_BYTES, whole groups of 16 rows (the decode kernels
+         * stream rows in groups of up to 16); parts on 16-row bounds */
+        j.chunk = VT_MAX(16, (int64_t)(GRAB_BYTES / max_wrow + 15) / 16 * 16);
+        for (int i = 0; i < nth; i++) {
+            uint64_t lo = (uint64_t)(rows * i / nth) & ~(uint64_t)15;
+            uint64_t hi = (uint64_t)(rows * (i + 1) / nth) & ~(uint64_t)15;
+            atomic_init(&j.part[i].range, lo | (i + 1 == nth ? (uint64_t)rows : hi) << 32);
+        }
+    }
+    kn_pool_run(p, mm_task, &j);
+    kn_ws_free(&local);
+    return VT_OK;
+}
+
 void kn_ws_free(kn_ws *ws)
 {
     if (ws) {
@@ -200,6 +354,48 @@ void kn_ws_free(kn_ws *ws)
         ws->p = NULL;
         ws->cap = 0;
     }
+}
+
+vt_err kn_matmul_multi(kn_pool *p, kn_ws *ws, const float *x, int64_t nx, int64_t cols, int n,
+                       const kn_mm *mm)
+{
+    vt_type dts[8];
+    int ndt = 0;
+    for (int i = 0; i < n; i++) {
+        const kn_mm *m = &mm[i];
+        const kn_traits *tr = kn_traits_get(m->type);
+        const vt_type_info *ti = vt_type_get((uint32_t)m->type);
+        if (!tr || !tr->vec_dot || !ti)
+            return vt_fail(VT_ERR_UNSUPPORTED, "no matrix multiplication for tensor type %s",
+                           ti ? ti->name : "?");
+        const kn_traits *dt = kn_traits_get(tr->dot_type);
+        const vt_type_info *di = vt_type_get((uint32_t)tr->dot_type);
+        if (tr->dot_type != VT_TYPE_F32 && (!dt || !dt->from_float))
+            return vt_fail(VT_ERR_UNSUPPORTED, "no activation quantizer for %s", di->name);
+        if (cols % ti->blck || cols % di->blck)
+            return vt_fail(VT_ERR_INVALID, "row length %lld is not a multiple of the %s block size",
+                           (long long)cols, ti->name);
+        if (m->ntok > 0 && (m->tok ? false : m->first < 0 || m->first + m->ntok > nx))
+            return vt_fail(VT_ERR_INVALID, "matrix multiplication past the activations");
+        for (int64_t t = 0; m->tok && t < m->ntok; t++)
+            if (m->tok[t] < 0 || m->tok[t] >= nx)
+                return vt_fail(VT_ERR_INVALID, "matrix multiplication past the activations");
+        int k = 0;
+        while (k < ndt && dts[k] != tr->dot_type)
+            k++;
+        if (k == ndt) {
+            if (ndt == (int)(sizeof dts / sizeof dts[0]))
+                return vt_fail(VT_ERR_UNSUPPORTED, "too many activation types in one call");
+            dts[ndt++] = tr->dot_type;
+        }
+    }
+    for (int k = 0; k < ndt; k++)
+        for (int i0 = 0; i0 < n; i0 += MM_PASS) {
+            vt_err e = mm_pass(p, ws, x, nx, cols, VT_MIN(MM_PASS, n - i0), mm + i0, dts[k]);
+            if (e)
+                return e;
+        }
+    return VT_OK;
 }
 
 vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t cols,
@@ -211,87 +407,6 @@ vt_err kn_matmul(kn_pool *p, vt_type wtype, const void *w, int64_t rows, int64_t
 vt_err kn_matmul_ws(kn_pool *p, kn_ws *ws, vt_type wtype, const void *w, int64_t rows,
                     int64_t cols, const float *x, int64_t ntok, float *y, int64_t ldy)
 {
-    const kn_traits *tr = kn_traits_get(wtype);
-    const vt_type_info *ti = vt_type_get((uint32_t)wtype);
-    if (!tr || !tr->vec_dot || !ti)
-        return vt_fail(VT_ERR_UNSUPPORTED, "no matrix multiplication for tensor type %s",
-                       ti ? ti->name : "?");
-    const kn_traits *dt = kn_traits_get(tr->dot_type);
-    const vt_type_info *di = vt_type_get((uint32_t)tr->dot_type);
-    if (cols % ti->blck || cols % di->blck)
-        return vt_fail(VT_ERR_INVALID, "row length %lld is not a multiple of the %s block size",
-                       (long long)cols, ti->name);
-    if (rows <= 0 || ntok <= 0)
-        return VT_OK;
-
-    void *xq = NULL;
-    const char *a = (const char *)x;
-    size_t a_row = (size_t)cols * sizeof(float);
-    const bool packed = tr->gemm_packed && ntok >= PACK_MIN_TOK && tr->dot_type != VT_TYPE_F32;
-    size_t pk_off = 0, gsz = 0;
-    if (tr->dot_type != VT_TYPE_F32) {
-        if (!dt || !dt->from_float)
-            return vt_fail(VT_ERR_UNSUPPORTED, "no activation quantizer for %s", di->name);
-        a_row = vt_row_size(tr->dot_type, cols);
-        size_t need = a_row * (size_t)ntok;
-        if (packed) { /* the packed groups after the quantized rows, 64-byte aligned */
-            gsz = tr->pack_size(cols);
-            pk_off = (need + 63) / 64 * 64;
-            need = pk_off + gsz * (size_t)((ntok + 15) / 16) + 64;
-        }
-        if (ws && ws->cap < need) {
-            void *np = realloc(ws->p, need);
-            if (!np)
-                return vt_fail(VT_ERR_NOMEM, "out of memory quantizing activations");
-            ws->p = np;
-            ws->cap = need;
-        }
-        xq = ws ? ws->p : malloc(need);
-        if (!xq)
-            return vt_fail(VT_ERR_NOMEM, "out of memory quantizing activations");
-        quant_job qj = {dt, x, xq, a_row, cols, ntok};
-        if (ntok > 1)
-            kn_pool_run(p, quant_task, &qj);
-        else
-            quant_task(&qj, 0, 1);
-        a = xq;
-    }
-    const char *pk = NULL;
-    if (packed) {
-        char *base = (char *)xq + pk_off;
-        base += (64 - (uintptr_t)base % 64) % 64;
-        pack_job pj = {tr, a, a_row, gsz, cols, ntok, base};
-        kn_pool_run(p, pack_task, &pj);
-        pk = base;
-    }
-    const int nth = kn_pool_size(p);
-    const size_t w_row = vt_row_size(wtype, cols);
-    mm_job j = {.tr = tr,
-                .w = w,
-                .w_row = w_row,
-                .a = a,
-                .a_row = a_row,
-                .rows = rows,
-                .cols = cols,
-                .ntok = ntok,
-                .ldy = ldy,
-                .chunk = row_chunk(rows, nth),
-                .parts = ntok < 4 && nth <= MAX_PARTS && rows <= INT32_MAX,
-                .pk = pk,
-                .y = y};
-    atomic_init(&j.next, 0);
-    if (j.parts) {
-        /* grabs of ~GRAB_BYTES, whole groups of 16 rows (the decode kernels
-         * stream rows in groups of up to 16); parts on 16-row bounds */
-        j.chunk = VT_MAX(16, (int64_t)(GRAB_BYTES / w_row + 15) / 16 * 16);
-        for (int i = 0; i < nth; i++) {
-            uint64_t lo = (uint64_t)(rows * i / nth) & ~(uint64_t)15;
-            uint64_t hi = (uint64_t)(rows * (i + 1) / nth) & ~(uint64_t)15;
-            atomic_init(&j.part[i].range, lo | (i + 1 == nth ? (uint64_t)rows : hi) << 32);
-        }
-    }
-    kn_pool_run(p, mm_task, &j);
-    if (!ws)
-        free(xq);
-    return VT_OK;
+    const kn_mm m = {.type = wtype, .w = w, .rows = rows, .ntok = ntok, .y = y, .ldy = ldy};
+    return kn_matmul_multi(p, ws, x, ntok, cols, 1, &m);
 }

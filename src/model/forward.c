@@ -34,7 +34,8 @@ struct md_ctx {
     kn_pool *pool;
     kn_ws ws; /* quantized activations of the multiplications */
     int64_t cap; /* tokens the buffers hold */
-    float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u, *router, *xs, *ys, *acc;
+    float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u, *router, *ys, *acc;
+    kn_mm *mm;                  /* [2 n_experts] the experts' matrices of a step */
     float *rope_cos, *rope_sin; /* [cap][rope_dim/2] */
     int32_t *exp_ids;           /* [cap][n_experts_used] */
     float *exp_w;               /* [cap][n_experts_used] */
@@ -127,13 +128,15 @@ static void softmax(float *x, int64_t n)
 static void free_buffers(md_ctx *c)
 {
     float **fs[] = {&c->x,   &c->xn,     &c->q,      &c->k,  &c->v,  &c->att,
-                    &c->tmp, &c->g,      &c->u,      &c->router, &c->xs, &c->ys,
+                    &c->tmp, &c->g,      &c->u,      &c->router, &c->ys,
                     &c->acc, &c->rope_cos, &c->rope_sin, &c->exp_w, &c->list_w, &c->route_margin};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) {
         free(*fs[i]);
         *fs[i] = NULL;
     }
     free(c->exp_ids);
+    free(c->mm);
+    c->mm = NULL;
     free(c->list);
     free(c->counts);
     c->exp_ids = c->list = NULL;
@@ -148,10 +151,11 @@ static vt_err reserve(md_ctx *c, int64_t n)
     const md_hparams *hp = &c->m->hp;
     free_buffers(c);
     size_t N = (size_t)n;
-    int64_t ffmax = VT_MAX(hp->ff, VT_MAX(hp->ff_exp, hp->ff_shexp));
+    int64_t ku = hp->n_experts_used ? hp->n_experts_used : 1;
+    /* g and u hold a token's ff values, or its ku experts' (one per pair) */
+    int64_t ffmax = VT_MAX(hp->ff, VT_MAX(ku * hp->ff_exp, hp->ff_shexp));
     int64_t qd = hp->n_heads * hp->head_dim, kd = hp->n_kv_heads * hp->head_dim;
     int64_t vd = hp->n_kv_heads * hp->head_dim_v, ad = hp->n_heads * hp->head_dim_v;
-    int64_t ku = hp->n_experts_used ? hp->n_experts_used : 1;
     c->x = malloc(N * (size_t)hp->dim * sizeof(float));
     c->xn = malloc(N * (size_t)hp->dim * sizeof(float));
     c->tmp = malloc(N * (size_t)hp->dim * sizeof(float));
@@ -165,8 +169,8 @@ static vt_err reserve(md_ctx *c, int64_t n)
     c->rope_cos = malloc(N * (size_t)(hp->rope_dim / 2) * sizeof(float));
     c->rope_sin = malloc(N * (size_t)(hp->rope_dim / 2) * sizeof(float));
     c->router = malloc(N * (size_t)(hp->n_experts ? hp->n_experts : 1) * sizeof(float));
-    c->xs = malloc(N * (size_t)hp->dim * sizeof(float));
-    c->ys = malloc(N * (size_t)hp->dim * sizeof(float));
+    c->ys = malloc(N * (size_t)(ku * hp->dim) * sizeof(float));
+    c->mm = malloc((size_t)(2 * hp->n_experts + 1) * sizeof(kn_mm));
     c->exp_ids = malloc(N * (size_t)ku * sizeof(int32_t));
     c->exp_w = malloc(N * (size_t)ku * sizeof(float));
     c->list = malloc(N * (size_t)ku * sizeof(int32_t));
@@ -174,7 +178,7 @@ static vt_err reserve(md_ctx *c, int64_t n)
     c->counts = malloc((size_t)(hp->n_experts + 2) * sizeof(int64_t));
     c->route_margin = malloc(N * sizeof(float));
     if (!c->x || !c->xn || !c->tmp || !c->acc || !c->q || !c->k || !c->v || !c->att || !c->g ||
-        !c->u || !c->rope_cos || !c->rope_sin || !c->router || !c->xs || !c->ys || !c->exp_ids ||
+        !c->u || !c->rope_cos || !c->rope_sin || !c->router || !c->mm || !c->ys || !c->exp_ids ||
         !c->exp_w || !c->list || !c->list_w || !c->counts || !c->route_margin) {
         free_buffers(c);
         return vt_fail(VT_ERR_NOMEM, "out of memory for a batch of %lld tokens", (long long)n);
@@ -308,6 +312,12 @@ static vt_err matmul(md_ctx *c, const md_weight *w, const void *data, const floa
     return kn_matmul_ws(c->pool, &c->ws, w->type, data, w->rows, w->cols, x, n, y, w->rows);
 }
 
+/* One matrix of a kn_matmul_multi call over all n rows of its input. */
+static kn_mm mm_all(const md_weight *w, const void *data, int64_t n, float *y)
+{
+    return (kn_mm){.type = w->type, .w = data, .rows = w->rows, .ntok = n, .y = y, .ldy = w->rows};
+}
+
 static void add_bias(float *y, const md_weight *b, int64_t n, int64_t d)
 {
     if (!b->data)
@@ -326,9 +336,9 @@ static vt_err attention(md_ctx *c, md_kv *kv, const md_batch *b, int64_t il)
     int64_t qd = hp->n_heads * hd, kd = kv->k_dim, vd = kv->v_dim;
     vt_err e;
     rmsnorm_rows(c->pool, c->xn, c->x, L->attn_norm.data, n, dim, hp->norm_eps);
-    if ((e = matmul(c, &L->wq, L->wq.data, c->xn, n, c->q)) ||
-        (e = matmul(c, &L->wk, L->wk.data, c->xn, n, c->k)) ||
-        (e = matmul(c, &L->wv, L->wv.data, c->xn, n, c->v)))
+    const kn_mm qkv[3] = {mm_all(&L->wq, L->wq.data, n, c->q), mm_all(&L->wk, L->wk.data, n, c->k),
+                          mm_all(&L->wv, L->wv.data, n, c->v)};
+    if ((e = kn_matmul_multi(c->pool, &c->ws, c->xn, n, dim, 3, qkv)))
         return e;
     add_bias(c->q, &L->bq, n, qd);
     add_bias(c->k, &L->bk, n, kd);
@@ -362,20 +372,25 @@ static vt_err attention(md_ctx *c, md_kv *kv, const md_batch *b, int64_t il)
     return VT_OK;
 }
 
-/* out[n][dim] = W2(silu(W1 x) * W3 x) for one (expert's) set of matrices. */
+static void swiglu(md_ctx *c, int64_t n)
+{
+    swiglu_job sj = {c->g, c->u, n};
+    if (n >= PAR_MIN_ELEMS)
+        kn_pool_run(c->pool, swiglu_task, &sj);
+    else
+        swiglu_task(&sj, 0, 1);
+}
+
+/* out[n][dim] = W2(silu(W1 x) * W3 x), W1 and W3 in one call. */
 static vt_err ffn(md_ctx *c, const md_weight *w1, const void *d1, const md_weight *w3,
                   const void *d3, const md_weight *w2, const void *d2, const float *x, int64_t n,
                   float *out)
 {
-    vt_err e;
-    int64_t ff = w1->rows;
-    if ((e = matmul(c, w1, d1, x, n, c->g)) || (e = matmul(c, w3, d3, x, n, c->u)))
+    const kn_mm gu[2] = {mm_all(w1, d1, n, c->g), mm_all(w3, d3, n, c->u)};
+    vt_err e = kn_matmul_multi(c->pool, &c->ws, x, n, w1->cols, 2, gu);
+    if (e)
         return e;
-    swiglu_job sj = {c->g, c->u, n * ff};
-    if (n * ff >= PAR_MIN_ELEMS)
-        kn_pool_run(c->pool, swiglu_task, &sj);
-    else
-        swiglu_task(&sj, 0, 1);
+    swiglu(c, n * w1->rows);
     return matmul(c, w2, d2, c->g, n, out);
 }
 
@@ -430,25 +445,43 @@ static vt_err moe(md_ctx *c, const md_layer *L, int64_t n)
             c->list[at] = (int32_t)t;
             c->list_w[at] = c->exp_w[t * k + s];
         }
-    memset(c->acc, 0, (size_t)(n * dim) * sizeof(float));
+    /* every routed (token, expert) pair at once: gate and up of all the
+     * experts chosen in one call, then down; pair i of expert x is row
+     * counts[x] + i of g, u and ys */
+    const int64_t ff = L->gate_exps.rows, pairs = n * k;
+    kn_mm *mm = c->mm;
+    int nm = 0;
     for (int64_t x = 0; x < ne; x++) {
-        int64_t lo = c->counts[x], hi = c->counts[x + 1], cnt = hi - lo;
+        int64_t lo = c->counts[x], cnt = c->counts[x + 1] - lo;
         if (cnt == 0)
             continue;
-        for (int64_t i = 0; i < cnt; i++)
-            memcpy(c->xs + i * dim, c->xn + (int64_t)c->list[lo + i] * dim,
-                   (size_t)dim * sizeof(float));
         const char *g = (const char *)L->gate_exps.data + (size_t)x * L->gate_exps.stride;
         const char *u = (const char *)L->up_exps.data + (size_t)x * L->up_exps.stride;
+        mm[nm++] = (kn_mm){.type = L->gate_exps.type, .w = g, .rows = ff, .tok = c->list + lo,
+                           .ntok = cnt, .y = c->g + lo * ff, .ldy = ff};
+        mm[nm++] = (kn_mm){.type = L->up_exps.type, .w = u, .rows = ff, .tok = c->list + lo,
+                           .ntok = cnt, .y = c->u + lo * ff, .ldy = ff};
+    }
+    if ((e = kn_matmul_multi(c->pool, &c->ws, c->xn, n, dim, nm, mm)))
+        return e;
+    swiglu(c, pairs * ff);
+    nm = 0;
+    for (int64_t x = 0; x < ne; x++) {
+        int64_t lo = c->counts[x], cnt = c->counts[x + 1] - lo;
+        if (cnt == 0)
+            continue;
         const char *d = (const char *)L->down_exps.data + (size_t)x * L->down_exps.stride;
-        if ((e = ffn(c, &L->gate_exps, g, &L->up_exps, u, &L->down_exps, d, c->xs, cnt, c->ys)))
-            return e;
-        for (int64_t i = 0; i < cnt; i++) {
-            float w = c->list_w[lo + i], *acc = c->acc + (int64_t)c->list[lo + i] * dim;
-            const float *y = c->ys + i * dim;
-            for (int64_t j = 0; j < dim; j++)
-                acc[j] += w * y[j];
-        }
+        mm[nm++] = (kn_mm){.type = L->down_exps.type, .w = d, .rows = dim, .first = lo,
+                           .ntok = cnt, .y = c->ys + lo * dim, .ldy = dim};
+    }
+    if ((e = kn_matmul_multi(c->pool, &c->ws, c->g, pairs, ff, nm, mm)))
+        return e;
+    memset(c->acc, 0, (size_t)(n * dim) * sizeof(float));
+    for (int64_t i = 0; i < pairs; i++) { /* each token's experts in the order of their ids */
+        float w = c->list_w[i], *acc = c->acc + (int64_t)c->list[i] * dim;
+        const float *y = c->ys + i * dim;
+        for (int64_t j = 0; j < dim; j++)
+            acc[j] += w * y[j];
     }
     if (L->gate_shexp.data) {
         if ((e = ffn(c, &L->gate_shexp, L->gate_shexp.data, &L->up_shexp, L->up_shexp.data,
