@@ -126,6 +126,13 @@ bench: all
 bench-serve: all
 	@VT_SHARED=$(SHARED) sh bench/serve.sh $(BUILD)/vitamin
 
+# Kernel micro-benchmarks (bench/bench_kernels.c; prints tables, see --help
+# there): make bench-kernels ARGS="--gemv-only --tok 8 q8_0".
+$(BUILD)/bench/bench_kernels: $(BUILD)/bench/bench_kernels.o $(BUILD)/libvitamin.a
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+bench-kernels: $(BUILD)/bench/bench_kernels
+	$(BUILD)/bench/bench_kernels $(ARGS)
+
 # KV efficiency (issue 7): vitamin's paged pool vs a per-slot cache (llama.cpp's
 # -np N -c C) on a mixed-length workload, then the engine's own counters.
 # test_kv_efficiency runs a small version of the same simulation.
@@ -182,7 +189,7 @@ fuzz-smoke: $(BUILD)/tests/test_gguf $(BUILD)/tests/test_model_load fuzz
 clean:
 	rm -rf build build-*
 
-.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kv bench-drawer bench-recall bench-memory test-memory-crash bench-grammar test-grammar fuzz fuzz-smoke clean
+.PHONY: all tests test check check-some test-tsan bench bench-serve bench-kernels bench-kv bench-drawer bench-recall bench-memory test-memory-crash bench-grammar test-grammar fuzz fuzz-smoke clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

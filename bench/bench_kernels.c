@@ -16,11 +16,12 @@
  *
  *   cc -O2 ... bench/bench_kernels.c libvitamin.a -lm -lpthread
  *   bench_kernels [--isa scalar|avx2|avx512] [--nt N] [--no-mem] [--gemv-only]
- *                 [--cols N] [--mb N] [--reps N] [type ...]
+ *                 [--cols N] [--mb N] [--reps N] [--tok N] [type ...]
  *     (default: all levels, tiles of 8 rows, all types; --no-mem skips the
  *     slow memory-bound columns, the quantizers and the GEMV table, for quick
  *     A/B runs of the compute-bound kernels; --gemv-only prints only the GEMV
- *     table; --mb sets the GEMV weights' size, default 256)
+ *     table; --mb sets the GEMV weights' size, default 256; --tok N multiplies
+ *     N tokens at a time there, as batched decode does: GB/s of weights)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,9 +103,13 @@ static int cmp_double(const void *a, const void *b)
  * of `cols`, in matrices of `mrows` rows each, taken in a shuffled order
  * (as a mixture of experts picks them: no stream runs on from one matrix
  * into the next). */
+static int64_t gemv_tok = 1; /* --tok: tokens per multiplication (batched decode) */
+
 static double gemv_gbs(kn_pool *p, vt_type t, const char *w, int64_t total, int64_t cols,
                        int64_t mrows, const float *x, float *y, int reps)
 {
+    (void)y;
+    float *yb = malloc((size_t)(mrows * gemv_tok) * sizeof(float));
     const size_t rb = vt_row_size(t, cols);
     const int64_t nm = total / mrows;
     int64_t *order = malloc((size_t)nm * sizeof *order);
@@ -125,16 +130,17 @@ static double gemv_gbs(kn_pool *p, vt_type t, const char *w, int64_t total, int6
     for (int r = -1; r < reps; r++) { /* one warm-up pass */
         double t0 = vt_now();
         for (int64_t m = 0; m < nm; m++)
-            if (kn_matmul(p, t, w + (size_t)(order[m] * mrows) * rb, mrows, cols, x, 1, y, mrows) !=
-                VT_OK) {
+            if (kn_matmul(p, t, w + (size_t)(order[m] * mrows) * rb, mrows, cols, x, gemv_tok, yb,
+                          mrows) != VT_OK) {
                 fprintf(stderr, "kn_matmul: %s\n", vt_last_error());
                 exit(1);
             }
         if (r >= 0)
             tm[r] = vt_now() - t0;
-        sink = y[0];
+        sink = yb[0];
     }
     free(order);
+    free(yb);
     qsort(tm, (size_t)reps, sizeof tm[0], cmp_double);
     return (double)rb * (double)(nm * mrows) / tm[reps / 2] * 1e-9;
 }
@@ -204,18 +210,18 @@ static void gemv_table(const vt_type *ts, size_t nts, const char **want, int n_w
 {
     const int64_t mcols = 1024, mrows = 768; /* a Qwen3-MoE expert matrix */
     kn_pool *p1 = kn_pool_create(1), *p2 = kn_pool_create(2);
-    float *x = malloc((size_t)(cols > mcols ? cols : mcols) * sizeof(float));
+    float *x = malloc((size_t)((cols > mcols ? cols : mcols) * gemv_tok) * sizeof(float));
     float *y = malloc(((size_t)bytes / 16 + 1024) * sizeof(float));
     vt_rng rng = {7};
     if (!p1 || !p2 || !x || !y) {
         fprintf(stderr, "out of memory\n");
         exit(1);
     }
-    for (int64_t i = 0; i < (cols > mcols ? cols : mcols); i++)
+    for (int64_t i = 0; i < (cols > mcols ? cols : mcols) * gemv_tok; i++)
         x[i] = vt_rng_normal(&rng);
     static const char *isa_names[] = {"scalar", "avx2", "avx512", "amx"};
-    printf("\nGEMV from memory (kn_matmul, 1 token, %s), GB/s of weights, median of %d\n",
-           isa_names[kn_active_isa()], reps);
+    printf("\nGEMV from memory (kn_matmul, %lld token(s), %s), GB/s of weights, median of %d\n",
+           (long long)gemv_tok, isa_names[kn_active_isa()], reps);
     printf("%-6s %12s %12s %14s %14s\n", "type", "1T", "2T", "1T 768x1024", "2T 768x1024");
     {
         int64_t rows;
@@ -281,6 +287,12 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[k], "--no-mem")) {
             mem = false;
+        } else if (!strcmp(argv[k], "--tok") && k + 1 < argc) {
+            gemv_tok = atoll(argv[++k]);
+            if (gemv_tok < 1 || gemv_tok > 256) {
+                fprintf(stderr, "--tok: 1..256\n");
+                return 2;
+            }
         } else if (!strcmp(argv[k], "--gemv-only")) {
             gemv_only = true;
         } else if (!strcmp(argv[k], "--cols") && k + 1 < argc) {

@@ -96,31 +96,54 @@ static inline float hsum8_tree(__m256 v)
  * unsigned operand) reduced to one lane per block (pair_sum), then one
  * fused multiply-add into the eight chains. dy: the activation scales as
  * floats, yu: the activations + 128, both padded with zeros to a multiple
- * of eight blocks. */
-static float q8_0_row(int64_t nb, const block_q8_0 *x, const float *dy, const int8_t *yu)
+ * of eight blocks. nt (1..ROWS_NT) tokens at once, out[t * os]: the row's
+ * weights are loaded and their 128 x sums made once for all of them, and
+ * each token's result has the bits of a pass of its own. */
+#define ROWS_NT 4
+
+static ALWAYS_INLINE void q8_0_row_n(const int nt, int64_t nb, const block_q8_0 *x,
+                                     const float *const *dy, const int8_t *const *yu, float *out,
+                                     size_t os)
 {
     const __m512i z = _mm512_setzero_si512(), c80 = _mm512_set1_epi8((char)0x80);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[ROWS_NT];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
-        __m512i v[4];
+        __m512i xq[4], cx[4];
         _Alignas(32) float dx[8] = {0}; /* the scales one by one: no gather (as q4_K_row) */
         for (int i = 0; i < nv; i++)
             dx[i] = _cvtsh_ss(x[b + i].d);
         for (int p = 0; p < 4; p++) {
             const int i = 2 * p;
             x86_prefetch_step(x + b + i, 2 * sizeof(block_q8_0));
-            __m512i xq = i + 1 < nv ? ld2x256(x[b + i].qs, x[b + i + 1].qs)
-                         : i < nv   ? _mm512_castsi256_si512(ld256(x[b + i].qs))
-                                    : z;
-            __m512i s = _mm512_dpbusd_epi32(z, _mm512_loadu_si512(yu + 32 * (b + i)), xq);
-            v[p] = _mm512_sub_epi32(s, _mm512_dpbusd_epi32(z, c80, xq));
+            xq[p] = i + 1 < nv ? ld2x256(x[b + i].qs, x[b + i + 1].qs)
+                    : i < nv   ? _mm512_castsi256_si512(ld256(x[b + i].qs))
+                               : z;
+            cx[p] = _mm512_dpbusd_epi32(z, c80, xq[p]);
         }
-        __m512i q = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])), z);
-        __m256 d = _mm256_mul_ps(_mm256_load_ps(dx), _mm256_loadu_ps(dy + b));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(q)), acc);
+        const __m256 dxv = _mm256_load_ps(dx);
+        for (int t = 0; t < nt; t++) {
+            __m512i v[4];
+            for (int p = 0; p < 4; p++)
+                v[p] = _mm512_sub_epi32(
+                    _mm512_dpbusd_epi32(z, _mm512_loadu_si512(yu[t] + 32 * (b + 2 * p)), xq[p]),
+                    cx[p]);
+            __m512i q = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])), z);
+            __m256 d = _mm256_mul_ps(dxv, _mm256_loadu_ps(dy[t] + b));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm512_castsi512_si256(q)), acc[t]);
+        }
     }
-    return hsum8_tree(acc);
+    for (int t = 0; t < nt; t++)
+        out[(size_t)t * os] = hsum8_tree(acc[t]);
+}
+
+static float q8_0_row(int64_t nb, const block_q8_0 *x, const float *dy, const int8_t *yu)
+{
+    float r;
+    q8_0_row_n(1, nb, x, &dy, &yu, &r, 0);
+    return r;
 }
 
 /* The activation side of q8_0_row for nb blocks, in caller buffers of
@@ -175,6 +198,49 @@ static float c_dot_q8_0(int64_t n, const void *w, const void *a)
     return r;
 }
 
+/* The few-token GEMM (kn_matmul packs from PACK_MIN_TOK tokens up): up to
+ * ROWS_NT tokens per pass over the rows, each row's weights read once for
+ * them (the experts of a mixture see one to three tokens each). */
+#define ROW_N_SWITCH(k, call)                                                                      \
+    switch (k) {                                                                                   \
+    case 1: call(1); break;                                                                        \
+    case 2: call(2); break;                                                                        \
+    case 3: call(3); break;                                                                        \
+    default: call(4); break;                                                                       \
+    }
+
+static void c_gemm_q8_0(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,
+                        int nt, float *out, size_t os)
+{
+    const int64_t nb = n / 32;
+    if (nb > Q8_ACT_MAX) {
+        for (int t = 0; t < nt; t++)
+            c_rows_q8_0(n, w, ws, nr, (const char *)a + (size_t)t * as, out + (size_t)t * os);
+        return;
+    }
+    _Alignas(64) float dyb[ROWS_NT][Q8_ACT_MAX + 8];
+    _Alignas(64) int8_t yub[ROWS_NT][(Q8_ACT_MAX + 8) * 32];
+    const float *dy[ROWS_NT];
+    const int8_t *yu[ROWS_NT];
+    for (int t0 = 0; t0 < nt; t0 += ROWS_NT) {
+        const int k = nt - t0 < ROWS_NT ? nt - t0 : ROWS_NT;
+        for (int t = 0; t < k; t++) {
+            q8_0_act(nb, (const block_q8_0 *)((const char *)a + (size_t)(t0 + t) * as), dyb[t],
+                     yub[t]);
+            dy[t] = dyb[t];
+            yu[t] = yub[t];
+        }
+        x86_prefetch_head(w, ws, nr);
+        for (int r = 0; r < nr; r++) {
+            const block_q8_0 *x = (const block_q8_0 *)((const char *)w + (size_t)r * ws);
+            float *o = out + (size_t)t0 * os + r;
+#define Q8_CALL(K) q8_0_row_n(K, nb, x, dy, yu, o, os)
+            ROW_N_SWITCH(k, Q8_CALL)
+#undef Q8_CALL
+        }
+    }
+}
+
 /* ---- Q4_K ----------------------------------------------------------------- */
 
 /* The eight 6-bit scales (bytes 0-7 of *sc) and mins (of *m) of a
@@ -209,56 +275,82 @@ static const short k4_pick[4][32] = {
  * two fused multiply-adds into the eight chains. The scale products d_x d_y
  * of a super-block as one pair, kept in a small array (a gather of the
  * fp16 fields cost a third of the speed on Zen 4). */
-static float q4_K_row(int64_t nb, const void *xv, const block_q8_K *y)
+static ALWAYS_INLINE void q4_K_row_n(const int nt, int64_t nb, const void *xv,
+                                     const block_q8_K *const *y, float *out, size_t os)
 {
     const uint8_t *x = xv;
     const __m512i m4 = _mm512_set1_epi8(0x0F), z = _mm512_setzero_si512();
     const __m512i shr4 = _mm512_inserti64x4(z, _mm256_set1_epi16(4), 1);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[ROWS_NT];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
-        __m512i v[8], mv[4];
-        _Alignas(32) float dd[8], dm[8];
+        __m512i v[ROWS_NT][8], mv[ROWS_NT][4];
+        _Alignas(32) float dd[ROWS_NT][8], dm[ROWS_NT][8];
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
-            __m256i mins = _mm256_setzero_si256();
-            v[i] = z;
-            dd[i] = dm[i] = 0.0f;
+            __m256i mins[ROWS_NT];
+            for (int t = 0; t < nt; t++) {
+                mins[t] = _mm256_setzero_si256();
+                v[t][i] = z;
+                dd[t][i] = dm[t][i] = 0.0f;
+            }
             if (i < nv) {
                 const uint8_t *xb = x + (size_t)(b + i) * sizeof(block_q4_K);
-                const block_q8_K *yb = y + b + i;
                 x86_prefetch_step(xb, sizeof(block_q4_K));
                 /* d, dmin, scales[12], qs[128] */
-                __m128 ddm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)ld_u32(xb))),
-                                        _mm_set1_ps(yb->d));
-                dd[i] = _mm_cvtss_f32(ddm);
-                dm[i] = _mm_cvtss_f32(_mm_movehdup_ps(ddm));
+                const __m128 dxm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)ld_u32(xb)));
                 __m128i sc8, mn8;
                 k4_scales(xb + 4, &sc8, &mn8);
-                mins = k4_mins_dot(mn8, yb->bsums);
                 const __m512i sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8));
+                __m512i q[4], s16[4];
 #pragma GCC unroll 4
                 for (int c = 0; c < 4; c++) {
-                    __m512i q = _mm512_and_si512(
+                    q[c] = _mm512_and_si512(
                         _mm512_srlv_epi16(_mm512_broadcast_i64x4(ld256(xb + 16 + 32 * c)), shr4),
                         m4);
-                    __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(yb->qs + 64 * c));
-                    __m512i s16 = _mm512_permutexvar_epi16(_mm512_loadu_si512(k4_pick[c]), sc);
-                    v[i] = c ? _mm512_dpwssd_epi32(v[i], p, s16) : _mm512_madd_epi16(p, s16);
+                    s16[c] = _mm512_permutexvar_epi16(_mm512_loadu_si512(k4_pick[c]), sc);
+                }
+                for (int t = 0; t < nt; t++) {
+                    const block_q8_K *yb = y[t] + b + i;
+                    __m128 ddm = _mm_mul_ps(dxm, _mm_set1_ps(yb->d));
+                    dd[t][i] = _mm_cvtss_f32(ddm);
+                    dm[t][i] = _mm_cvtss_f32(_mm_movehdup_ps(ddm));
+                    mins[t] = k4_mins_dot(mn8, yb->bsums);
+#pragma GCC unroll 4
+                    for (int c = 0; c < 4; c++) {
+                        __m512i p = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(yb->qs + 64 * c));
+                        v[t][i] = c ? _mm512_dpwssd_epi32(v[t][i], p, s16[c])
+                                    : _mm512_madd_epi16(p, s16[c]);
+                    }
                 }
             }
-            mv[i / 2] = i & 1 ? _mm512_inserti64x4(mv[i / 2], mins, 1) : _mm512_castsi256_si512(mins);
+            for (int t = 0; t < nt; t++)
+                mv[t][i / 2] = i & 1 ? _mm512_inserti64x4(mv[t][i / 2], mins[t], 1)
+                                     : _mm512_castsi256_si512(mins[t]);
         }
-        __m512i is = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
-                              pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));
-        __m512i ms = pair_sum(pair_sum(mv[0], mv[1]), pair_sum(mv[2], mv[3]));
-        is = pair_sum(is, z);
-        ms = pair_sum(ms, z);
-        acc = _mm256_fmadd_ps(_mm256_load_ps(dd), _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
-        acc = _mm256_fnmadd_ps(_mm256_load_ps(dm), _mm256_cvtepi32_ps(_mm512_castsi512_si256(ms)),
-                               acc);
+        for (int t = 0; t < nt; t++) {
+            __m512i is = pair_sum(pair_sum(pair_sum(v[t][0], v[t][1]), pair_sum(v[t][2], v[t][3])),
+                                  pair_sum(pair_sum(v[t][4], v[t][5]), pair_sum(v[t][6], v[t][7])));
+            __m512i ms = pair_sum(pair_sum(mv[t][0], mv[t][1]), pair_sum(mv[t][2], mv[t][3]));
+            is = pair_sum(is, z);
+            ms = pair_sum(ms, z);
+            acc[t] = _mm256_fmadd_ps(_mm256_load_ps(dd[t]),
+                                     _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_load_ps(dm[t]),
+                                      _mm256_cvtepi32_ps(_mm512_castsi512_si256(ms)), acc[t]);
+        }
     }
-    return hsum8_tree(acc);
+    for (int t = 0; t < nt; t++)
+        out[(size_t)t * os] = hsum8_tree(acc[t]);
+}
+
+static float q4_K_row(int64_t nb, const void *xv, const block_q8_K *y)
+{
+    float r;
+    q4_K_row_n(1, nb, xv, &y, &r, 0);
+    return r;
 }
 
 /* The decode GEMV of a K-quant: row(...) for each row (the rows read the
@@ -285,17 +377,26 @@ static float c_dot_q4_K(int64_t n, const void *w, const void *a)
     return r;
 }
 
-/* The gemm of the level for any nr x nt (few tokens: kn_matmul packs for
- * the tiles from AMX_MIN_TOK up, matmul.c): one decode GEMV per token. */
-#define CANON_GEMM(T)                                                                              \
+/* The K-quants' few-token GEMM, as c_gemm_q8_0's. */
+#define K_GEMM(T)                                                                                  \
     static void c_gemm_##T(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as,  \
                            int nt, float *out, size_t os)                                          \
     {                                                                                              \
-        for (int t = 0; t < nt; t++)                                                               \
-            c_rows_##T(n, w, ws, nr, (const char *)a + (size_t)t * as, out + (size_t)t * os);      \
+        const block_q8_K *y[ROWS_NT];                                                              \
+        for (int t0 = 0; t0 < nt; t0 += ROWS_NT) {                                                 \
+            const int k = nt - t0 < ROWS_NT ? nt - t0 : ROWS_NT;                                   \
+            for (int t = 0; t < k; t++)                                                            \
+                y[t] = (const block_q8_K *)((const char *)a + (size_t)(t0 + t) * as);              \
+            x86_prefetch_head(w, ws, nr);                                                          \
+            for (int r = 0; r < nr; r++) {                                                         \
+                const char *x = (const char *)w + (size_t)r * ws;                                  \
+                float *o = out + (size_t)t0 * os + r;                                              \
+                ROW_N_SWITCH(k, T##_CALL)                                                          \
+            }                                                                                      \
+        }                                                                                          \
     }
-CANON_GEMM(q8_0)
-CANON_GEMM(q4_K)
+#define q4_K_CALL(K) q4_K_row_n(K, n / 256, x, y, o, os)
+K_GEMM(q4_K)
 
 /* ---- packing the activations ---------------------------------------------- */
 
@@ -306,11 +407,14 @@ static size_t pack_size_q8_0(int64_t n)
 
 /* Q8_0's packing; with sums (the VNNI kernel's, Q8V_PACK bytes a block)
  * also 128 times each token's sum of quants (vpdpbusd takes the weights
- * + 128, unsigned, and this takes the 128 back). */
+ * + 128, unsigned, and this takes the 128 back). Paired (the VNNI kernel's
+ * groups of at most eight tokens, see VK_PAIR): four-byte groups 2j and
+ * 2j + 1 of token t side by side, lanes 2t and 2t + 1 of vector j. */
 #define Q8V_PACK (512 + 64 + 64)
 
 static void pack_q8(int64_t n, const void *a, size_t as, int nt, void *dst, bool sums)
 {
+    const bool paired = sums && nt <= 8;
     char *p = dst;
     for (int64_t b = 0; b < n / 32; b++, p += sums ? Q8V_PACK : 576) {
         int32_t *bt = (int32_t *)p;
@@ -324,7 +428,10 @@ static void pack_q8(int64_t n, const void *a, size_t as, int nt, void *dst, bool
                 int32_t v = 0;
                 if (y)
                     memcpy(&v, y->qs + 4 * k, 4);
-                bt[k * 16 + t] = v;
+                if (!paired)
+                    bt[k * 16 + t] = v;
+                else if (t < 8)
+                    bt[(k / 2) * 16 + 2 * t + k % 2] = v;
             }
             for (int i = 0; sums && y && i < 32; i++)
                 sum += y->qs[i];
@@ -350,8 +457,10 @@ static size_t pack_size_q4_K(int64_t n)
 
 /* The K-quants' packing (Q4_K: q6 false; Q6_K: true, see K6_PACK): the four
  * B tiles, the scales, then the sums: Q4_K four vectors of sub-block sums
- * in pairs, Q6_K the sixteen bsums in pairs. */
-static void pack_k(int64_t n, const void *a, size_t as, int nt, void *dst, bool q6)
+ * in pairs, Q6_K the sixteen bsums in pairs. Paired (the VNNI kernel's
+ * groups of at most eight tokens): the quants as pack_q8's paired ones, and
+ * token t's sums in lane 2t (2t + 1 zero). */
+static void pack_k(int64_t n, const void *a, size_t as, int nt, void *dst, bool q6, bool paired)
 {
     const size_t stride = q6 ? K6_PACK : K4_PACK;
     char *p = dst;
@@ -366,7 +475,10 @@ static void pack_k(int64_t n, const void *a, size_t as, int nt, void *dst, bool 
                 int32_t v = 0;
                 if (y)
                     memcpy(&v, y->qs + 4 * k, 4);
-                bt[(k / 16) * 256 + (k % 16) * 16 + t] = v;
+                if (!paired)
+                    bt[(k / 16) * 256 + (k % 16) * 16 + t] = v;
+                else if (t < 8)
+                    bt[(k / 2) * 16 + 2 * t + k % 2] = v;
             }
             dy[t] = y ? y->d : 0.0f;
             for (int k = 0; k < (q6 ? 8 : 4); k++) {
@@ -378,7 +490,13 @@ static void pack_k(int64_t n, const void *a, size_t as, int nt, void *dst, bool 
                     lo = y->bsums[4 * k] + y->bsums[4 * k + 1];
                     hi = y->bsums[4 * k + 2] + y->bsums[4 * k + 3];
                 }
-                sp[k * 16 + t] = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)hi << 16);
+                const int32_t v = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)hi << 16);
+                if (!paired)
+                    sp[k * 16 + t] = v;
+                else if (t < 8) { /* the pair's odd lane 0 */
+                    sp[k * 16 + 2 * t] = v;
+                    sp[k * 16 + 2 * t + 1] = 0;
+                }
             }
         }
     }
@@ -386,7 +504,12 @@ static void pack_k(int64_t n, const void *a, size_t as, int nt, void *dst, bool 
 
 static void pack_q4_K(int64_t n, const void *a, size_t as, int nt, void *dst)
 {
-    pack_k(n, a, as, nt, dst, false);
+    pack_k(n, a, as, nt, dst, false, false);
+}
+
+static void pack_q4_Kv(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    pack_k(n, a, as, nt, dst, false, nt <= 8);
 }
 
 /* ---- the tiles -------------------------------------------------------------- */
@@ -563,14 +686,20 @@ typedef struct {
  * its start). */
 #define PF_AHEAD 2
 
-static inline void prefetch_sb(const char *w, size_t ws, int r, int gr, int64_t b, int64_t nsb,
-                               size_t bs)
+static inline void prefetch_ahead(const char *w, size_t ws, int r, int gr, int64_t b,
+                                  int64_t nsb, size_t bs, int64_t ahead)
 {
-    int64_t t = b + PF_AHEAD;
+    int64_t t = b + ahead;
     const char *p = t < nsb ? w + (size_t)r * ws + (size_t)t * bs
                             : w + (size_t)(r + gr) * ws + (size_t)(t - nsb) * bs;
     for (size_t o = 0; o < bs; o += 64) /* integer arithmetic: may lie past the weights */
         _mm_prefetch((const char *)((uintptr_t)p + o), _MM_HINT_T0);
+}
+
+static inline void prefetch_sb(const char *w, size_t ws, int r, int gr, int64_t b, int64_t nsb,
+                               size_t bs)
+{
+    prefetch_ahead(w, ws, r, gr, b, nsb, bs, PF_AHEAD);
 }
 
 static void k4_decode16(const char *w, size_t ws, int64_t b, int64_t nsb, k4_decoded *o)
@@ -694,32 +823,68 @@ static void amx_q4_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
 /* Decode, each row on its own, as q4_K_row: the exact isum of a super-block
  * in sixteen lanes (the -32 offset through the activations' bsums), eight
  * super-blocks reduced to a lane each, one fused multiply-add per chain. */
-static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y)
+static ALWAYS_INLINE void q6_K_row_n(const int nt, int64_t nb, const void *xv,
+                                     const block_q8_K *const *y, float *out, size_t os)
 {
     const block_q6_K *x = xv;
     const __m512i z = _mm512_setzero_si512();
     __m512i perm[4];
     k6_perms(perm);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[ROWS_NT];
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
-        __m512i v[8];
-        _Alignas(32) float dd[8];
+        __m512i v[ROWS_NT][8];
+        _Alignas(32) float dd[ROWS_NT][8];
         for (int i = 0; i < 8; i++) {
-            v[i] = z;
-            dd[i] = 0.0f;
+            for (int t = 0; t < nt; t++) {
+                v[t][i] = z;
+                dd[t][i] = 0.0f;
+            }
             if (i < nv) {
-                x86_prefetch_step(x + b + i, sizeof(block_q6_K));
-                v[i] = k6_sumi(x + b + i, y + b + i, perm);
-                dd[i] = _cvtsh_ss(x[b + i].d) * y[b + i].d; /* as q4_K_row: no gather */
+                const block_q6_K *xb = x + b + i;
+                x86_prefetch_step(xb, sizeof(block_q6_K));
+                /* k6_sumi with the weights' side done once */
+                const __m256i sc16 = _mm256_cvtepi8_epi16(ld128(xb->scales));
+                const __m512i sc = _mm512_castsi256_si512(sc16);
+                __m512i q[4], s16[4];
+                k6_half(xb, 0, &q[0], &q[1]);
+                k6_half(xb, 1, &q[2], &q[3]);
+                for (int j = 0; j < 4; j++)
+                    s16[j] = _mm512_permutexvar_epi16(perm[j], sc);
+                const float dx = _cvtsh_ss(xb->d);
+                for (int t = 0; t < nt; t++) {
+                    const block_q8_K *yb = y[t] + b + i;
+                    __m256i off = _mm256_madd_epi16(sc16, ld256(yb->bsums));
+                    __m512i sumi = _mm512_sub_epi32(
+                        z, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+                    for (int j = 0; j < 4; j++)
+                        sumi = _mm512_dpwssd_epi32(
+                            sumi, _mm512_maddubs_epi16(q[j], _mm512_loadu_si512(yb->qs + 64 * j)),
+                            s16[j]);
+                    v[t][i] = sumi;
+                    dd[t][i] = dx * yb->d; /* as q4_K_row: no gather */
+                }
             }
         }
-        __m512i is = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
-                              pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));
-        is = pair_sum(is, z);
-        acc = _mm256_fmadd_ps(_mm256_load_ps(dd), _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc);
+        for (int t = 0; t < nt; t++) {
+            __m512i is = pair_sum(pair_sum(pair_sum(v[t][0], v[t][1]), pair_sum(v[t][2], v[t][3])),
+                                  pair_sum(pair_sum(v[t][4], v[t][5]), pair_sum(v[t][6], v[t][7])));
+            is = pair_sum(is, z);
+            acc[t] = _mm256_fmadd_ps(_mm256_load_ps(dd[t]),
+                                     _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc[t]);
+        }
     }
-    return hsum8_tree(acc);
+    for (int t = 0; t < nt; t++)
+        out[(size_t)t * os] = hsum8_tree(acc[t]);
+}
+
+static float q6_K_row(int64_t nb, const void *xv, const block_q8_K *y)
+{
+    float r;
+    q6_K_row_n(1, nb, xv, &y, &r, 0);
+    return r;
 }
 
 static void c_rows_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a, float *out)
@@ -734,7 +899,8 @@ static float c_dot_q6_K(int64_t n, const void *w, const void *a)
     return r;
 }
 
-CANON_GEMM(q6_K)
+#define q6_K_CALL(K) q6_K_row_n(K, n / 256, x, y, o, os)
+K_GEMM(q6_K)
 
 static size_t pack_size_q6_K(int64_t n)
 {
@@ -743,7 +909,12 @@ static size_t pack_size_q6_K(int64_t n)
 
 static void pack_q6_K(int64_t n, const void *a, size_t as, int nt, void *dst)
 {
-    pack_k(n, a, as, nt, dst, true);
+    pack_k(n, a, as, nt, dst, true, false);
+}
+
+static void pack_q6_Kv(int64_t n, const void *a, size_t as, int nt, void *dst)
+{
+    pack_k(n, a, as, nt, dst, true, nt <= 8);
 }
 
 /* A super-block of 16 rows as AMX tiles: the scales folded in by their
@@ -878,6 +1049,12 @@ static void amx_q6_K(int64_t n, const void *w, size_t ws, int nr, const void *a,
  * AVX-512 level (vpmaddubsw + vpdpwssd per 64 values) took 12.7. VK_ROWS
  * rows share each activation load. */
 #define VK_ROWS 4
+#ifndef Q8_PF
+#define Q8_PF 16
+#endif
+#ifndef VK_PF
+#define VK_PF 2
+#endif
 
 typedef struct {
     _Alignas(64) uint8_t q[VK_ROWS][256]; /* the unsigned quants as bytes, in value order */
@@ -890,14 +1067,13 @@ static void vk_decode_q4(const char *w, size_t ws, int64_t b, int64_t nsb, vk_de
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int r = 0; r < VK_ROWS; r++) {
-        prefetch_sb(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q4_K));
+        prefetch_ahead(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q4_K), VK_PF);
         const block_q4_K *x = (const block_q4_K *)(w + (size_t)r * ws) + b;
         uint8_t sc[8], m[8];
         k4_unpack(x, sc, m);
-        for (int j = 0; j < 8; j++)
-            o->sc[r][j] = sc[j];
-        for (int k = 0; k < 4; k++)
-            o->mp[r][k] = (int32_t)(m[2 * k] | (uint32_t)m[2 * k + 1] << 16);
+        _mm256_store_si256((__m256i *)o->sc[r], _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc)));
+        /* mins in pairs: m[2k] | m[2k + 1] << 16 */
+        _mm_store_si128((__m128i *)o->mp[r], _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m)));
         o->d[r] = _cvtsh_ss(x->d);
         o->dm[r] = _cvtsh_ss(x->dmin);
         for (int c = 0; c < 4; c++) {
@@ -916,13 +1092,12 @@ static void vk_decode_q6(const char *w, size_t ws, int64_t b, int64_t nsb, vk_de
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     for (int r = 0; r < VK_ROWS; r++) {
-        prefetch_sb(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q6_K));
+        prefetch_ahead(w, ws, r, VK_ROWS, b, nsb, sizeof(block_q6_K), VK_PF);
         const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * ws) + b;
-        for (int j = 0; j < 16; j++)
-            o->sc[r][j] = x->scales[j];
-        for (int k = 0; k < 8; k++)
-            o->mp[r][k] = (int32_t)((uint32_t)(uint16_t)x->scales[2 * k] |
-                                    (uint32_t)(uint16_t)x->scales[2 * k + 1] << 16);
+        const __m128i s8 = _mm_loadu_si128((const __m128i *)x->scales);
+        _mm512_store_si512(o->sc[r], _mm512_cvtepi8_epi32(s8));
+        /* scales in pairs: (uint16_t)sc[2k] | (uint16_t)sc[2k + 1] << 16 */
+        _mm256_store_si256((__m256i *)o->mp[r], _mm256_cvtepi8_epi16(s8));
         o->d[r] = _cvtsh_ss(x->d);
         for (int h = 0; h < 2; h++) {
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
@@ -998,9 +1173,65 @@ static void vk_decode_q6(const char *w, size_t ws, int64_t b, int64_t nsb, vk_de
         }                                                                                          \
     }
 VK_STEP(512, q4, 8, 4, 0)
-VK_STEP(256, q4, 8, 4, 0)
 VK_STEP(512, q6, 16, 8, 1)
-VK_STEP(256, q6, 16, 8, 1)
+
+/* Groups of at most eight tokens (batched decode of eight sequences, a
+ * mixture's experts): half a vector of tokens would leave half of every
+ * vpdpbusd idle, so the packing is paired (pack_k) and lanes 2t and 2t + 1
+ * hold token t's products with the even and the odd four-byte groups: one
+ * 64-bit broadcast of a row's eight weights per vpdpbusd, half as many as
+ * the sixteen-lane step's for the same eight tokens. The integer sums of
+ * a lane pair are added (exact) before the scales, so every token gets the
+ * bits of the sixteen-lane step. */
+#define VK_STEP_P(T, NSUB, NP, Q6)                                                                 \
+    __attribute__((noinline)) static void vk_step_##T##_p(const vk_decoded *dec, const char *p,   \
+                                                          bool first, float (*ch)[16])            \
+    {                                                                                              \
+        __m512i is[VK_ROWS];                                                                       \
+        _Pragma("GCC unroll 16") for (int j = 0; j < NSUB; j++)                                    \
+        {                                                                                          \
+            __m512i d[VK_ROWS];                                                                    \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++) d[r] =                       \
+                _mm512_setzero_si512();                                                            \
+            _Pragma("GCC unroll 8") for (int kk = 0; kk < 32 / NSUB; kk++)                         \
+            {                                                                                      \
+                const int k2 = 32 / NSUB * j + kk;                                                 \
+                const __m512i act = _mm512_loadu_si512((const void *)(p + 64 * k2));              \
+                _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                          \
+                {                                                                                  \
+                    int64_t wv;                                                                    \
+                    memcpy(&wv, dec->q[r] + 8 * k2, 8);                                            \
+                    d[r] = _mm512_dpbusd_epi32(d[r], _mm512_set1_epi64(wv), act);                  \
+                }                                                                                  \
+            }                                                                                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                              \
+            {                                                                                      \
+                __m512i v = _mm512_mullo_epi32(d[r], _mm512_set1_epi32(dec->sc[r][j]));           \
+                is[r] = j ? _mm512_add_epi32(is[r], v) : v;                                        \
+            }                                                                                      \
+        }                                                                                          \
+        const __m256 dy = _mm256_load_ps((const float *)(p + 4096));                              \
+        _Pragma("GCC unroll 8") for (int r = 0; r < VK_ROWS; r++)                                  \
+        {                                                                                          \
+            __m512i mi = _mm512_setzero_si512();                                                   \
+            _Pragma("GCC unroll 8") for (int k = 0; k < NP; k++) mi = _mm512_dpwssd_epi32(         \
+                mi, _mm512_set1_epi32(dec->mp[r][k]),                                              \
+                _mm512_loadu_si512((const void *)(p + 4160 + 64 * k)));                            \
+            if (Q6) /* sum_j sc_j (D_j - 32 bsum_j) */                                             \
+                is[r] = _mm512_sub_epi32(is[r], _mm512_slli_epi32(mi, 5));                         \
+            const __m256i isum =                                                                   \
+                _mm512_cvtepi64_epi32(_mm512_add_epi32(is[r], _mm512_srli_epi64(is[r], 32)));      \
+            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(dec->d[r]), dy);                         \
+            __m256 v = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum),                                \
+                                       first ? _mm256_setzero_ps() : _mm256_load_ps(ch[r]));      \
+            if (!Q6)                                                                               \
+                v = _mm256_fnmadd_ps(_mm256_mul_ps(_mm256_set1_ps(dec->dm[r]), dy),                \
+                                     _mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(mi)), v);            \
+            _mm256_store_ps(ch[r], v);                                                             \
+        }                                                                                          \
+    }
+VK_STEP_P(q4, 8, 4, 0)
+VK_STEP_P(q6, 16, 8, 1)
 
 /* Chains c of acc[c][g][r] added up (hsum8_tree's order). */
 #define VK_CHAINS(W, acc, g, r)                                                                    \
@@ -1028,7 +1259,7 @@ static void vk_decode_q8(const char *w, size_t ws, int64_t b, int nv, int64_t nb
         const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * ws) + b;
         for (int i = 0; i < 8; i++) {
             if (i < nv) {
-                prefetch_sb(w, ws, r, VK_ROWS, b + i, nb, sizeof(block_q8_0));
+                prefetch_ahead(w, ws, r, VK_ROWS, b + i, nb, sizeof(block_q8_0), Q8_PF);
                 _mm256_store_si256((__m256i *)(o->q[r] + 32 * i), _mm256_xor_si256(ld256(x[i].qs), c80));
                 o->d[r][i] = _cvtsh_ss(x[i].d);
             }
@@ -1069,7 +1300,40 @@ static void vk_decode_q8(const char *w, size_t ws, int64_t b, int nv, int64_t nb
         }                                                                                          \
     }
 VK_STEP8(512)
-VK_STEP8(256)
+
+/* Q8_0 for groups of at most eight tokens, paired as VK_STEP_P. */
+__attribute__((noinline)) static void vk_step_q8_p(const vk_decoded8 *dec, const char *p, int nv,
+                                                   bool first,
+                                                   float (*acc)[TOK_CHUNK][VK_ROWS][16], int g)
+{
+    for (int i = 0; i < nv; i++, p += Q8V_PACK) {
+        __m512i d[VK_ROWS];
+#pragma GCC unroll 8
+        for (int r = 0; r < VK_ROWS; r++)
+            d[r] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int k2 = 0; k2 < 4; k2++) {
+            const __m512i act = _mm512_loadu_si512((const void *)(p + 64 * k2));
+#pragma GCC unroll 8
+            for (int r = 0; r < VK_ROWS; r++) {
+                int64_t wv;
+                memcpy(&wv, dec->q[r] + 32 * i + 8 * k2, 8);
+                d[r] = _mm512_dpbusd_epi32(d[r], _mm512_set1_epi64(wv), act);
+            }
+        }
+        const __m256 dy = _mm256_load_ps((const float *)(p + 512));
+        const __m256i sy = _mm256_loadu_si256((const void *)(p + 576));
+#pragma GCC unroll 8
+        for (int r = 0; r < VK_ROWS; r++) {
+            float *ch = acc[i][g][r];
+            const __m256i isum =
+                _mm512_cvtepi64_epi32(_mm512_add_epi32(d[r], _mm512_srli_epi64(d[r], 32)));
+            const __m256 dd = _mm256_mul_ps(_mm256_set1_ps(dec->d[r][i]), dy);
+            _mm256_store_ps(ch, _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, sy)),
+                                                first ? _mm256_setzero_ps() : _mm256_load_ps(ch)));
+        }
+    }
+}
 
 /* The chains of token group g (rows r0.., tokens t0..t0 + tn) to out. */
 static void vk_store(float (*acc)[TOK_CHUNK][VK_ROWS][16], int g, int t0, int tn, int r0,
@@ -1115,8 +1379,10 @@ static ALWAYS_INLINE void vnni_gemm(const int T, int64_t n, const void *w, size_
         const char *wr = (const char *)w + (size_t)r0 * ws;
         for (int g0 = 0; g0 < ng; g0 += TOK_CHUNK) {
             const int gn = ng - g0 < TOK_CHUNK ? ng - g0 : TOK_CHUNK;
-            for (int k = (int)(nb < 8 ? nb : 8); k < 8; k++)
-                memset(acc[k], 0, sizeof(acc[k][0]) * (size_t)gn);
+            for (int k = (int)(nb < 8 ? nb : 8); k < 8; k++) /* chains no unit reaches */
+                for (int g = 0; g < gn; g++)
+                    for (int r = 0; r < VK_ROWS; r++)
+                        _mm512_store_ps(acc[k][g][r], _mm512_setzero_ps());
             for (int64_t u = 0; u < nu; u++) {
                 const int nv = T == 0 && nb - 8 * u < 8 ? (int)(nb - 8 * u) : 8;
                 if (T == 0)
@@ -1129,11 +1395,11 @@ static ALWAYS_INLINE void vnni_gemm(const int T, int64_t n, const void *w, size_
                     const char *p = (const char *)pk + (size_t)(g0 + g) * gsz + (size_t)u * us;
                     const bool half = nt - 16 * (g0 + g) <= 8;
                     if (T == 0)
-                        (half ? vk_step_q8_256 : vk_step_q8_512)(&dec8, p, nv, u == 0, acc, g);
+                        (half ? vk_step_q8_p : vk_step_q8_512)(&dec8, p, nv, u == 0, acc, g);
                     else if (T == 1)
-                        (half ? vk_step_q4_256 : vk_step_q4_512)(&dec, p, u < 8, acc[u & 7][g]);
+                        (half ? vk_step_q4_p : vk_step_q4_512)(&dec, p, u < 8, acc[u & 7][g]);
                     else
-                        (half ? vk_step_q6_256 : vk_step_q6_512)(&dec, p, u < 8, acc[u & 7][g]);
+                        (half ? vk_step_q6_p : vk_step_q6_512)(&dec, p, u < 8, acc[u & 7][g]);
                 }
             }
             for (int g = 0; g < gn; g++) {
@@ -1180,7 +1446,7 @@ void kn_vnni_fill(kn_traits *tab)
     q4->vec_dot_n = NULL; /* the generic one over vec_dot */
     q4->gemm = c_gemm_q4_K;
     q4->pack_size = pack_size_q4_K;
-    q4->pack = pack_q4_K;
+    q4->pack = pack_q4_Kv;
     q4->gemm_packed = vnni_q4_K;
     kn_traits *q6 = &tab[VT_TYPE_Q6_K];
     q6->vec_dot = c_dot_q6_K;
@@ -1188,7 +1454,7 @@ void kn_vnni_fill(kn_traits *tab)
     q6->vec_dot_n = NULL;
     q6->gemm = c_gemm_q6_K;
     q6->pack_size = pack_size_q6_K;
-    q6->pack = pack_q6_K;
+    q6->pack = pack_q6_Kv;
     q6->gemm_packed = vnni_q6_K;
 }
 
@@ -1198,6 +1464,8 @@ void kn_amx_fill(kn_traits *tab)
     tab[VT_TYPE_Q8_0].pack_size = pack_size_q8_0;
     tab[VT_TYPE_Q8_0].pack = pack_q8_0;
     tab[VT_TYPE_Q8_0].gemm_packed = amx_q8_0;
+    tab[VT_TYPE_Q4_K].pack = pack_q4_K; /* the tiles' layout for every group */
+    tab[VT_TYPE_Q6_K].pack = pack_q6_K;
     tab[VT_TYPE_Q4_K].gemm_packed = amx_q4_K;
     tab[VT_TYPE_Q6_K].gemm_packed = amx_q6_K;
 }
