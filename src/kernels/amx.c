@@ -115,6 +115,7 @@ static ALWAYS_INLINE void q8_0_row_n(const int nt, int64_t nb, const block_q8_0 
         _Alignas(32) float dx[8] = {0}; /* the scales one by one: no gather (as q4_K_row) */
         for (int i = 0; i < nv; i++)
             dx[i] = _cvtsh_ss(x[b + i].d);
+#pragma GCC unroll 4
         for (int p = 0; p < 4; p++) {
             const int i = 2 * p;
             x86_prefetch_step(x + b + i, 2 * sizeof(block_q8_0));
@@ -126,6 +127,7 @@ static ALWAYS_INLINE void q8_0_row_n(const int nt, int64_t nb, const block_q8_0 
         const __m256 dxv = _mm256_load_ps(dx);
         for (int t = 0; t < nt; t++) {
             __m512i v[4];
+#pragma GCC unroll 4
             for (int p = 0; p < 4; p++)
                 v[p] = _mm512_sub_epi32(
                     _mm512_dpbusd_epi32(z, _mm512_loadu_si512(yu[t] + 32 * (b + 2 * p)), xq[p]),
@@ -851,6 +853,7 @@ static ALWAYS_INLINE void q6_K_row_n(const int nt, int64_t nb, const void *xv,
                 __m512i q[4], s16[4];
                 k6_half(xb, 0, &q[0], &q[1]);
                 k6_half(xb, 1, &q[2], &q[3]);
+#pragma GCC unroll 4
                 for (int j = 0; j < 4; j++)
                     s16[j] = _mm512_permutexvar_epi16(perm[j], sc);
                 const float dx = _cvtsh_ss(xb->d);
@@ -859,6 +862,7 @@ static ALWAYS_INLINE void q6_K_row_n(const int nt, int64_t nb, const void *xv,
                     __m256i off = _mm256_madd_epi16(sc16, ld256(yb->bsums));
                     __m512i sumi = _mm512_sub_epi32(
                         z, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+#pragma GCC unroll 4
                     for (int j = 0; j < 4; j++)
                         sumi = _mm512_dpwssd_epi32(
                             sumi, _mm512_maddubs_epi16(q[j], _mm512_loadu_si512(yb->qs + 64 * j)),
