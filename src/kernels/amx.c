@@ -1452,6 +1452,7 @@ void kn_vnni_fill(kn_traits *tab)
     q4->pack_size = pack_size_q4_K;
     q4->pack = pack_q4_Kv;
     q4->gemm_packed = vnni_q4_K;
+    q4->pack_min = 3; /* Zen 4: the paired step for three tokens takes 3/4 of three GEMV passes */
     kn_traits *q6 = &tab[VT_TYPE_Q6_K];
     q6->vec_dot = c_dot_q6_K;
     q6->vec_dot_rows = c_rows_q6_K;
@@ -1471,5 +1472,6 @@ void kn_amx_fill(kn_traits *tab)
     tab[VT_TYPE_Q4_K].pack = pack_q4_K; /* the tiles' layout for every group */
     tab[VT_TYPE_Q6_K].pack = pack_q6_K;
     tab[VT_TYPE_Q4_K].gemm_packed = amx_q4_K;
+    tab[VT_TYPE_Q4_K].pack_min = 0;
     tab[VT_TYPE_Q6_K].gemm_packed = amx_q6_K;
 }

@@ -85,6 +85,9 @@ typedef struct {
     void (*gemm_packed)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
                         size_t a_stride, const void *packed, int nt, float *out,
                         size_t out_stride);
+    /* From this many tokens kn_matmul takes gemm_packed (0: its default);
+     * fewer, gemm. */
+    int pack_min;
 } kn_traits;
 
 /* Selects SIMD kernels for this CPU (idempotent, thread-safe). The environment

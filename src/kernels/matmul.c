@@ -30,7 +30,8 @@
 
 /* From this many tokens a multiplication packs its activations for the
  * level's packed GEMM, the AMX tiles or the VNNI outer product (fewer: the
- * level's gemm, one decode GEMV per token). */
+ * level's gemm, the few-token GEMV), unless the type's traits say
+ * otherwise (pack_min). */
 #define PACK_MIN_TOK 4
 
 /* Decoding (one to three tokens) is a memory stream, and it streams best
@@ -275,7 +276,8 @@ static vt_err mm_pass(kn_pool *p, kn_ws *ws, const float *x, int64_t nx, int64_t
             continue;
         pick[nit] = mm[i];
         const bool gather = mm[i].tok && mm[i].ntok > 1;
-        packed[nit] = tr->gemm_packed && mm[i].ntok >= PACK_MIN_TOK && !f32;
+        packed[nit] = tr->gemm_packed && mm[i].ntok >= (tr->pack_min ? tr->pack_min : PACK_MIN_TOK) &&
+                      !f32;
         gat_off[nit] = pk_off[nit] = gsz[nit] = 0;
         if (gather) {
             gat_off[nit] = need;
