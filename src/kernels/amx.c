@@ -288,14 +288,18 @@ static ALWAYS_INLINE void q4_K_row_n(const int nt, int64_t nb, const void *xv,
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b += 8) {
         const int nv = nb - b < 8 ? (int)(nb - b) : 8;
-        __m512i v[ROWS_NT][8], mv[ROWS_NT][4];
+        /* one token: the sums in vectors, reduced by the pair_sum tree;
+         * more: each super-block's sums reduced at once (the same exact
+         * integers, without holding eight vectors per token) */
+        __m512i v[8], mv[4];
+        _Alignas(32) int32_t isv[ROWS_NT][8], msv[ROWS_NT][8];
         _Alignas(32) float dd[ROWS_NT][8], dm[ROWS_NT][8];
 #pragma GCC unroll 8
         for (int i = 0; i < 8; i++) {
-            __m256i mins[ROWS_NT];
+            __m256i mins = _mm256_setzero_si256();
+            v[i] = z;
             for (int t = 0; t < nt; t++) {
-                mins[t] = _mm256_setzero_si256();
-                v[t][i] = z;
+                isv[t][i] = msv[t][i] = 0;
                 dd[t][i] = dm[t][i] = 0.0f;
             }
             if (i < nv) {
@@ -314,34 +318,45 @@ static ALWAYS_INLINE void q4_K_row_n(const int nt, int64_t nb, const void *xv,
                         m4);
                     s16[c] = _mm512_permutexvar_epi16(_mm512_loadu_si512(k4_pick[c]), sc);
                 }
+#pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) {
                     const block_q8_K *yb = y[t] + b + i;
                     __m128 ddm = _mm_mul_ps(dxm, _mm_set1_ps(yb->d));
                     dd[t][i] = _mm_cvtss_f32(ddm);
                     dm[t][i] = _mm_cvtss_f32(_mm_movehdup_ps(ddm));
-                    mins[t] = k4_mins_dot(mn8, yb->bsums);
+                    mins = k4_mins_dot(mn8, yb->bsums);
+                    __m512i vt = z;
 #pragma GCC unroll 4
                     for (int c = 0; c < 4; c++) {
                         __m512i p = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(yb->qs + 64 * c));
-                        v[t][i] = c ? _mm512_dpwssd_epi32(v[t][i], p, s16[c])
-                                    : _mm512_madd_epi16(p, s16[c]);
+                        vt = c ? _mm512_dpwssd_epi32(vt, p, s16[c]) : _mm512_madd_epi16(p, s16[c]);
+                    }
+                    if (nt == 1) {
+                        v[i] = vt;
+                    } else {
+                        isv[t][i] = _mm512_reduce_add_epi32(vt);
+                        msv[t][i] = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(mins));
                     }
                 }
             }
-            for (int t = 0; t < nt; t++)
-                mv[t][i / 2] = i & 1 ? _mm512_inserti64x4(mv[t][i / 2], mins[t], 1)
-                                     : _mm512_castsi256_si512(mins[t]);
+            if (nt == 1)
+                mv[i / 2] = i & 1 ? _mm512_inserti64x4(mv[i / 2], mins, 1)
+                                  : _mm512_castsi256_si512(mins);
         }
         for (int t = 0; t < nt; t++) {
-            __m512i is = pair_sum(pair_sum(pair_sum(v[t][0], v[t][1]), pair_sum(v[t][2], v[t][3])),
-                                  pair_sum(pair_sum(v[t][4], v[t][5]), pair_sum(v[t][6], v[t][7])));
-            __m512i ms = pair_sum(pair_sum(mv[t][0], mv[t][1]), pair_sum(mv[t][2], mv[t][3]));
-            is = pair_sum(is, z);
-            ms = pair_sum(ms, z);
-            acc[t] = _mm256_fmadd_ps(_mm256_load_ps(dd[t]),
-                                     _mm256_cvtepi32_ps(_mm512_castsi512_si256(is)), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_load_ps(dm[t]),
-                                      _mm256_cvtepi32_ps(_mm512_castsi512_si256(ms)), acc[t]);
+            __m256i is, ms;
+            if (nt == 1) {
+                __m512i iv = pair_sum(pair_sum(pair_sum(v[0], v[1]), pair_sum(v[2], v[3])),
+                                      pair_sum(pair_sum(v[4], v[5]), pair_sum(v[6], v[7])));
+                __m512i mw = pair_sum(pair_sum(mv[0], mv[1]), pair_sum(mv[2], mv[3]));
+                is = _mm512_castsi512_si256(pair_sum(iv, z));
+                ms = _mm512_castsi512_si256(pair_sum(mw, z));
+            } else {
+                is = _mm256_load_si256((const __m256i *)isv[t]);
+                ms = _mm256_load_si256((const __m256i *)msv[t]);
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_load_ps(dd[t]), _mm256_cvtepi32_ps(is), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_load_ps(dm[t]), _mm256_cvtepi32_ps(ms), acc[t]);
         }
     }
     for (int t = 0; t < nt; t++)
