@@ -1138,12 +1138,11 @@ static void vk_decode_q6(const char *w, size_t ws, int64_t b, int64_t nsb, vk_de
     }
 }
 
-/* One super-block of VK_ROWS rows against one packed token group p: the
- * chains ch[r] of its tokens take their fused multiply-adds. W = 512: the
- * sixteen tokens; W = 256: the first eight (a group of at most eight, as
- * batched decode of eight sequences has: half the work, the same bits per
- * token). NSUB sub-blocks, NP packed pair vectors (Q4_K: 8, 4; Q6_K: 16,
- * 8). Not inlined: inlined into the loop over the groups, GCC hoists the
+/* One super-block of VK_ROWS rows against one packed group p of sixteen
+ * tokens: the chains ch[r] of its tokens take their fused multiply-adds
+ * (W = 512, the one width instantiated; a group of at most eight tokens
+ * takes VK_STEP_P below, the same bits per token). NSUB sub-blocks, NP
+ * packed pair vectors (Q4_K: 8, 4; Q6_K: 16, 8). Not inlined: inlined into the loop over the groups, GCC hoists the
  * 256 weight broadcasts out of it into 16 KB of stack, read back with
  * every vpdpbusd (3x slower). */
 #define VK_STEP(W, T, NSUB, NP, Q6)                                                                \
